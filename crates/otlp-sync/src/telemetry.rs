@@ -1,0 +1,49 @@
+//! Instrument names, the instrumentation scope and shared telemetry helpers.
+//!
+//! Every instrument is listed in `docs/metrics.md`. Counters and gauges are observable: their callbacks read the
+//! same cheap counters as `stats()`. Only waits record a histogram.
+
+use opentelemetry::InstrumentationScope;
+use opentelemetry::metrics::Meter;
+
+/// The instrumentation scope name of every instrument in this crate.
+pub const SCOPE: &str = "otlp-sync";
+
+/// Names of the instruments and attributes, for dashboards and tests.
+pub mod names {
+    /// Gauge `{permit}`: the semaphore's total permits.
+    pub const SEMAPHORE_PERMITS_LIMIT: &str = "semaphore.permits.limit";
+    /// Gauge `{permit}`: permits held right now.
+    pub const SEMAPHORE_PERMITS_USED: &str = "semaphore.permits.used";
+    /// Gauge `{acquire}`: acquires waiting right now.
+    pub const SEMAPHORE_WAITING: &str = "semaphore.waiting";
+    /// Counter `{acquire}` with attribute `outcome`: finished acquire calls.
+    pub const SEMAPHORE_ACQUIRES: &str = "semaphore.acquires";
+    /// Histogram `s` with attribute `outcome`: how long acquires that had to wait waited.
+    pub const SEMAPHORE_WAIT_DURATION: &str = "semaphore.wait.duration";
+    /// Counter `{decision}` with attribute `outcome`: rate limiter decisions.
+    pub const RATELIMITER_DECISIONS: &str = "ratelimiter.decisions";
+    /// Histogram `s` with attribute `outcome`: how long waits that slept took.
+    pub const RATELIMITER_WAIT_DURATION: &str = "ratelimiter.wait.duration";
+    /// Attribute: the semaphore's name.
+    pub const SEMAPHORE_NAME: &str = "semaphore.name";
+    /// Attribute: the rate limiter's name.
+    pub const RATELIMITER_NAME: &str = "ratelimiter.name";
+    /// Attribute: how a call ended.
+    pub const OUTCOME: &str = "outcome";
+}
+
+/// Bucket boundaries (seconds) advised for the wait histograms: 10 µs to 10 s. A view can override them.
+pub(crate) const WAIT_BOUNDARIES: [f64; 16] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// The meter of this crate's scope (`otlp-sync` with its version) from the global meter provider.
+pub fn default_meter() -> Meter {
+    opentelemetry::global::meter_with_scope(
+        InstrumentationScope::builder(SCOPE)
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build(),
+    )
+}
