@@ -1,0 +1,49 @@
+//! Concurrency patterns on tokio that lose nothing and leak nothing, with OpenTelemetry metrics and `tracing`
+//! spans built in, cheap enough to leave on.
+//!
+//! * [`WorkerPool`]: `n` long-lived workers serving a bounded queue; backpressure, a default per-task timeout,
+//!   panics caught, graceful shutdown with a deadline.
+//! * [`FanOut`]: run a function over many items with bounded concurrency; results in input order with every error
+//!   kept (or fail-fast), or streamed as they finish.
+//! * [`Pipeline`]: stages with their own concurrency joined by bounded queues; order kept by default.
+//!
+//! Each pattern counts every task or item as exactly one [`Outcome`] (`ok`, `error`, `panic`, `timeout`,
+//! `cancelled`, `rejected`), exports those counts through observable OpenTelemetry instruments of scope
+//! `otlp-patterns`, and records durations in histograms (see `docs/metrics.md`). Bounded concurrency in fan-outs
+//! comes from an instrumented `otlp-sync` semaphore, so it shows up in that crate's metrics too.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use otlp_patterns::WorkerPool;
+//!
+//! let pool = WorkerPool::builder("mail").workers(2).queue(16).build()?;
+//! let handle = pool.submit(async { Ok::<_, std::io::Error>("sent") }).await?;
+//! assert_eq!(handle.await?, "sent");
+//! pool.shutdown_now().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod context;
+mod error;
+mod outcome;
+mod queue;
+mod sync;
+mod task;
+mod telemetry;
+mod worker_pool;
+
+pub use context::current_token;
+pub use error::{BuildError, SubmitError, TaskError};
+pub use outcome::Outcome;
+pub use task::TaskHandle;
+pub use worker_pool::{DEFAULT_TASK_TIMEOUT, ShutdownReport, WorkerPool, WorkerPoolBuilder, WorkerPoolStats};
+
+/// Internals exposed to the loom model in `tests/loom.rs` only.
+#[cfg(otlp_loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::outcome::OutcomeCounters;
+    pub use crate::queue::{Pop, QueueCore};
+}

@@ -1,0 +1,637 @@
+//! A fixed set of long-lived workers serving a bounded queue of tasks.
+//!
+//! [`WorkerPool`] is the answer to "run these futures, at most `n` at a time, with backpressure, timeouts,
+//! metrics and a clean shutdown". Each submitted task is one boxed job (the future, where its result goes, its
+//! span and its deadline) pushed onto a bounded queue; `n` workers spawned at build pop and run jobs one at a time.
+//!
+//! * **Backpressure**: [`submit`](WorkerPool::submit) waits for room in the queue; [`try_submit`](WorkerPool::try_submit)
+//!   fails at once with [`SubmitError::Full`].
+//! * **Timeouts**: every task gets the pool's `task_timeout` (5 s by default) from the moment it starts; a task
+//!   submitted with [`submit_with_deadline`](WorkerPool::submit_with_deadline) gets that deadline instead, counted
+//!   from submission (a task whose deadline passes while queued times out without running).
+//! * **Failures**: a task returns `Result<T, E>`; its [`TaskHandle`] resolves to `Result<T, TaskError<E>>`, which
+//!   keeps apart `Failed(E)`, `Panicked(msg)` (the panic is caught, the worker keeps serving), `TimedOut` and
+//!   `Cancelled`.
+//! * **Context**: each task runs in a `workerpool.task` span (debug level) whose parent is the span current at
+//!   submission, so traces follow work into the pool; [`current_token`](crate::current_token) gives the pool's
+//!   cancellation token (a child of the builder's `parent`).
+//! * **Shutdown**: [`shutdown(deadline)`](WorkerPool::shutdown) stops accepting, lets the workers drain the queue
+//!   and finish until the deadline, then cancels whatever is left; [`shutdown_now`](WorkerPool::shutdown_now)
+//!   cancels at once. When either returns, no task of the pool is alive. Dropping the pool without a shutdown
+//!   cancels everything (running tasks are dropped at their next `.await`, queued ones never run), without waiting.
+//!   Cancelling the `parent` token does the same.
+//! * **Accounting**: every submission is counted as exactly one outcome; once the pool is shut down,
+//!   `submitted = completed + failed + panicked + timed_out + cancelled + rejected` ([`WorkerPoolStats`]).
+//!
+//! Cancellation drops futures at their `.await` points: a task that blocks its thread (a CPU loop with no
+//! `.await`) cannot be interrupted, and `shutdown` waits for it. Use `spawn_blocking` for such work.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use otlp_patterns::{TaskError, WorkerPool};
+//!
+//! let pool = WorkerPool::builder("thumbnails")
+//!     .workers(4)
+//!     .queue(64)
+//!     .task_timeout(Duration::from_secs(2))
+//!     .build()?;
+//!
+//! let ok = pool.submit(async { Ok::<_, String>(21 * 2) }).await?;
+//! let bad = pool.submit(async { Err::<u32, _>("no such image".to_string()) }).await?;
+//! assert_eq!(ok.await, Ok(42));
+//! assert_eq!(bad.await, Err(TaskError::Failed("no such image".to_string())));
+//!
+//! let report = pool.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
+//! assert_eq!(report.cancelled, 0);
+//! let stats = pool.stats();
+//! assert_eq!((stats.submitted, stats.completed, stats.failed), (2, 1, 1));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, Meter, ObservableCounter, ObservableGauge};
+use tokio::runtime::Handle;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Span;
+
+use crate::outcome::{OutcomeCounters, sum};
+use crate::queue::{PushError, Queue};
+use crate::sync::{AtomicU64, Ordering};
+use crate::task::{BoxJob, RunJob, TaskJob};
+use crate::telemetry::{duration_histogram, gauge, outcome_counter, secs};
+use crate::{BuildError, Outcome, SubmitError, TaskHandle};
+
+/// The default per-task timeout (the Go original's 5 s).
+pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Configures a [`WorkerPool`]; see [`WorkerPool::builder`].
+#[derive(Debug, Clone)]
+pub struct WorkerPoolBuilder {
+    name: String,
+    workers: usize,
+    queue: Option<usize>,
+    task_timeout: Duration,
+    parent: Option<CancellationToken>,
+    runtime: Option<Handle>,
+    meter: Option<Meter>,
+}
+
+impl WorkerPoolBuilder {
+    /// Number of workers, i.e. of tasks running at once (default: the available parallelism). 0 is an error.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Tasks that may wait in the queue (default: 64 per worker). 0 is an error.
+    pub fn queue(mut self, capacity: usize) -> Self {
+        self.queue = Some(capacity);
+        self
+    }
+
+    /// Time a task may run before it is dropped and reported as [`TaskError::TimedOut`](crate::TaskError::TimedOut)
+    /// (default [`DEFAULT_TASK_TIMEOUT`], 5 s). `Duration::MAX` means no timeout; zero is an error.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = timeout;
+        self
+    }
+
+    /// Makes the pool's cancellation token a child of `token`: cancelling `token` cancels the pool (like
+    /// [`WorkerPool::shutdown_now`], without waiting).
+    pub fn parent(mut self, token: CancellationToken) -> Self {
+        self.parent = Some(token);
+        self
+    }
+
+    /// Spawns the workers on `handle` instead of the current runtime.
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Uses `meter` instead of the global meter of scope `otlp-patterns` (for tests).
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Validates the configuration, registers the instruments and spawns the workers.
+    pub fn build(self) -> Result<WorkerPool, BuildError> {
+        if self.workers == 0 {
+            return Err(BuildError::ZeroWorkers);
+        }
+        let capacity = self.queue.unwrap_or(self.workers.saturating_mul(64));
+        if capacity == 0 {
+            return Err(BuildError::ZeroQueue);
+        }
+        if self.task_timeout.is_zero() {
+            return Err(BuildError::ZeroTimeout);
+        }
+        let runtime = match self.runtime {
+            Some(h) => h,
+            None => Handle::try_current().map_err(|_| BuildError::NoRuntime)?,
+        };
+        let meter = self.meter.unwrap_or_else(crate::telemetry::default_meter);
+        let token = match &self.parent {
+            Some(parent) => parent.child_token(),
+            None => CancellationToken::new(),
+        };
+        let attrs = [KeyValue::new("workerpool.name", self.name.clone())];
+        let shared = Arc::new(Shared {
+            queue: Queue::new(capacity),
+            shards: (0..self.workers).map(|_| WorkerShard::default()).collect(),
+            pool_counts: OutcomeCounters::new(),
+            alive: AtomicU64::new(0),
+            workers: self.workers,
+            timeout: if self.task_timeout == Duration::MAX { None } else { Some(self.task_timeout) },
+            token,
+            run_hist: duration_histogram(&meter, "workerpool.task.duration", "Time tasks ran, until their outcome."),
+            wait_hist: duration_histogram(
+                &meter,
+                "workerpool.task.wait.duration",
+                "Time tasks waited in the queue before a worker took them.",
+            ),
+            aborts: std::sync::Mutex::new(Vec::with_capacity(self.workers)),
+            attrs,
+            name: self.name,
+        });
+        let instruments = Instruments::register(&meter, &shared);
+
+        let mut workers = Vec::with_capacity(shared.workers);
+        for index in 0..shared.workers {
+            shared.alive.fetch_add(1, Ordering::Relaxed);
+            let fut = crate::context::with_token(shared.token.clone(), worker(Arc::clone(&shared), index));
+            let handle = runtime.spawn(fut);
+            lock_std(&shared.aborts).push(handle.abort_handle());
+            workers.push(handle);
+        }
+        let supervisor = self.parent.map(|_| {
+            let shared = Arc::clone(&shared);
+            runtime.spawn(async move {
+                shared.token.cancelled().await;
+                shared.cancel();
+            })
+        });
+        Ok(WorkerPool {
+            shared,
+            handles: tokio::sync::Mutex::new(Handles { workers, supervisor }),
+            _instruments: instruments,
+        })
+    }
+}
+
+fn lock_std<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Drops `job`, containing a panic from the user's `Drop`.
+fn drop_quietly(job: BoxJob) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
+}
+
+/// One worker's counters, written only by that worker (so they do not bounce between cores).
+#[derive(Debug, Default)]
+struct WorkerShard {
+    counts: OutcomeCounters,
+    active: AtomicU64,
+}
+
+/// State shared by the pool handle, its workers and its metric callbacks.
+struct Shared {
+    name: String,
+    queue: Queue<BoxJob>,
+    shards: Box<[WorkerShard]>,
+    /// Outcomes decided outside a worker: rejections, and queued tasks cancelled before they ran.
+    pool_counts: OutcomeCounters,
+    alive: AtomicU64,
+    workers: usize,
+    timeout: Option<Duration>,
+    token: CancellationToken,
+    run_hist: Histogram<f64>,
+    wait_hist: Histogram<f64>,
+    attrs: [KeyValue; 1],
+    aborts: std::sync::Mutex<Vec<AbortHandle>>,
+}
+
+impl Shared {
+    fn outcomes(&self) -> [u64; 6] {
+        sum(self.shards.iter().map(|s| &s.counts).chain(std::iter::once(&self.pool_counts)))
+    }
+
+    fn active(&self) -> u64 {
+        self.shards.iter().map(|s| s.active.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Cancels everything: the token, the queue (no more pushes), the workers (their running task is dropped
+    /// and counted as cancelled) and the queued tasks (counted as cancelled). Does not wait.
+    fn cancel(&self) {
+        self.token.cancel();
+        self.queue.close();
+        for abort in lock_std(&self.aborts).iter() {
+            abort.abort();
+        }
+        for mut job in self.queue.core().drain() {
+            job.as_mut().abandon(Outcome::Cancelled);
+            self.pool_counts.add(Outcome::Cancelled, 1);
+            drop_quietly(job);
+        }
+    }
+}
+
+/// The task a worker is running; dropping it unfinished (the worker was aborted) counts it as cancelled.
+struct InFlight<'a> {
+    job: Option<BoxJob>,
+    shard: &'a WorkerShard,
+    alive: &'a AtomicU64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(mut job) = self.job.take() {
+            job.as_mut().abandon(Outcome::Cancelled);
+            self.shard.counts.add(Outcome::Cancelled, 1);
+            self.shard.active.store(0, Ordering::Relaxed);
+            drop_quietly(job);
+        }
+        self.alive.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn worker(shared: Arc<Shared>, index: usize) {
+    let Some(shard) = shared.shards.get(index) else {
+        return;
+    };
+    let mut slot = InFlight {
+        job: None,
+        shard,
+        alive: &shared.alive,
+    };
+    while let Some(job) = shared.queue.pop().await {
+        let start = Instant::now();
+        shared.wait_hist.record(secs(start.saturating_duration_since(job.enqueued_at())), &shared.attrs);
+        shard.active.store(1, Ordering::Relaxed);
+        let job = slot.job.insert(job);
+        let deadline = match job.deadline() {
+            Some(d) => Some(d),
+            None => shared.timeout.and_then(|t| start.checked_add(t)),
+        };
+        let outcome = match deadline {
+            Some(d) if d <= start => {
+                job.as_mut().abandon(Outcome::Timeout);
+                Outcome::Timeout
+            }
+            Some(d) => match tokio::time::timeout_at(d, RunJob(job.as_mut())).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    job.as_mut().abandon(Outcome::Timeout);
+                    Outcome::Timeout
+                }
+            },
+            None => RunJob(job.as_mut()).await,
+        };
+        shared.run_hist.record(secs(start.elapsed()), &shared.attrs);
+        shard.counts.add(outcome, 1);
+        shard.active.store(0, Ordering::Relaxed);
+        if let Some(job) = slot.job.take() {
+            drop_quietly(job);
+        }
+    }
+}
+
+struct Handles {
+    workers: Vec<JoinHandle<()>>,
+    supervisor: Option<JoinHandle<()>>,
+}
+
+/// Waits for every handle, removing each once it finished (so a dropped wait loses nothing).
+async fn join_all(handles: &mut Vec<JoinHandle<()>>) {
+    while let Some(last) = handles.last_mut() {
+        let _ = last.await;
+        handles.pop();
+    }
+}
+
+/// The observable instruments, kept for the pool's lifetime.
+#[allow(dead_code)]
+struct Instruments {
+    workers: ObservableGauge<u64>,
+    active: ObservableGauge<u64>,
+    queue_length: ObservableGauge<u64>,
+    queue_capacity: ObservableGauge<u64>,
+    tasks: ObservableCounter<u64>,
+}
+
+impl Instruments {
+    fn register(meter: &Meter, shared: &Arc<Shared>) -> Self {
+        let attrs = shared.attrs.to_vec();
+        Instruments {
+            workers: gauge(
+                meter,
+                "workerpool.workers",
+                "{worker}",
+                "Workers alive.",
+                shared,
+                attrs.clone(),
+                |s: &Shared| s.alive.load(Ordering::Relaxed),
+            ),
+            active: gauge(
+                meter,
+                "workerpool.workers.active",
+                "{worker}",
+                "Workers running a task.",
+                shared,
+                attrs.clone(),
+                Shared::active,
+            ),
+            queue_length: gauge(
+                meter,
+                "workerpool.queue.length",
+                "{task}",
+                "Tasks waiting in the queue.",
+                shared,
+                attrs.clone(),
+                |s: &Shared| s.queue.len() as u64,
+            ),
+            queue_capacity: gauge(
+                meter,
+                "workerpool.queue.capacity",
+                "{task}",
+                "Tasks the queue can hold.",
+                shared,
+                attrs.clone(),
+                |s: &Shared| s.queue.capacity() as u64,
+            ),
+            tasks: outcome_counter(
+                meter,
+                "workerpool.tasks",
+                "{task}",
+                "Tasks submitted, by outcome.",
+                shared,
+                &attrs,
+                Shared::outcomes,
+            ),
+        }
+    }
+}
+
+/// A snapshot of a worker pool's counters; see [`WorkerPool::stats`].
+///
+/// Once the pool is shut down, `submitted = completed + failed + panicked + timed_out + cancelled + rejected`.
+/// While it runs, `queued` and `active` tasks are the difference (read at slightly different instants).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerPoolStats {
+    /// Calls to `submit`, `try_submit`, `execute`... that returned (accepted or rejected).
+    pub submitted: u64,
+    /// Tasks that returned `Ok`.
+    pub completed: u64,
+    /// Tasks that returned `Err`.
+    pub failed: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Tasks that missed their deadline.
+    pub timed_out: u64,
+    /// Tasks cancelled before they finished (shutdown past its deadline, parent token, drop).
+    pub cancelled: u64,
+    /// Submissions refused (queue full or pool closed).
+    pub rejected: u64,
+    /// Tasks waiting in the queue now.
+    pub queued: u64,
+    /// Tasks running now.
+    pub active: u64,
+}
+
+impl WorkerPoolStats {
+    /// Tasks that reached an outcome (every outcome, rejections included).
+    pub fn finished(&self) -> u64 {
+        self.completed + self.failed + self.panicked + self.timed_out + self.cancelled + self.rejected
+    }
+}
+
+/// What [`WorkerPool::shutdown`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Tasks that reached an outcome other than `cancelled` during the shutdown (the queue drained).
+    pub completed: u64,
+    /// Tasks cancelled: still queued or running when the deadline came.
+    pub cancelled: u64,
+    /// Whether the deadline came before the workers drained the queue.
+    pub deadline_reached: bool,
+}
+
+/// A fixed set of workers serving a bounded queue of tasks; see the [module docs](self).
+pub struct WorkerPool {
+    shared: Arc<Shared>,
+    handles: tokio::sync::Mutex<Handles>,
+    _instruments: Instruments,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("name", &self.shared.name)
+            .field("workers", &self.shared.workers)
+            .field("capacity", &self.shared.queue.capacity())
+            .field("task_timeout", &self.shared.timeout)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl WorkerPool {
+    /// A builder for a pool named `name` (the `workerpool.name` attribute of its metrics).
+    pub fn builder(name: impl Into<String>) -> WorkerPoolBuilder {
+        WorkerPoolBuilder {
+            name: name.into(),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            queue: None,
+            task_timeout: DEFAULT_TASK_TIMEOUT,
+            parent: None,
+            runtime: None,
+            meter: None,
+        }
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.shared.workers
+    }
+
+    /// How many tasks the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.shared.queue.capacity()
+    }
+
+    /// The pool's cancellation token (what [`current_token`](crate::current_token) returns inside its tasks).
+    pub fn token(&self) -> &CancellationToken {
+        &self.shared.token
+    }
+
+    /// Whether the pool stopped accepting tasks (shutdown or cancellation began).
+    pub fn is_closed(&self) -> bool {
+        self.shared.queue.core().is_closed()
+    }
+
+    fn task_span(&self) -> Span {
+        tracing::debug_span!(parent: &Span::current(), "workerpool.task", workerpool.name = %self.shared.name)
+    }
+
+    fn rejected(&self, err: PushError<BoxJob>) -> SubmitError {
+        self.shared.pool_counts.add(Outcome::Rejected, 1);
+        let (job, err) = match err {
+            PushError::Full(job) => (job, SubmitError::Full),
+            PushError::Closed(job) => (job, SubmitError::Closed),
+        };
+        drop_quietly(job);
+        err
+    }
+
+    /// Queues `fut`, waiting for room if the queue is full, and returns a handle to its result.
+    ///
+    /// Fails with [`SubmitError::Closed`] once the pool shuts down. Cancel-safe: dropped while waiting for room,
+    /// it drops `fut` unrun and counts nothing.
+    pub async fn submit<F, T, E>(&self, fut: F) -> Result<TaskHandle<T, E>, SubmitError>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + std::fmt::Debug + 'static,
+    {
+        let (job, handle) = TaskJob::with_handle(fut, self.task_span(), None);
+        match self.shared.queue.push(job).await {
+            Ok(()) => Ok(handle),
+            Err(e) => Err(self.rejected(e)),
+        }
+    }
+
+    /// Like [`submit`](Self::submit), with the task's own `deadline` instead of the pool's timeout. The deadline
+    /// counts from now, queueing included: a task still queued at its deadline times out without running.
+    pub async fn submit_with_deadline<F, T, E>(
+        &self,
+        deadline: Instant,
+        fut: F,
+    ) -> Result<TaskHandle<T, E>, SubmitError>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + std::fmt::Debug + 'static,
+    {
+        let (job, handle) = TaskJob::with_handle(fut, self.task_span(), Some(deadline));
+        match self.shared.queue.push(job).await {
+            Ok(()) => Ok(handle),
+            Err(e) => Err(self.rejected(e)),
+        }
+    }
+
+    /// Queues `fut` if there is room now; else fails at once with [`SubmitError::Full`] (`fut` is dropped and
+    /// counted as rejected).
+    pub fn try_submit<F, T, E>(&self, fut: F) -> Result<TaskHandle<T, E>, SubmitError>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + std::fmt::Debug + 'static,
+    {
+        let (job, handle) = TaskJob::with_handle(fut, self.task_span(), None);
+        match self.shared.queue.try_push(job) {
+            Ok(()) => Ok(handle),
+            Err(e) => Err(self.rejected(e)),
+        }
+    }
+
+    /// Queues `fut` without a handle (fire and forget: one allocation), waiting for room. Its outcome is only
+    /// counted; an error or panic is also logged at debug level. Cancel-safe like [`submit`](Self::submit).
+    pub async fn execute<F, E>(&self, fut: F) -> Result<(), SubmitError>
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Send + std::fmt::Debug + 'static,
+    {
+        let job = TaskJob::detached(fut, self.task_span(), None);
+        match self.shared.queue.push(job).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.rejected(e)),
+        }
+    }
+
+    /// [`execute`](Self::execute) if there is room now; else [`SubmitError::Full`].
+    pub fn try_execute<F, E>(&self, fut: F) -> Result<(), SubmitError>
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Send + std::fmt::Debug + 'static,
+    {
+        let job = TaskJob::detached(fut, self.task_span(), None);
+        match self.shared.queue.try_push(job) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.rejected(e)),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> WorkerPoolStats {
+        let accepted = self.shared.queue.core().accepted();
+        let [ok, error, panic, timeout, cancelled, rejected] = self.shared.outcomes();
+        WorkerPoolStats {
+            submitted: accepted + rejected,
+            completed: ok,
+            failed: error,
+            panicked: panic,
+            timed_out: timeout,
+            cancelled,
+            rejected,
+            queued: self.shared.queue.len() as u64,
+            active: self.shared.active(),
+        }
+    }
+
+    /// Stops accepting tasks, lets the workers drain the queue and finish their tasks until `deadline`, then
+    /// cancels the rest (the token is cancelled, running tasks are dropped at their next `.await`, queued ones never
+    /// run; all are counted as cancelled) and waits for the workers to exit.
+    ///
+    /// When it returns, no task of the pool is alive. Calling it again (or after `shutdown_now`) returns at once.
+    /// Cancel-safe: if the returned future is dropped, the pool stays closed and its workers keep draining; a later
+    /// call or dropping the pool finishes the job.
+    pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
+        let before = self.stats();
+        self.shared.queue.close();
+        let mut handles = self.handles.lock().await;
+        let drained = tokio::time::timeout_at(deadline, join_all(&mut handles.workers)).await.is_ok();
+        self.shared.cancel();
+        join_all(&mut handles.workers).await;
+        if let Some(supervisor) = handles.supervisor.as_mut() {
+            let _ = supervisor.await;
+            handles.supervisor = None;
+        }
+        let after = self.stats();
+        let cancelled = after.cancelled - before.cancelled;
+        ShutdownReport {
+            completed: (after.finished() - after.rejected) - (before.finished() - before.rejected) - cancelled,
+            cancelled,
+            deadline_reached: !drained,
+        }
+    }
+
+    /// Cancels everything now (queued and running tasks) and waits for the workers to exit: `shutdown` with a
+    /// deadline that already passed.
+    pub async fn shutdown_now(&self) -> ShutdownReport {
+        self.shutdown(Instant::now()).await
+    }
+}
+
+impl Drop for WorkerPool {
+    /// Cancels every queued and running task (counted as cancelled) without waiting; see the module docs.
+    fn drop(&mut self) {
+        self.shared.cancel();
+    }
+}
