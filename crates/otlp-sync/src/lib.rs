@@ -17,15 +17,24 @@
 //! Instruments come from `opentelemetry::global::meter_with_scope` (scope `otlp-sync`) when an owner is built, or
 //! from the meter given to its builder; see [`telemetry::names`] and `docs/metrics.md`.
 
+pub mod clock;
 mod counters;
 mod error;
+pub mod keyed;
+pub mod rate_limiter;
 pub mod semaphore;
 mod sync;
 pub mod telemetry;
+#[cfg(feature = "tower")]
+pub mod tower;
 
+pub use clock::TokioClock;
 pub use error::{
     AcquireError, AddPermitsError, BuildError, CheckError, TryAcquireError, WaitError,
 };
+pub use governor::{Jitter, Quota};
+pub use keyed::KeyedRateLimiter;
+pub use rate_limiter::{DEFAULT_MAX_KEYS, RateLimiter, RateLimiterBuilder, RateLimiterStats};
 pub use semaphore::{
     AcquireOptions, OwnedPermit, Permit, Semaphore, SemaphoreBuilder, SemaphoreStats,
 };

@@ -144,7 +144,8 @@ impl SemaphoreStats {
     }
 }
 
-/// Limits on one waiting acquire: a timeout, a cancellation token, both or neither.
+/// Limits on one wait (a semaphore acquire, a rate limiter wait): a timeout, a cancellation token, both or
+/// neither.
 ///
 /// ```
 /// # use std::time::Duration;
@@ -182,6 +183,14 @@ impl<'a> AcquireOptions<'a> {
     pub fn cancel_on(mut self, token: &'a CancellationToken) -> Self {
         self.cancel = Some(token);
         self
+    }
+
+    pub(crate) fn timeout_value(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    pub(crate) fn cancel_token(&self) -> Option<&'a CancellationToken> {
+        self.cancel
     }
 }
 
@@ -529,6 +538,23 @@ impl Semaphore {
                     .await?;
                 Ok(OwnedPermit { permit })
             }
+        }
+    }
+
+    /// The fast path of [`Semaphore::acquire_owned`]: `None` (and nothing counted) if it would have to wait.
+    #[cfg(feature = "tower")]
+    pub(crate) fn acquire_owned_now(&self) -> Option<Result<OwnedPermit, AcquireError>> {
+        let inner = &*self.inner;
+        match Arc::clone(&inner.sem).try_acquire_owned() {
+            Ok(permit) => {
+                inner.count(Outcome::Acquired);
+                Some(Ok(OwnedPermit { permit }))
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                inner.count(Outcome::Closed);
+                Some(Err(AcquireError::Closed))
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => None,
         }
     }
 

@@ -25,6 +25,8 @@ pub mod names {
     pub const RATELIMITER_DECISIONS: &str = "ratelimiter.decisions";
     /// Histogram `s` with attribute `outcome`: how long waits that slept took.
     pub const RATELIMITER_WAIT_DURATION: &str = "ratelimiter.wait.duration";
+    /// Gauge `{key}`: keys held by a keyed rate limiter's bounded key store.
+    pub const RATELIMITER_KEYS: &str = "ratelimiter.keys";
     /// Attribute: the semaphore's name.
     pub const SEMAPHORE_NAME: &str = "semaphore.name";
     /// Attribute: the rate limiter's name.

@@ -1,0 +1,37 @@
+//! Tower layers (feature `tower`): add the instrumented [`Semaphore`](crate::Semaphore) or
+//! [`RateLimiter`](crate::RateLimiter) to an axum, tonic or hyper stack with one layer and get its metrics.
+//!
+//! * [`ConcurrencyLimitLayer`]: at most N requests in the inner service at once. `poll_ready` waits for a permit
+//!   (backpressure) or, with [`ConcurrencyLimitLayer::timeout`], gives up with an [`AcquireError`](crate::AcquireError)
+//!   (`Timeout`) so the caller can shed the request.
+//! * [`RateLimitLayer`]: at most the limiter's rate. `poll_ready` waits for a cell or, with
+//!   [`RateLimitLayer::timeout`], gives up with a [`WaitError`](crate::WaitError) (a zero timeout sheds at once with
+//!   a [`CheckError`](crate::CheckError) carrying `retry_after`).
+//!
+//! Errors are boxed (`tower::BoxError`); downcast them to tell our errors from the inner service's.
+//!
+//! ```
+//! use std::time::Duration;
+//! use otlp_sync::tower::{ConcurrencyLimitLayer, RateLimitLayer};
+//! use otlp_sync::{RateLimiter, Semaphore};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let svc = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::new(RateLimiter::per_second("api", 100)?).timeout(Duration::from_secs(1)))
+//!     .layer(ConcurrencyLimitLayer::new(Semaphore::new("api", 16)?).timeout(Duration::from_millis(100)))
+//!     .service(service_fn(|req: u32| async move { Ok::<_, tower::BoxError>(req * 2) }));
+//! assert_eq!(svc.oneshot(21).await?, 42);
+//! # Ok(()) }
+//! ```
+
+mod concurrency_limit;
+mod rate_limit;
+
+pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitFuture, ConcurrencyLimitLayer};
+pub use rate_limit::RateLimitFuture;
+pub use rate_limit::{RateLimit, RateLimitLayer};
+
+/// The error type of the services: ours (`AcquireError`, `CheckError`, `WaitError`) or the inner service's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
