@@ -1,0 +1,621 @@
+//! [`TelemetryConfig`]: everything [`init`](crate::init) needs, with the OpenTelemetry spec defaults.
+//!
+//! Start from [`TelemetryConfig::from_env`] (the standard `OTEL_*` variables, validated) and override in
+//! code, or from [`TelemetryConfig::new`] (spec defaults, environment ignored: handy in tests).
+//!
+//! ```
+//! use std::time::Duration;
+//! use otlp_telemetry::{Protocol, TelemetryConfig, TraceSampler};
+//!
+//! let config = TelemetryConfig::new()
+//!     .service_name("checkout")
+//!     .service_version("1.4.2")
+//!     .protocol(Protocol::HttpProtobuf)
+//!     .endpoint("http://collector:4318")
+//!     .trace_sampler(TraceSampler::ParentBasedTraceIdRatio(0.1))
+//!     .metric_export_interval(Duration::from_secs(15));
+//! assert!(config.validate().is_ok());
+//! ```
+//!
+//! # Who wins
+//! - Exporter settings (endpoint, protocol, headers, timeouts, sampler, batching): the last call wins, so a
+//!   builder call made after `from_env()` overrides the environment.
+//! - Resource (who this service is): code supplies defaults and the environment overrides them, so that
+//!   operators can always rename a service: `OTEL_SERVICE_NAME` > `service.name` in
+//!   `OTEL_RESOURCE_ATTRIBUTES` > [`TelemetryConfig::service_name`] > `unknown_service:<executable>`.
+//!   Likewise `RUST_LOG` > [`TelemetryConfig::log_filter`].
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::views::LATENCY_BUCKETS_SECONDS;
+
+/// The OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// OTLP/gRPC over tonic (`grpc`), default port 4317. Needs the `grpc` feature (on by default).
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (`http/protobuf`), default port 4318. Needs the `http` feature
+    /// (on by default).
+    HttpProtobuf,
+}
+
+impl Protocol {
+    /// The spec's name for it: `grpc` or `http/protobuf`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// The trace sampler (`OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`).
+///
+/// Every variant is implemented by one sampler over an atomic ratio (always_on = 1.0, always_off = 0.0), so
+/// [`TelemetryGuard::set_trace_ratio`](crate::TelemetryGuard::set_trace_ratio) can change it at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub enum TraceSampler {
+    /// `always_on`: record every trace.
+    AlwaysOn,
+    /// `always_off`: record nothing.
+    AlwaysOff,
+    /// `traceidratio`: record this fraction (0.0..=1.0) of traces, decided from the trace id.
+    TraceIdRatio(f64),
+    /// `parentbased_always_on` (the default): follow the parent's decision; record every root.
+    #[default]
+    ParentBasedAlwaysOn,
+    /// `parentbased_always_off`: follow the parent's decision; record no root.
+    ParentBasedAlwaysOff,
+    /// `parentbased_traceidratio`: follow the parent's decision; record this fraction of roots.
+    ParentBasedTraceIdRatio(f64),
+}
+
+impl TraceSampler {
+    /// The ratio of root spans sampled.
+    pub fn ratio(self) -> f64 {
+        match self {
+            TraceSampler::AlwaysOn | TraceSampler::ParentBasedAlwaysOn => 1.0,
+            TraceSampler::AlwaysOff | TraceSampler::ParentBasedAlwaysOff => 0.0,
+            TraceSampler::TraceIdRatio(r) | TraceSampler::ParentBasedTraceIdRatio(r) => r,
+        }
+    }
+
+    /// Whether a span with a parent follows its parent's decision.
+    pub fn is_parent_based(self) -> bool {
+        matches!(
+            self,
+            TraceSampler::ParentBasedAlwaysOn
+                | TraceSampler::ParentBasedAlwaysOff
+                | TraceSampler::ParentBasedTraceIdRatio(_)
+        )
+    }
+}
+
+/// A context propagator (`OTEL_PROPAGATORS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Propagator {
+    /// W3C Trace Context: `traceparent` and `tracestate` headers.
+    TraceContext,
+    /// W3C Baggage: the `baggage` header.
+    Baggage,
+}
+
+/// How `*.duration` histograms (unit `s`) are aggregated.
+///
+/// The SDK's default buckets (0, 5, 10, 25, ... 10 000) are meant for milliseconds; a semaphore wait of
+/// 3 µs recorded in seconds would land in the first bucket. See [`crate::views`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum DurationHistogram {
+    /// Explicit bucket upper bounds, in seconds, strictly increasing. The default is
+    /// [`LATENCY_BUCKETS_SECONDS`]: 1 µs to 10 s in 1-2.5-5 steps.
+    ExplicitBuckets(Vec<f64>),
+    /// Base-2 exponential histogram (`base2_exponential_bucket_histogram`): resolution adapts to the data.
+    Exponential {
+        /// Maximum number of buckets per sign (the spec default is 160).
+        max_size: u32,
+        /// Maximum scale, -10..=20 (the spec default is 20).
+        max_scale: i8,
+    },
+}
+
+impl DurationHistogram {
+    /// Base-2 exponential histograms with the spec defaults (160 buckets, scale 20).
+    pub fn exponential() -> Self {
+        DurationHistogram::Exponential {
+            max_size: 160,
+            max_scale: 20,
+        }
+    }
+}
+
+impl Default for DurationHistogram {
+    fn default() -> Self {
+        DurationHistogram::ExplicitBuckets(LATENCY_BUCKETS_SECONDS.to_vec())
+    }
+}
+
+/// Configuration for [`init`](crate::init): a builder whose every method returns the updated config.
+///
+/// Defaults follow the OpenTelemetry specification: OTLP/gRPC to `http://localhost:4317`, 10 s export
+/// timeout, `parentbased_always_on`, metrics every 60 s, a span queue of 2048 exported in batches of up
+/// to 512 every 5 s, W3C Trace Context + Baggage propagation. Validation happens in
+/// [`TelemetryConfig::validate`], which [`init`](crate::init) calls.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub(crate) enabled: bool,
+    pub(crate) service_name: Option<String>,
+    pub(crate) env_service_name: Option<String>,
+    pub(crate) service_version: Option<String>,
+    pub(crate) resource_attributes: Vec<(String, String)>,
+    pub(crate) env_resource_attributes: Vec<(String, String)>,
+    pub(crate) protocol: Protocol,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) traces_endpoint: Option<String>,
+    pub(crate) metrics_endpoint: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) export_timeout: Duration,
+    pub(crate) traces_enabled: bool,
+    pub(crate) metrics_enabled: bool,
+    pub(crate) sampler: TraceSampler,
+    pub(crate) metric_export_interval: Duration,
+    pub(crate) bsp_schedule_delay: Duration,
+    pub(crate) bsp_export_timeout: Duration,
+    pub(crate) bsp_max_queue_size: usize,
+    pub(crate) bsp_max_export_batch_size: usize,
+    pub(crate) propagators: Vec<Propagator>,
+    pub(crate) duration_histogram: DurationHistogram,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) install_tracing_subscriber: bool,
+    pub(crate) fmt_output: bool,
+    pub(crate) log_filter: String,
+    pub(crate) env_log_filter: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub(crate) const GRPC_DEFAULT_ENDPOINT: &str = "http://localhost:4317";
+pub(crate) const HTTP_DEFAULT_ENDPOINT: &str = "http://localhost:4318";
+
+impl TelemetryConfig {
+    /// The spec defaults, ignoring the environment. Prefer [`TelemetryConfig::from_env`] in services.
+    pub fn new() -> Self {
+        TelemetryConfig {
+            enabled: true,
+            service_name: None,
+            env_service_name: None,
+            service_version: None,
+            resource_attributes: Vec::new(),
+            env_resource_attributes: Vec::new(),
+            protocol: Protocol::Grpc,
+            endpoint: None,
+            traces_endpoint: None,
+            metrics_endpoint: None,
+            headers: Vec::new(),
+            export_timeout: Duration::from_secs(10),
+            traces_enabled: true,
+            metrics_enabled: true,
+            sampler: TraceSampler::ParentBasedAlwaysOn,
+            metric_export_interval: Duration::from_secs(60),
+            bsp_schedule_delay: Duration::from_secs(5),
+            bsp_export_timeout: Duration::from_secs(30),
+            bsp_max_queue_size: 2048,
+            bsp_max_export_batch_size: 512,
+            propagators: vec![Propagator::TraceContext, Propagator::Baggage],
+            duration_histogram: DurationHistogram::default(),
+            shutdown_timeout: Duration::from_secs(5),
+            install_tracing_subscriber: true,
+            fmt_output: true,
+            log_filter: "info".to_owned(),
+            env_log_filter: None,
+        }
+    }
+
+    /// Turns the OpenTelemetry SDK on or off (`OTEL_SDK_DISABLED`). When off, [`init`](crate::init) still
+    /// installs the `tracing` subscriber (logs keep working) but exports nothing.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// The `service.name` used when neither `OTEL_SERVICE_NAME` nor `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES` is set.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
+        self
+    }
+
+    /// The `service.version` resource attribute, e.g. `env!("CARGO_PKG_VERSION")`.
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.service_version = Some(version.into());
+        self
+    }
+
+    /// Adds a resource attribute (e.g. `deployment.environment.name`). `OTEL_RESOURCE_ATTRIBUTES` overrides
+    /// attributes of the same key.
+    pub fn resource_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.resource_attributes.push((key.into(), value.into()));
+        self
+    }
+
+    /// The OTLP transport for both signals.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The collector's base URL for both signals (`OTEL_EXPORTER_OTLP_ENDPOINT`). For HTTP, `/v1/traces` and
+    /// `/v1/metrics` are appended; for gRPC it is used as is.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// The full URL for traces (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), used as is.
+    pub fn traces_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.traces_endpoint = Some(url.into());
+        self
+    }
+
+    /// The full URL for metrics (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`), used as is.
+    pub fn metrics_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.metrics_endpoint = Some(url.into());
+        self
+    }
+
+    /// Adds a header (HTTP) or metadata entry (gRPC) sent with every export, e.g. an API key.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// How long one export request may take (`OTEL_EXPORTER_OTLP_TIMEOUT`, default 10 s).
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.export_timeout = timeout;
+        self
+    }
+
+    /// Exports traces or not (`OTEL_TRACES_EXPORTER=otlp|none`).
+    pub fn traces(mut self, enabled: bool) -> Self {
+        self.traces_enabled = enabled;
+        self
+    }
+
+    /// Exports metrics or not (`OTEL_METRICS_EXPORTER=otlp|none`).
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics_enabled = enabled;
+        self
+    }
+
+    /// The trace sampler; its ratio can be changed later with
+    /// [`TelemetryGuard::set_trace_ratio`](crate::TelemetryGuard::set_trace_ratio).
+    pub fn trace_sampler(mut self, sampler: TraceSampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// How often metrics are exported (`OTEL_METRIC_EXPORT_INTERVAL`, default 60 s).
+    pub fn metric_export_interval(mut self, interval: Duration) -> Self {
+        self.metric_export_interval = interval;
+        self
+    }
+
+    /// How long finished spans wait before being exported (`OTEL_BSP_SCHEDULE_DELAY`, default 5 s).
+    pub fn span_schedule_delay(mut self, delay: Duration) -> Self {
+        self.bsp_schedule_delay = delay;
+        self
+    }
+
+    /// How many finished spans may wait for export (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048). When the
+    /// queue is full (collector down or slow), new spans are dropped: memory stays flat and nothing blocks.
+    pub fn span_queue_size(mut self, size: usize) -> Self {
+        self.bsp_max_queue_size = size;
+        self
+    }
+
+    /// How many spans go in one export request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, default 512, at most the
+    /// queue size).
+    pub fn span_batch_size(mut self, size: usize) -> Self {
+        self.bsp_max_export_batch_size = size;
+        self
+    }
+
+    /// The propagators installed globally (`OTEL_PROPAGATORS`); empty means none.
+    pub fn propagators(mut self, propagators: impl IntoIterator<Item = Propagator>) -> Self {
+        self.propagators = propagators.into_iter().collect();
+        self
+    }
+
+    /// How `*.duration` histograms with unit `s` are aggregated (see [`crate::views`]).
+    pub fn duration_histogram(mut self, histogram: DurationHistogram) -> Self {
+        self.duration_histogram = histogram;
+        self
+    }
+
+    /// The deadline for [`TelemetryGuard::shutdown`](crate::TelemetryGuard::shutdown) and for dropping the
+    /// guard (default 5 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Installs the global `tracing` subscriber (default `true`): `EnvFilter` + fmt output + OpenTelemetry
+    /// layer. With `false`, only the OpenTelemetry providers and propagator are set; `tracing` spans are
+    /// then not exported unless you add a `tracing_opentelemetry` layer yourself.
+    pub fn install_tracing_subscriber(mut self, install: bool) -> Self {
+        self.install_tracing_subscriber = install;
+        self
+    }
+
+    /// Writes `tracing` events to stderr in the human-readable fmt format (default `true`).
+    pub fn fmt_output(mut self, on: bool) -> Self {
+        self.fmt_output = on;
+        self
+    }
+
+    /// The `tracing` filter directives used when `RUST_LOG` is not set (default `info`).
+    pub fn log_filter(mut self, directives: impl Into<String>) -> Self {
+        self.log_filter = directives.into();
+        self
+    }
+
+    /// The effective `service.name`: see the precedence rules in the [module docs](self).
+    pub fn resolved_service_name(&self) -> String {
+        if let Some(name) = &self.env_service_name {
+            return name.clone();
+        }
+        if let Some((_, v)) = self
+            .env_resource_attributes
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "service.name")
+        {
+            return v.clone();
+        }
+        if let Some(name) = &self.service_name {
+            return name.clone();
+        }
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        format!("unknown_service:{exe}")
+    }
+
+    /// The URL the trace exporter sends to.
+    pub fn resolved_traces_endpoint(&self) -> String {
+        self.signal_endpoint(self.traces_endpoint.as_deref(), "/v1/traces")
+    }
+
+    /// The URL the metric exporter sends to.
+    pub fn resolved_metrics_endpoint(&self) -> String {
+        self.signal_endpoint(self.metrics_endpoint.as_deref(), "/v1/metrics")
+    }
+
+    fn signal_endpoint(&self, explicit: Option<&str>, http_path: &str) -> String {
+        if let Some(url) = explicit {
+            return url.to_owned();
+        }
+        match self.protocol {
+            Protocol::Grpc => self
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| GRPC_DEFAULT_ENDPOINT.to_owned()),
+            Protocol::HttpProtobuf => {
+                let base = self.endpoint.as_deref().unwrap_or(HTTP_DEFAULT_ENDPOINT);
+                format!("{}{http_path}", base.trim_end_matches('/'))
+            }
+        }
+    }
+
+    /// Checks every value; [`init`](crate::init) calls this first.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ratio = self.sampler.ratio();
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(ConfigError::value(
+                "TelemetryConfig::trace_sampler",
+                self.sampler,
+                "a ratio between 0.0 and 1.0",
+            ));
+        }
+        let positive = [
+            ("TelemetryConfig::export_timeout", self.export_timeout),
+            (
+                "TelemetryConfig::metric_export_interval",
+                self.metric_export_interval,
+            ),
+            (
+                "TelemetryConfig::span_schedule_delay",
+                self.bsp_schedule_delay,
+            ),
+            ("TelemetryConfig::shutdown_timeout", self.shutdown_timeout),
+        ];
+        for (setting, d) in positive {
+            if d.is_zero() {
+                return Err(ConfigError::value(setting, d, "a duration greater than zero"));
+            }
+        }
+        if self.bsp_max_queue_size == 0 {
+            return Err(ConfigError::value(
+                "TelemetryConfig::span_queue_size",
+                self.bsp_max_queue_size,
+                "at least 1",
+            ));
+        }
+        if self.bsp_max_export_batch_size == 0
+            || self.bsp_max_export_batch_size > self.bsp_max_queue_size
+        {
+            return Err(ConfigError::value(
+                "TelemetryConfig::span_batch_size",
+                self.bsp_max_export_batch_size,
+                format!(
+                    "between 1 and the span queue size ({})",
+                    self.bsp_max_queue_size
+                ),
+            ));
+        }
+        for url in [
+            &self.endpoint,
+            &self.traces_endpoint,
+            &self.metrics_endpoint,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !is_http_url(url) {
+                return Err(ConfigError::value(
+                    "TelemetryConfig::endpoint",
+                    url,
+                    "an absolute http:// or https:// URL such as http://localhost:4317",
+                ));
+            }
+        }
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(ConfigError::value(
+                    "TelemetryConfig::header",
+                    (name, value),
+                    "a valid HTTP header name and a value of visible ASCII characters",
+                ));
+            }
+        }
+        match &self.duration_histogram {
+            DurationHistogram::ExplicitBuckets(bounds) => {
+                let ok = !bounds.is_empty()
+                    && bounds.iter().all(|b| b.is_finite())
+                    && bounds.windows(2).all(|w| w[0] < w[1]);
+                if !ok {
+                    return Err(ConfigError::value(
+                        "TelemetryConfig::duration_histogram",
+                        bounds,
+                        "a non-empty list of finite, strictly increasing bucket bounds in seconds",
+                    ));
+                }
+            }
+            DurationHistogram::Exponential {
+                max_size,
+                max_scale,
+            } => {
+                if *max_size < 2 || !(-10..=20).contains(max_scale) {
+                    return Err(ConfigError::value(
+                        "TelemetryConfig::duration_histogram",
+                        &self.duration_histogram,
+                        "max_size of at least 2 and max_scale between -10 and 20",
+                    ));
+                }
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
+            return Err(ConfigError::value(
+                "TelemetryConfig::log_filter",
+                &self.log_filter,
+                format!("tracing filter directives such as `info,my_crate=debug` ({e})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn is_http_url(url: &str) -> bool {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => {
+            matches!(uri.scheme_str(), Some("http") | Some("https")) && uri.authority().is_some()
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_follow_the_spec() {
+        let c = TelemetryConfig::new();
+        c.validate().unwrap();
+        assert_eq!(c.resolved_traces_endpoint(), "http://localhost:4317");
+        let c = c.protocol(Protocol::HttpProtobuf);
+        assert_eq!(
+            c.resolved_traces_endpoint(),
+            "http://localhost:4318/v1/traces"
+        );
+        assert_eq!(
+            c.resolved_metrics_endpoint(),
+            "http://localhost:4318/v1/metrics"
+        );
+    }
+
+    #[test]
+    fn http_endpoint_gets_signal_paths_and_signal_endpoints_are_used_as_is() {
+        let c = TelemetryConfig::new()
+            .protocol(Protocol::HttpProtobuf)
+            .endpoint("http://c:4318/")
+            .metrics_endpoint("http://m:9/custom");
+        assert_eq!(c.resolved_traces_endpoint(), "http://c:4318/v1/traces");
+        assert_eq!(c.resolved_metrics_endpoint(), "http://m:9/custom");
+    }
+
+    #[test]
+    fn service_name_precedence() {
+        let mut c = TelemetryConfig::new().service_name("code");
+        assert_eq!(c.resolved_service_name(), "code");
+        c.env_resource_attributes
+            .push(("service.name".into(), "attrs".into()));
+        assert_eq!(c.resolved_service_name(), "attrs");
+        c.env_service_name = Some("env".into());
+        assert_eq!(c.resolved_service_name(), "env");
+        assert!(
+            TelemetryConfig::new()
+                .resolved_service_name()
+                .starts_with("unknown_service:")
+        );
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let err = TelemetryConfig::new()
+            .trace_sampler(TraceSampler::TraceIdRatio(1.5))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("trace_sampler"), "{err}");
+        let err = TelemetryConfig::new()
+            .span_queue_size(10)
+            .span_batch_size(20)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("span_batch_size"), "{err}");
+        let err = TelemetryConfig::new()
+            .endpoint("localhost:4317")
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("http://"), "{err}");
+        let err = TelemetryConfig::new()
+            .duration_histogram(DurationHistogram::ExplicitBuckets(vec![1.0, 0.5]))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("increasing"), "{err}");
+        assert!(
+            TelemetryConfig::new()
+                .trace_sampler(TraceSampler::TraceIdRatio(f64::NAN))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            TelemetryConfig::new()
+                .export_timeout(Duration::ZERO)
+                .validate()
+                .is_err()
+        );
+    }
+}

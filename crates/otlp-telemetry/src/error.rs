@@ -1,0 +1,213 @@
+//! Typed errors: what went wrong and how to fix it.
+//!
+//! - [`ConfigError`]: a configuration value (from the environment or from code) is invalid.
+//! - [`TelemetryError`]: [`init`](crate::init) could not turn telemetry on.
+//! - [`ShutdownError`]: [`TelemetryGuard::shutdown`](crate::TelemetryGuard::shutdown) could not flush
+//!   everything within its deadline.
+//!
+//! ```
+//! use otlp_telemetry::TelemetryConfig;
+//!
+//! let err = TelemetryConfig::from_env_vars([("OTEL_TRACES_SAMPLER", "sometimes")]).unwrap_err();
+//! let msg = err.to_string();
+//! assert!(msg.contains("OTEL_TRACES_SAMPLER"));
+//! assert!(msg.contains("sometimes"));
+//! assert!(msg.contains("parentbased_traceidratio"));
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+/// A configuration value is invalid.
+///
+/// The message names the setting (an environment variable such as `OTEL_EXPORTER_OTLP_PROTOCOL`, or a
+/// builder method such as `TelemetryConfig::trace_sampler`), the rejected value, and what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An environment variable holds a value that cannot be used.
+    InvalidEnvVar {
+        /// The variable, e.g. `OTEL_EXPORTER_OTLP_TIMEOUT`.
+        name: String,
+        /// The value found.
+        value: String,
+        /// What would be valid.
+        expected: String,
+    },
+    /// A value given in code cannot be used.
+    InvalidValue {
+        /// The setting, e.g. `TelemetryConfig::bsp_max_queue_size`.
+        setting: &'static str,
+        /// The value given, rendered with `Debug`.
+        value: String,
+        /// What would be valid.
+        expected: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn env(name: &str, value: &str, expected: impl Into<String>) -> Self {
+        ConfigError::InvalidEnvVar {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            expected: expected.into(),
+        }
+    }
+
+    pub(crate) fn value(
+        setting: &'static str,
+        value: impl fmt::Debug,
+        expected: impl Into<String>,
+    ) -> Self {
+        ConfigError::InvalidValue {
+            setting,
+            value: format!("{value:?}"),
+            expected: expected.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidEnvVar {
+                name,
+                value,
+                expected,
+            } => write!(
+                f,
+                "environment variable {name} has the invalid value {value:?}: expected {expected}"
+            ),
+            ConfigError::InvalidValue {
+                setting,
+                value,
+                expected,
+            } => write!(f, "{setting} was given {value}: expected {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// [`init`](crate::init) could not turn telemetry on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TelemetryError {
+    /// The configuration is invalid; nothing was installed.
+    Config(ConfigError),
+    /// `init` was already called in this process. Telemetry is process-global (global tracer and meter
+    /// providers, global `tracing` subscriber): call `init` once, early in `main`, and keep the guard.
+    AlreadyInitialized,
+    /// Another global `tracing` subscriber is already installed (by another library or a test harness).
+    /// Remove it, or call `TelemetryConfig::install_tracing_subscriber(false)` and compose the layers yourself.
+    SubscriberAlreadySet(String),
+    /// The requested OTLP transport is not compiled in.
+    TransportNotCompiled {
+        /// `grpc` or `http/protobuf`.
+        protocol: &'static str,
+        /// The cargo feature of `otlp-telemetry` that enables it.
+        feature: &'static str,
+    },
+    /// The OTLP exporter for a signal could not be built (for example a malformed endpoint URL).
+    Exporter {
+        /// `traces` or `metrics`.
+        signal: &'static str,
+        /// The endpoint that was configured.
+        endpoint: String,
+        /// The exporter's own error.
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// The background thread that drives the gRPC connection could not be started.
+    Runtime(std::io::Error),
+}
+
+impl fmt::Display for TelemetryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TelemetryError::Config(e) => write!(f, "invalid telemetry configuration: {e}"),
+            TelemetryError::AlreadyInitialized => f.write_str(
+                "otlp_telemetry::init was already called in this process: call it once, early in main, \
+                 and keep the returned TelemetryGuard alive until the end",
+            ),
+            TelemetryError::SubscriberAlreadySet(e) => write!(
+                f,
+                "a global tracing subscriber is already installed ({e}): remove it, or use \
+                 TelemetryConfig::install_tracing_subscriber(false)"
+            ),
+            TelemetryError::TransportNotCompiled { protocol, feature } => write!(
+                f,
+                "OTLP protocol {protocol} is not compiled in: enable the `{feature}` feature of otlp-telemetry, \
+                 or choose another protocol"
+            ),
+            TelemetryError::Exporter {
+                signal,
+                endpoint,
+                source,
+            } => write!(
+                f,
+                "could not build the OTLP {signal} exporter for endpoint {endpoint:?}: {source}"
+            ),
+            TelemetryError::Runtime(e) => write!(
+                f,
+                "could not start the otlp-telemetry exporter thread: {e}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TelemetryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TelemetryError::Config(e) => Some(e),
+            TelemetryError::Exporter { source, .. } => Some(source),
+            TelemetryError::Runtime(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<ConfigError> for TelemetryError {
+    fn from(e: ConfigError) -> Self {
+        TelemetryError::Config(e)
+    }
+}
+
+/// Why one signal could not be flushed and shut down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShutdownFailure {
+    /// The provider did not finish within the deadline; data still queued may be lost.
+    TimedOut(Duration),
+    /// The provider reported an error (for example the collector refused or could not be reached).
+    Failed(String),
+}
+
+impl fmt::Display for ShutdownFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownFailure::TimedOut(d) => write!(f, "did not finish within {d:?}"),
+            ShutdownFailure::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// [`TelemetryGuard::shutdown`](crate::TelemetryGuard::shutdown) could not flush and shut down every
+/// signal cleanly. Shutdown still completed as far as it could: the guard is finished either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownError {
+    /// Each failed signal (`traces` or `metrics`) with its failure.
+    pub failures: Vec<(&'static str, ShutdownFailure)>,
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("telemetry shutdown incomplete")?;
+        for (i, (signal, failure)) in self.failures.iter().enumerate() {
+            let sep = if i == 0 { ": " } else { "; " };
+            write!(f, "{sep}{signal}: {failure}")?;
+        }
+        f.write_str(" (is the collector reachable at the configured endpoint?)")
+    }
+}
+
+impl std::error::Error for ShutdownError {}

@@ -1,0 +1,252 @@
+//! [`TelemetryGuard`]: keeps telemetry on; flushes and shuts it down, within a deadline, when dropped.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use otlp_telemetry::TelemetryConfig;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut telemetry = otlp_telemetry::init(
+//!     TelemetryConfig::from_env()?.shutdown_timeout(Duration::from_secs(3)),
+//! )?;
+//!
+//! // Dynamic sampling, e.g. from an admin endpoint: keep 5 % of new traces.
+//! telemetry.set_trace_ratio(0.05)?;
+//!
+//! // At the end: flush everything recorded so far, or say what could not be delivered.
+//! if let Err(e) = telemetry.shutdown() {
+//!     eprintln!("{e}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Shutdown and runtimes
+//! `shutdown` (and `Drop`) block the calling thread for at most the shutdown timeout: each provider shuts
+//! down on a thread of its own and the guard stops waiting at the deadline, because the SDK's
+//! `SdkMeterProvider::shutdown_with_timeout` does not enforce its timeout. On a multi-thread tokio runtime
+//! the wait goes through `block_in_place`, so other tasks keep running. On a `current_thread` runtime the
+//! wait blocks that thread, but nothing it waits for runs there: export happens on the SDK's threads and,
+//! for gRPC, on the guard's own background runtime, so everything recorded is still delivered.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+use crate::error::{ConfigError, ShutdownError, ShutdownFailure};
+use crate::runtime::{ExporterRuntime, blocking};
+use crate::sampler::TraceRatioHandle;
+
+/// Returned by [`init`](crate::init); telemetry stays on while it lives.
+///
+/// Dropping it is the same as calling [`TelemetryGuard::shutdown`], with errors logged through `tracing`.
+#[derive(Debug)]
+#[must_use = "dropping the guard shuts telemetry down at once: keep it alive until the end of main"]
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    ratio: Option<TraceRatioHandle>,
+    runtime: Option<ExporterRuntime>,
+    shutdown_timeout: Duration,
+    shut_down: bool,
+}
+
+type Task = (&'static str, Box<dyn FnOnce() -> OTelSdkResult + Send>);
+
+impl TelemetryGuard {
+    pub(crate) fn new(
+        tracer_provider: Option<SdkTracerProvider>,
+        meter_provider: Option<SdkMeterProvider>,
+        ratio: Option<TraceRatioHandle>,
+        runtime: Option<ExporterRuntime>,
+        shutdown_timeout: Duration,
+    ) -> Self {
+        TelemetryGuard {
+            tracer_provider,
+            meter_provider,
+            ratio,
+            runtime,
+            shutdown_timeout,
+            shut_down: false,
+        }
+    }
+
+    /// Changes the ratio of new root traces that are recorded (0.0..=1.0) while the service runs. With a
+    /// parent-based sampler (the default), spans with a parent keep following their parent's decision.
+    ///
+    /// Without an SDK (`OTEL_SDK_DISABLED=true`) the ratio is validated and ignored.
+    pub fn set_trace_ratio(&self, ratio: f64) -> Result<(), ConfigError> {
+        match &self.ratio {
+            Some(handle) => handle.set_ratio(ratio),
+            None => crate::RatioSampler::new(0.0).handle().set_ratio(ratio),
+        }
+    }
+
+    /// The current ratio of new root traces recorded, or `None` when the SDK is disabled.
+    pub fn trace_ratio(&self) -> Option<f64> {
+        self.ratio.as_ref().map(TraceRatioHandle::ratio)
+    }
+
+    /// A cloneable handle that changes the sampling ratio, for code that does not own the guard (an admin
+    /// endpoint, a config watcher). `None` when the SDK is disabled.
+    pub fn trace_ratio_handle(&self) -> Option<TraceRatioHandle> {
+        self.ratio.clone()
+    }
+
+    /// The tracer provider, e.g. to create OpenTelemetry tracers directly. `None` when disabled.
+    pub fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
+        self.tracer_provider.as_ref()
+    }
+
+    /// The meter provider. `None` when disabled or when metrics are not exported.
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.meter_provider.as_ref()
+    }
+
+    /// Exports everything recorded so far without shutting down (for example before a serverless
+    /// function freezes), waiting at most the shutdown timeout.
+    pub fn flush(&self) -> Result<(), ShutdownError> {
+        let mut tasks: Vec<Task> = Vec::new();
+        if let Some(tp) = self.tracer_provider.clone() {
+            tasks.push(("traces", Box::new(move || tp.force_flush())));
+        }
+        if let Some(mp) = self.meter_provider.clone() {
+            tasks.push(("metrics", Box::new(move || mp.force_flush())));
+        }
+        run_with_deadline(tasks, self.shutdown_timeout)
+    }
+
+    /// Flushes and shuts down both providers, waiting at most the shutdown timeout, and reports what could
+    /// not be delivered. Spans and data points recorded before the call are exported if the collector is
+    /// reachable. Calling it again does nothing and returns `Ok(())`.
+    pub fn shutdown(&mut self) -> Result<(), ShutdownError> {
+        if self.shut_down {
+            return Ok(());
+        }
+        self.shut_down = true;
+        let timeout = self.shutdown_timeout;
+        let mut tasks: Vec<Task> = Vec::new();
+        if let Some(tp) = self.tracer_provider.clone() {
+            tasks.push(("traces", Box::new(move || tp.shutdown_with_timeout(timeout))));
+        }
+        if let Some(mp) = self.meter_provider.clone() {
+            tasks.push(("metrics", Box::new(move || mp.shutdown_with_timeout(timeout))));
+        }
+        let result = run_with_deadline(tasks, timeout);
+        if let Some(rt) = &mut self.runtime {
+            rt.stop();
+        }
+        result
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(target: crate::report::REPORT_TARGET, error = %e, "telemetry shutdown");
+        }
+    }
+}
+
+/// Runs each task on its own thread and waits until all are done or the deadline passes.
+fn run_with_deadline(tasks: Vec<Task>, timeout: Duration) -> Result<(), ShutdownError> {
+    blocking(move || {
+        let mut failures = Vec::new();
+        let (tx, rx) = mpsc::channel();
+        let mut pending = Vec::new();
+        for (signal, task) in tasks {
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("otlp-telemetry-{signal}-shutdown"))
+                .spawn(move || {
+                    let result = task();
+                    let _ = tx.send((signal, result));
+                });
+            match spawned {
+                Ok(_) => pending.push(signal),
+                Err(e) => failures.push((
+                    signal,
+                    ShutdownFailure::Failed(format!("could not start a thread: {e}")),
+                )),
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + timeout;
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((signal, result)) => {
+                    pending.retain(|s| *s != signal);
+                    if let Err(e) = result {
+                        failures.push((signal, ShutdownFailure::Failed(e.to_string())));
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        failures.extend(
+            pending
+                .into_iter()
+                .map(|s| (s, ShutdownFailure::TimedOut(timeout))),
+        );
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ShutdownError { failures })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_sdk::error::OTelSdkError;
+
+    #[test]
+    fn deadline_is_enforced_and_failures_are_named() {
+        let tasks: Vec<Task> = vec![
+            ("traces", Box::new(|| Ok(()))),
+            (
+                "metrics",
+                Box::new(|| Err(OTelSdkError::InternalFailure("refused".into()))),
+            ),
+        ];
+        let err = run_with_deadline(tasks, Duration::from_secs(60)).unwrap_err();
+        assert_eq!(
+            err.failures,
+            vec![("metrics", ShutdownFailure::Failed("Operation failed: refused".into()))]
+        );
+
+        let (_keep, hang) = mpsc::channel::<()>();
+        let tasks: Vec<Task> = vec![(
+            "traces",
+            Box::new(move || {
+                // Blocks until the test ends and drops `_keep`.
+                let _ = hang.recv();
+                Ok(())
+            }),
+        )];
+        let err = run_with_deadline(tasks, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(
+            err.failures,
+            vec![("traces", ShutdownFailure::TimedOut(Duration::from_millis(50)))]
+        );
+        assert!(err.to_string().contains("traces: did not finish within 50ms"), "{err}");
+    }
+
+    #[test]
+    fn guard_is_send_sync_and_disabled_guard_is_a_no_op() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TelemetryGuard>();
+        assert_send_sync::<TraceRatioHandle>();
+        let mut g = TelemetryGuard::new(None, None, None, None, Duration::from_secs(1));
+        assert!(g.set_trace_ratio(0.5).is_ok());
+        assert!(g.set_trace_ratio(5.0).is_err());
+        assert_eq!(g.trace_ratio(), None);
+        assert!(g.flush().is_ok());
+        assert!(g.shutdown().is_ok());
+        assert!(g.shutdown().is_ok());
+    }
+}

@@ -1,0 +1,413 @@
+//! [`init`]: turns OpenTelemetry on for the whole process.
+//!
+//! One call builds and installs, in this order:
+//! 1. the OTLP exporters (gRPC via tonic, or HTTP/protobuf via a blocking reqwest client on the SDK's
+//!    export threads), wrapped so that failures are logged at most once per interval;
+//! 2. a tracer provider with a batch span processor (bounded queue, its own thread) and the dynamic
+//!    [`RatioSampler`](crate::RatioSampler), parent-based unless configured otherwise;
+//! 3. a meter provider with a periodic reader (its own thread) and the `*.duration` [views](crate::views);
+//! 4. a `Resource` with `service.name`, `service.version`, `telemetry.sdk.*` and the configured attributes;
+//! 5. the global `tracing` subscriber: `EnvFilter` (`RUST_LOG`), fmt output, and the
+//!    `tracing-opentelemetry` layer (which ignores the exporter's own `h2`/`hyper`/`tonic`/`reqwest` spans);
+//! 6. the global tracer provider, meter provider and text-map propagator (W3C Trace Context + Baggage), so
+//!    the instruments of `otlp-pool`, `otlp-sync`, `otlp-patterns` and any other library flow with no code.
+//!
+//! ```no_run
+//! use otlp_telemetry::TelemetryConfig;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let _telemetry = otlp_telemetry::init(TelemetryConfig::from_env()?.service_name("checkout"))?;
+//!     tracing::info!("exported as a span event when inside a span, and printed");
+//!     Ok(()) // dropping the guard flushes and shuts down, within a deadline
+//! }
+//! ```
+//!
+//! `init` never waits for the collector: exporters connect lazily, so a collector that is down only costs
+//! a `warn` event per interval; spans beyond the queue size are dropped and memory stays flat.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{InstrumentationScope, KeyValue, global};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::resource::TelemetryResourceDetector;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, ShouldSample,
+};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
+
+use crate::config::{Propagator, Protocol, TelemetryConfig};
+use crate::error::TelemetryError;
+use crate::guard::TelemetryGuard;
+use crate::report::{ErrorReporter, REPORT_TARGET, ReportingMetricExporter, ReportingSpanExporter};
+use crate::runtime::ExporterRuntime;
+use crate::sampler::{RatioSampler, TraceRatioHandle};
+use crate::views::duration_view;
+
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// Targets whose spans and events never reach the OpenTelemetry layer: the exporter's own transport
+/// (exporting would otherwise create spans to export, forever) and the SDK itself.
+const EXCLUDED_TARGETS: [&str; 8] = [
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "reqwest",
+    "opentelemetry",
+    REPORT_TARGET,
+];
+
+fn excluded(target: &str) -> bool {
+    EXCLUDED_TARGETS.iter().any(|t| {
+        target.starts_with(t) && matches!(target.as_bytes().get(t.len()), None | Some(b':' | b'_'))
+    })
+}
+
+/// Turns telemetry on for the process and returns the guard that turns it off.
+///
+/// Call it once, early in `main` (inside or outside a tokio runtime, multi-thread or current-thread), and
+/// keep the guard until the end: dropping it flushes and shuts down both providers within
+/// [`TelemetryConfig::shutdown_timeout`].
+///
+/// # Errors
+/// - [`TelemetryError::Config`] if the configuration is invalid (nothing is installed);
+/// - [`TelemetryError::AlreadyInitialized`] on a second call in the same process;
+/// - [`TelemetryError::SubscriberAlreadySet`] if another global `tracing` subscriber exists;
+/// - [`TelemetryError::Exporter`] or [`TelemetryError::TransportNotCompiled`] if an exporter cannot be built;
+/// - [`TelemetryError::Runtime`] if the gRPC background thread cannot start.
+pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    config.validate()?;
+    if INITIALIZED.swap(true, Ordering::SeqCst) {
+        return Err(TelemetryError::AlreadyInitialized);
+    }
+    let result = install(config);
+    if result.is_err() {
+        // Nothing global was installed: a corrected configuration may try again.
+        INITIALIZED.store(false, Ordering::SeqCst);
+    }
+    result
+}
+
+fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    let mut parts = if config.enabled {
+        build_providers(&config)?
+    } else {
+        Parts::default()
+    };
+
+    if config.install_tracing_subscriber {
+        let directives = config
+            .env_log_filter
+            .as_deref()
+            .unwrap_or(&config.log_filter);
+        // Validated already; an unparsable filter falls back to `info` rather than failing late.
+        let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+        let fmt = config.fmt_output.then(tracing_subscriber::fmt::layer);
+        let otel = parts.tracer_provider.as_ref().map(|tp| {
+            let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build();
+            tracing_opentelemetry::layer()
+                .with_tracer(tp.tracer_with_scope(scope))
+                .with_tracked_inactivity(false)
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    !excluded(meta.target())
+                }))
+        });
+        let subscriber = Registry::default().with(filter).with(fmt).with(otel);
+        if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
+            parts.discard();
+            return Err(TelemetryError::SubscriberAlreadySet(e.to_string()));
+        }
+    }
+
+    if let Some(tp) = &parts.tracer_provider {
+        global::set_tracer_provider(tp.clone());
+    }
+    if let Some(mp) = &parts.meter_provider {
+        global::set_meter_provider(mp.clone());
+    }
+    let propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = config
+        .propagators
+        .iter()
+        .map(|p| -> Box<dyn TextMapPropagator + Send + Sync> {
+            match p {
+                Propagator::TraceContext => Box::new(TraceContextPropagator::new()),
+                Propagator::Baggage => Box::new(BaggagePropagator::new()),
+            }
+        })
+        .collect();
+    global::set_text_map_propagator(TextMapCompositePropagator::new(propagators));
+
+    tracing::debug!(
+        target: REPORT_TARGET,
+        enabled = config.enabled,
+        protocol = config.protocol.as_str(),
+        traces = config.traces_enabled.then(|| config.resolved_traces_endpoint()),
+        metrics = config.metrics_enabled.then(|| config.resolved_metrics_endpoint()),
+        "telemetry initialized"
+    );
+
+    Ok(TelemetryGuard::new(
+        parts.tracer_provider.take(),
+        parts.meter_provider.take(),
+        parts.ratio.take(),
+        parts.runtime.take(),
+        config.shutdown_timeout,
+    ))
+}
+
+/// What `build_providers` made; discarded without a trace if a later step fails.
+#[derive(Default)]
+struct Parts {
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    ratio: Option<TraceRatioHandle>,
+    runtime: Option<ExporterRuntime>,
+}
+
+impl Parts {
+    fn discard(&mut self) {
+        // Nothing was recorded yet; shut down in the background so a failing init returns at once.
+        let tp = self.tracer_provider.take();
+        let mp = self.meter_provider.take();
+        let rt = self.runtime.take();
+        let _ = std::thread::Builder::new()
+            .name("otlp-telemetry-discard".into())
+            .spawn(move || {
+                if let Some(tp) = tp {
+                    let _ = tp.shutdown();
+                }
+                if let Some(mp) = mp {
+                    let _ = mp.shutdown();
+                }
+                drop(rt);
+            });
+    }
+}
+
+fn build_providers(config: &TelemetryConfig) -> Result<Parts, TelemetryError> {
+    let mut parts = Parts::default();
+    let resource = build_resource(config);
+    if config.protocol == Protocol::Grpc && (config.traces_enabled || config.metrics_enabled) {
+        parts.runtime = Some(ExporterRuntime::start().map_err(TelemetryError::Runtime)?);
+    }
+
+    // A tracer provider exists even when traces are not exported, so that trace context still propagates
+    // from incoming to outgoing requests.
+    let ratio_sampler = RatioSampler::new(config.sampler.ratio());
+    parts.ratio = Some(ratio_sampler.handle());
+    let sampler: Box<dyn ShouldSample> = if config.sampler.is_parent_based() {
+        Box::new(Sampler::parent_based(ratio_sampler))
+    } else {
+        Box::new(ratio_sampler)
+    };
+    let mut tp = SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_sampler(sampler);
+    if config.traces_enabled {
+        let endpoint = config.resolved_traces_endpoint();
+        let exporter = span_exporter(config, &endpoint, parts.runtime.as_ref())?;
+        let reporter = ErrorReporter::new("traces", endpoint, config.bsp_schedule_delay);
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(config.bsp_max_queue_size)
+            .with_max_export_batch_size(config.bsp_max_export_batch_size)
+            .with_scheduled_delay(config.bsp_schedule_delay)
+            .build();
+        let processor = BatchSpanProcessor::builder(ReportingSpanExporter::new(exporter, reporter))
+            .with_batch_config(batch)
+            .build();
+        tp = tp.with_span_processor(processor);
+    }
+    parts.tracer_provider = Some(tp.build());
+
+    if config.metrics_enabled {
+        let endpoint = config.resolved_metrics_endpoint();
+        let exporter = match metric_exporter(config, &endpoint, parts.runtime.as_ref()) {
+            Ok(e) => e,
+            Err(e) => {
+                parts.discard();
+                return Err(e);
+            }
+        };
+        let reporter = ErrorReporter::new("metrics", endpoint, config.metric_export_interval);
+        let reader = PeriodicReader::builder(ReportingMetricExporter::new(exporter, reporter))
+            .with_interval(config.metric_export_interval)
+            .build();
+        parts.meter_provider = Some(
+            SdkMeterProvider::builder()
+                .with_resource(resource)
+                .with_reader(reader)
+                .with_view(duration_view(&config.duration_histogram))
+                .build(),
+        );
+    }
+    Ok(parts)
+}
+
+fn build_resource(config: &TelemetryConfig) -> Resource {
+    let kv = |(k, v): &(String, String)| KeyValue::new(k.clone(), v.clone());
+    let mut b = Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_attributes(config.resource_attributes.iter().map(kv));
+    if let Some(version) = &config.service_version {
+        b = b.with_attribute(KeyValue::new("service.version", version.clone()));
+    }
+    b.with_attributes(config.env_resource_attributes.iter().map(kv))
+        .with_service_name(config.resolved_service_name())
+        .build()
+}
+
+#[cfg(feature = "grpc")]
+fn header_map(config: &TelemetryConfig) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in &config.headers {
+        // Validated by TelemetryConfig::validate.
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+#[cfg(feature = "http")]
+fn http_headers(config: &TelemetryConfig) -> std::collections::HashMap<String, String> {
+    config.headers.iter().cloned().collect()
+}
+
+#[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
+fn span_exporter(
+    config: &TelemetryConfig,
+    endpoint: &str,
+    runtime: Option<&ExporterRuntime>,
+) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    #[allow(unused_imports)]
+    use opentelemetry_otlp::WithExportConfig as _;
+    let built = match config.protocol {
+        #[cfg(feature = "grpc")]
+        Protocol::Grpc => {
+            use opentelemetry_otlp::WithTonicConfig as _;
+            let _entered = runtime.map(|rt| rt.handle().enter());
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(config.export_timeout)
+                .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
+                    config,
+                )))
+                .build()
+        }
+        #[cfg(feature = "http")]
+        Protocol::HttpProtobuf => {
+            use opentelemetry_otlp::WithHttpConfig as _;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(endpoint)
+                .with_timeout(config.export_timeout)
+                .with_headers(http_headers(config))
+                .build()
+        }
+        #[allow(unreachable_patterns)]
+        other => return Err(not_compiled(other)),
+    };
+    built.map_err(|source| TelemetryError::Exporter {
+        signal: "traces",
+        endpoint: endpoint.to_owned(),
+        source,
+    })
+}
+
+#[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
+fn metric_exporter(
+    config: &TelemetryConfig,
+    endpoint: &str,
+    runtime: Option<&ExporterRuntime>,
+) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
+    #[allow(unused_imports)]
+    use opentelemetry_otlp::WithExportConfig as _;
+    let built = match config.protocol {
+        #[cfg(feature = "grpc")]
+        Protocol::Grpc => {
+            use opentelemetry_otlp::WithTonicConfig as _;
+            let _entered = runtime.map(|rt| rt.handle().enter());
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(config.export_timeout)
+                .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
+                    config,
+                )))
+                .build()
+        }
+        #[cfg(feature = "http")]
+        Protocol::HttpProtobuf => {
+            use opentelemetry_otlp::WithHttpConfig as _;
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(endpoint)
+                .with_timeout(config.export_timeout)
+                .with_headers(http_headers(config))
+                .build()
+        }
+        #[allow(unreachable_patterns)]
+        other => return Err(not_compiled(other)),
+    };
+    built.map_err(|source| TelemetryError::Exporter {
+        signal: "metrics",
+        endpoint: endpoint.to_owned(),
+        source,
+    })
+}
+
+#[allow(dead_code)]
+fn not_compiled(protocol: Protocol) -> TelemetryError {
+    TelemetryError::TransportNotCompiled {
+        protocol: protocol.as_str(),
+        feature: match protocol {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exporter_transport_targets_are_excluded_from_the_otel_layer() {
+        for t in [
+            "h2",
+            "h2::proto",
+            "hyper_util::client",
+            "tonic::transport",
+            "reqwest::connect",
+            "opentelemetry_sdk",
+            "opentelemetry_otlp::exporter",
+            "otlp_telemetry::export",
+        ] {
+            assert!(excluded(t), "{t}");
+        }
+        for t in [
+            "my_app",
+            "h2o_service",
+            "otlp_pool",
+            "towering",
+            "app::tonic",
+            "otlp_telemetry::tower",
+        ] {
+            assert!(!excluded(t), "{t}");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! OpenTelemetry for a Rust service in three lines: OTLP traces and metrics, `tracing` integration,
+//! dynamic sampling, latency histogram views and W3C context propagation.
+//!
+//! ```no_run
+//! use otlp_telemetry::TelemetryConfig;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let config = TelemetryConfig::from_env()?.service_name("checkout");
+//!     let _telemetry = otlp_telemetry::init(config)?;
+//!     // ... the service: `tracing` spans become OTLP spans, and every OpenTelemetry instrument
+//!     // (otlp-pool, otlp-sync, otlp-patterns, your own) is exported every 60 s.
+//!     Ok(()) // the guard flushes and shuts down on drop, within a deadline
+//! }
+//! ```
+//!
+//! Point it at a collector with the standard variables, e.g.
+//! `OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4317` (gRPC, the default) or
+//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318`.
+//!
+//! # What is where
+//! - [`config`]: [`TelemetryConfig`], the builder, and its spec defaults; [`env`]: the `OTEL_*` variables.
+//! - [`init()`]: installs everything; [`TelemetryGuard`]: shutdown, flush and run-time sampling control.
+//! - [`sampler`]: [`RatioSampler`], the parent-based trace-id ratio sampler behind
+//!   [`TelemetryGuard::set_trace_ratio`].
+//! - [`views`]: bucket boundaries from 1 µs to 10 s for every `*.duration` histogram in seconds.
+//! - [`propagation`]: [`inject_context`] / [`extract_context`] over `http::HeaderMap`;
+//!   `tower` (feature `tower`): a server layer that continues the caller's trace.
+//! - [`error`]: typed errors whose messages say what to fix.
+//!
+//! # Reliability
+//! - A collector that is down never blocks or slows the application: spans go to a bounded queue
+//!   (dropped when full), export runs on the SDK's own threads, failures are logged at most once per
+//!   export interval (target `otlp_telemetry::export`), and shutdown returns within its timeout.
+//! - No blocking call on a tokio worker thread; works outside a runtime and from multi-thread and
+//!   current-thread runtimes (gRPC connections run on a small runtime of their own).
+//!
+//! # Features
+//! - `grpc` (default): OTLP/gRPC via tonic. `http` (default): OTLP/HTTP protobuf via blocking reqwest.
+//! - `tower`: [`tower::ServerTraceLayer`](crate::tower::ServerTraceLayer).
+//!
+//! TLS (`https://` endpoints) needs a TLS feature of `opentelemetry-otlp` (`tls-ring` for gRPC,
+//! `reqwest-rustls` for HTTP) enabled in the application.
+
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod guard;
+pub mod init;
+pub mod propagation;
+mod report;
+mod runtime;
+pub mod sampler;
+#[cfg(feature = "tower")]
+pub mod tower;
+pub mod views;
+
+pub use config::{DurationHistogram, Propagator, Protocol, TelemetryConfig, TraceSampler};
+pub use error::{ConfigError, ShutdownError, ShutdownFailure, TelemetryError};
+pub use guard::TelemetryGuard;
+pub use init::init;
+pub use propagation::{
+    HeaderExtractor, HeaderInjector, current_context, extract_context, inject_context,
+    inject_context_from,
+};
+pub use sampler::{RatioSampler, TraceRatioHandle};
+pub use views::LATENCY_BUCKETS_SECONDS;

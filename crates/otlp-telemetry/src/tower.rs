@@ -1,0 +1,140 @@
+//! A tower layer for HTTP servers: continue the caller's trace and open a server span per request.
+//!
+//! [`ServerTraceLayer`] wraps any `tower::Service<http::Request<B>, Response = http::Response<R>>` (axum,
+//! hyper, tonic servers). For each request it [extracts](crate::extract_context) the W3C context from the
+//! headers, opens an `info` span of kind `server` named after the method (`GET`), makes the extracted
+//! context its parent *before* the span is first entered, runs the inner service inside it, and records
+//! `http.response.status_code` (server errors, 5xx, and service errors mark the span as an error).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use otlp_telemetry::tower::ServerTraceLayer;
+//! use tower::{ServiceBuilder, ServiceExt as _};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let service = ServiceBuilder::new()
+//!     .layer(ServerTraceLayer::new())
+//!     .service_fn(|_req: http::Request<()>| async {
+//!         // Inside the server span: outgoing calls can `inject_context` to continue the trace.
+//!         Ok::<_, Infallible>(http::Response::new(()))
+//!     });
+//! let response = service.oneshot(http::Request::new(())).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::propagation::extract_context;
+
+/// Layer that opens a server span per request, parented to the caller's context. See the
+/// [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerTraceLayer {
+    _private: (),
+}
+
+impl ServerTraceLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        ServerTraceLayer { _private: () }
+    }
+}
+
+impl<S> Layer<S> for ServerTraceLayer {
+    type Service = ServerTrace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerTrace { inner }
+    }
+}
+
+/// The service made by [`ServerTraceLayer`].
+#[derive(Debug, Clone)]
+pub struct ServerTrace<S> {
+    inner: S,
+}
+
+impl<S, B, R> Service<http::Request<B>> for ServerTrace<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ServerTraceFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let parent = extract_context(req.headers());
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.name = %req.method(),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %req.method(),
+            url.path = %req.uri().path(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        // Must happen before the span is entered, or it silently starts as a new root. A span disabled by
+        // the filter (or a subscriber without the OpenTelemetry layer) simply has no parent to set.
+        let _ = span.set_parent(parent);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        ServerTraceFuture {
+            inner: future,
+            span,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ServerTrace`]: polls the inner future inside the server span.
+    #[derive(Debug)]
+    pub struct ServerTraceFuture<F> {
+        #[pin]
+        inner: F,
+        span: tracing::Span,
+    }
+}
+
+impl<F, R, E> Future for ServerTraceFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let output = match this.inner.poll(cx) {
+            Poll::Ready(output) => output,
+            Poll::Pending => return Poll::Pending,
+        };
+        match &output {
+            Ok(response) => {
+                let status = response.status();
+                this.span
+                    .record("http.response.status_code", status.as_u16());
+                if status.is_server_error() {
+                    this.span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(_) => {
+                this.span.record("otel.status_code", "ERROR");
+            }
+        }
+        Poll::Ready(output)
+    }
+}
