@@ -18,6 +18,13 @@ pub enum BuildError {
         /// What had the zero concurrency: `"fan-out"` or the stage name.
         what: String,
     },
+    /// A concurrency above what the semaphore bounding it can count.
+    ConcurrencyTooHigh {
+        /// What had the concurrency: `"fan-out"` or the stage name.
+        what: String,
+        /// The most allowed.
+        max: usize,
+    },
     /// `capacity(0)` on a pipeline: a stage needs room for at least one queued item.
     ZeroCapacity,
     /// No tokio runtime to spawn workers on.
@@ -39,6 +46,9 @@ impl fmt::Display for BuildError {
             ),
             BuildError::ZeroConcurrency { what } => {
                 write!(f, "{what} has a concurrency of 0 and would hang forever: pass a concurrency >= 1")
+            }
+            BuildError::ConcurrencyTooHigh { what, max } => {
+                write!(f, "{what} has a concurrency above {max}, the most a semaphore can count: pass less")
             }
             BuildError::ZeroCapacity => f.write_str(
                 "pipeline channels with capacity 0 could never hold an item: pass capacity(n) with n >= 1",

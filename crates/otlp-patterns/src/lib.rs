@@ -25,8 +25,10 @@
 //! # }
 //! ```
 
+mod catch;
 mod context;
 mod error;
+mod fan_out;
 mod outcome;
 mod queue;
 mod sync;
@@ -35,6 +37,7 @@ mod telemetry;
 mod worker_pool;
 
 pub use context::current_token;
+pub use fan_out::{FanOut, FanOutBuilder, FanOutError, FanOutResults, FanOutStats};
 pub use error::{BuildError, SubmitError, TaskError};
 pub use outcome::Outcome;
 pub use task::TaskHandle;

@@ -1,0 +1,180 @@
+//! Fan-out: order, errors, fail-fast, panics, bounded concurrency and accounting. Paused clock, no sleeps.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use otlp_patterns::{BuildError, FanOut, FanOutStats, TaskError};
+use proptest::prelude::*;
+
+fn assert_accounted(s: &FanOutStats, items: u64) {
+    assert_eq!(s.submitted, items, "{s:?}");
+    assert_eq!(s.submitted, s.ok + s.failed + s.panicked + s.cancelled, "{s:?}");
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<FanOut>();
+    send_sync::<otlp_patterns::FanOutResults<u32, String>>();
+    send_sync::<otlp_patterns::FanOutError<String>>();
+}
+
+#[test]
+fn zero_concurrency_is_a_typed_error() {
+    let err = FanOut::new("zero", 0).unwrap_err();
+    assert!(matches!(err, BuildError::ZeroConcurrency { .. }));
+    assert!(err.to_string().contains("concurrency >= 1"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keeps_every_error_in_input_order() {
+    let fan = FanOut::new("errors", 3).unwrap();
+    let results = fan
+        .run(0..10u64, |i| async move {
+            tokio::time::sleep(Duration::from_millis(10 - i)).await;
+            match i % 4 {
+                1 => Err(format!("bad {i}")),
+                3 if i == 3 => panic!("boom {i}"),
+                _ => Ok(i),
+            }
+        })
+        .await;
+    let v = results.as_slice();
+    assert_eq!(v.len(), 10);
+    assert_eq!(v[0], Ok(0));
+    assert_eq!(v[1], Err(TaskError::Failed("bad 1".into())));
+    assert_eq!(v[3], Err(TaskError::Panicked("boom 3".into())));
+    assert_eq!(v[9], Err(TaskError::Failed("bad 9".into())));
+    let err = results.into_result().unwrap_err();
+    assert_eq!(err.errors().iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 3, 5, 9]);
+    assert!(err.to_string().starts_with("4 of 10 items failed: item 1: task failed: bad 1; item 3"), "{err}");
+    let s = fan.stats();
+    assert_eq!((s.ok, s.failed, s.panicked, s.cancelled), (6, 3, 1, 0));
+    assert_accounted(&s, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_fast_cancels_the_rest_and_returns_every_item() {
+    let fan = FanOut::builder("ff").concurrency(2).fail_fast(true).build().unwrap();
+    let called = AtomicUsize::new(0);
+    let results = fan
+        .run(0..10u64, |i| {
+            called.fetch_add(1, Ordering::Relaxed);
+            async move {
+                tokio::time::sleep(Duration::from_millis(if i == 1 { 1 } else { 100 })).await;
+                if i == 1 { Err("stop") } else { Ok(i) }
+            }
+        })
+        .await;
+    let v = results.into_vec();
+    assert_eq!(v.len(), 10);
+    assert_eq!(v[1], Err(TaskError::Failed("stop")));
+    assert!(v.iter().enumerate().all(|(i, r)| i == 1 || *r == Err(TaskError::Cancelled)), "{v:?}");
+    assert!(called.load(Ordering::Relaxed) <= 3, "items were started after the failure");
+    let s = fan.stats();
+    assert_eq!((s.failed, s.cancelled), (1, 9));
+    assert_accounted(&s, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_bounded_across_concurrent_runs() {
+    let fan = Arc::new(FanOut::new("bounded", 3).unwrap());
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut runs = Vec::new();
+    for r in 0..3u64 {
+        let (fan, running, peak) = (fan.clone(), running.clone(), peak.clone());
+        runs.push(tokio::spawn(async move {
+            fan.run(0..20u64, |i| {
+                let (running, peak) = (running.clone(), peak.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis((i * 7 + r) % 5 + 1)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, ()>(i)
+                }
+            })
+            .await
+            .into_result()
+            .unwrap()
+        }));
+    }
+    for run in runs {
+        assert_eq!(run.await.unwrap(), (0..20).collect::<Vec<_>>());
+    }
+    assert!(peak.load(Ordering::SeqCst) <= 3, "peak {}", peak.load(Ordering::SeqCst));
+    assert_accounted(&fan.stats(), 60);
+    assert_eq!(fan.semaphore().available(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_unordered_yields_as_items_finish() {
+    let fan = FanOut::new("unordered", 4).unwrap();
+    let got: Vec<(usize, Result<u64, TaskError<()>>)> = fan
+        .run_unordered(0..4u64, |i| async move {
+            tokio::time::sleep(Duration::from_millis(10 * (4 - i))).await;
+            Ok(i)
+        })
+        .collect()
+        .await;
+    assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![3, 2, 1, 0]);
+    assert_accounted(&fan.stats(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_run_counts_items_in_flight_as_cancelled() {
+    let fan = FanOut::new("dropped", 2).unwrap();
+    let run = fan.run(0..5u64, |_| async { std::future::pending::<Result<(), ()>>().await });
+    assert!(tokio::time::timeout(Duration::from_millis(5), run).await.is_err());
+    let s = fan.stats();
+    assert_eq!(s.cancelled, 2, "{s:?}");
+    assert_eq!(s.submitted, 2);
+    assert_eq!(fan.semaphore().available(), 2, "a permit was lost");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, ..ProptestConfig::default() })]
+
+    /// Results come back in input order for any completion order, and every item is counted once.
+    #[test]
+    fn order_and_accounting(
+        delays in proptest::collection::vec((0u64..50, 0u8..10), 0..40),
+        k in 1usize..6,
+        fail_fast in any::<bool>(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let fan = FanOut::builder("prop").concurrency(k).fail_fast(fail_fast).build().unwrap();
+            let results = fan
+                .run(delays.iter().copied().enumerate(), |(i, (d, kind))| async move {
+                    tokio::time::sleep(Duration::from_millis(d)).await;
+                    match kind {
+                        0 => Err(i),
+                        1 => panic!("item {i}"),
+                        _ => Ok(i),
+                    }
+                })
+                .await
+                .into_vec();
+            prop_assert_eq!(results.len(), delays.len());
+            let mut stopped = false;
+            for (i, r) in results.iter().enumerate() {
+                match r {
+                    Ok(v) => prop_assert_eq!(*v, i),
+                    Err(TaskError::Failed(v)) => { prop_assert_eq!(*v, i); stopped = true; }
+                    Err(TaskError::Panicked(m)) => { prop_assert_eq!(m, &format!("item {i}")); stopped = true; }
+                    Err(TaskError::Cancelled) => prop_assert!(fail_fast && stopped || fail_fast),
+                    Err(TaskError::TimedOut) => prop_assert!(false, "no timeouts in fan-out"),
+                }
+            }
+            let s = fan.stats();
+            prop_assert_eq!(s.submitted, delays.len() as u64);
+            prop_assert_eq!(s.submitted, s.ok + s.failed + s.panicked + s.cancelled);
+            prop_assert_eq!(fan.semaphore().available(), k);
+            Ok(())
+        })?;
+    }
+}
