@@ -1,0 +1,177 @@
+//! otlp-pool against its baselines, measured in the same run:
+//! `object-pool` 0.6 (the pool baseline), `lockfree-object-pool`, and plain allocation.
+//!
+//! Every pooled object is a `Vec<u8>` with capacity 4096, reset by `clear()`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use otlp_benches::{CountingAlloc, allocs_per_op, record_allocs};
+use otlp_pool::{ByteSlicePool, Pool};
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const SIZE: usize = 4096;
+
+fn ours() -> Pool<Vec<u8>> {
+    Pool::builder("bench", || Vec::with_capacity(SIZE))
+        .capacity(1024)
+        .reset(Vec::clear)
+        .build()
+        .expect("valid pool")
+}
+
+fn object_pool() -> object_pool::Pool<Vec<u8>> {
+    object_pool::Pool::new(1024, || Vec::with_capacity(SIZE))
+}
+
+fn lockfree() -> lockfree_object_pool::LinearObjectPool<Vec<u8>> {
+    lockfree_object_pool::LinearObjectPool::new(|| Vec::with_capacity(SIZE), |v| v.clear())
+}
+
+/// One get + write + put, the unit every row measures.
+#[inline]
+fn use_buffer(buf: &mut Vec<u8>) {
+    buf.push(1);
+    black_box(&buf);
+}
+
+fn op_ours(pool: &Pool<Vec<u8>>) {
+    let mut b = pool.get();
+    use_buffer(&mut b);
+}
+
+fn op_object_pool(pool: &object_pool::Pool<Vec<u8>>) {
+    let mut b = pool.pull(|| Vec::with_capacity(SIZE));
+    b.clear(); // object-pool has no reset hook: the user clears.
+    use_buffer(&mut b);
+}
+
+fn op_lockfree(pool: &lockfree_object_pool::LinearObjectPool<Vec<u8>>) {
+    let mut b = pool.pull();
+    use_buffer(&mut b);
+}
+
+fn op_alloc() {
+    let mut b = Vec::with_capacity(SIZE);
+    use_buffer(&mut b);
+}
+
+fn one_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pool_get_put_1t");
+    let (p, o, l) = (ours(), object_pool(), lockfree());
+    g.bench_function("ours", |b| b.iter(|| op_ours(&p)));
+    g.bench_function("object-pool", |b| b.iter(|| op_object_pool(&o)));
+    g.bench_function("lockfree-object-pool", |b| b.iter(|| op_lockfree(&l)));
+    g.bench_function("alloc", |b| b.iter(op_alloc));
+    g.finish();
+
+    for _ in 0..1000 {
+        op_ours(&p);
+    }
+    record_allocs(
+        "pool_get_put_1t",
+        "ours",
+        allocs_per_op(100_000, || op_ours(&p)),
+    );
+}
+
+/// Runs `op` `iters` times on each of `threads` threads, started together; returns the wall time per op per thread.
+fn on_threads<P: Sync>(pool: &P, threads: usize, iters: u64, op: fn(&P)) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for _ in 0..iters {
+                    op(pool);
+                }
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // Scope end joins the threads.
+        start
+    })
+    .elapsed()
+}
+
+fn two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pool_get_put_2t");
+    let (p, o, l) = (ours(), object_pool(), lockfree());
+    g.bench_function("ours", |b| b.iter_custom(|n| on_threads(&p, 2, n, op_ours)));
+    g.bench_function("object-pool", |b| {
+        b.iter_custom(|n| on_threads(&o, 2, n, op_object_pool))
+    });
+    g.bench_function("lockfree-object-pool", |b| {
+        b.iter_custom(|n| on_threads(&l, 2, n, op_lockfree))
+    });
+    g.bench_function("alloc", |b| {
+        b.iter_custom(|n| on_threads(&(), 2, n, |_| op_alloc()))
+    });
+    g.finish();
+}
+
+fn byte_slices(c: &mut Criterion) {
+    let pool = ByteSlicePool::builder("bench").build().expect("valid pool");
+    for len in [64usize, 1500, 16 * 1024, 64 * 1024] {
+        let mut g = c.benchmark_group(format!("pool_byte_slice_{len}"));
+        g.bench_function("ours", |b| {
+            b.iter(|| {
+                let mut s = pool.get(black_box(len));
+                s.push(1);
+                black_box(&s);
+            })
+        });
+        g.bench_function("alloc", |b| {
+            b.iter(|| {
+                let mut s = Vec::<u8>::with_capacity(black_box(len));
+                s.push(1);
+                black_box(&s);
+            })
+        });
+        g.finish();
+    }
+}
+
+/// The same pool with its metrics exported through an SDK meter provider (periodic reader every 200 ms, so the
+/// callbacks really run during the measurement) and with a meter that has no reader.
+fn metrics_on_off(c: &mut Criterion) {
+    let (provider, _exporter) = otlp_benches::meter_provider();
+    let on = Arc::new(
+        Pool::builder("bench.on", || Vec::with_capacity(SIZE))
+            .reset(Vec::clear)
+            .meter(opentelemetry::metrics::MeterProvider::meter(
+                &provider,
+                "otlp-pool",
+            ))
+            .build()
+            .expect("valid pool"),
+    );
+    let silent = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+    let off = Pool::builder("bench.off", || Vec::with_capacity(SIZE))
+        .reset(Vec::clear)
+        .meter(opentelemetry::metrics::MeterProvider::meter(
+            &silent,
+            "otlp-pool",
+        ))
+        .build()
+        .expect("valid pool");
+    let mut g = c.benchmark_group("pool_metrics");
+    g.bench_function("metrics_on", |b| b.iter(|| op_ours(&on)));
+    g.bench_function("metrics_off", |b| b.iter(|| op_ours(&off)));
+    g.finish();
+    let _ = provider.shutdown();
+}
+
+criterion_group!(
+    benches,
+    one_thread,
+    two_threads,
+    byte_slices,
+    metrics_on_off
+);
+criterion_main!(benches);

@@ -1,0 +1,102 @@
+//! Shared helpers for the benchmarks in `benches/benches/`.
+//!
+//! * [`CountingAlloc`]: a global allocator that counts allocations, so a bench can show how many heap
+//!   allocations one operation makes in steady state (`#[global_allocator] static A: CountingAlloc = CountingAlloc;`).
+//! * [`allocs_per_op`]: runs a closure `n` times and returns allocations per call.
+//! * [`record_allocs`]: writes that figure where `cargo xtask bench` reads it for its table.
+//! * [`meter_provider`]: an SDK `MeterProvider` with an in-memory exporter and a manual reader, so "metrics on"
+//!   rows pay for real SDK instruments without a network.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// A global allocator that counts every allocation (and reallocation) made by the process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CountingAlloc;
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; counting is a side effect on an
+// atomic and does not touch the memory handed out.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees about `layout`.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees about `layout`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees that `ptr` came from this allocator with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees about `ptr`, `layout` and `new_size`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Allocations counted so far by [`CountingAlloc`] (0 when it is not the global allocator).
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// Runs `f` `n` times and returns the allocations per call. Warm the code up first so that the figure is the
+/// steady state. Other threads allocating at the same time are counted too: call it while nothing else runs.
+pub fn allocs_per_op(n: u64, mut f: impl FnMut()) -> f64 {
+    let before = allocations();
+    for _ in 0..n {
+        f();
+    }
+    (allocations() - before) as f64 / n.max(1) as f64
+}
+
+/// Where the benches write their side results (allocation counts) for `cargo xtask bench`.
+///
+/// `OTLP_BENCH_OUT` when set (xtask sets it), else `target/otlp-bench` in the workspace.
+pub fn out_dir() -> PathBuf {
+    std::env::var_os("OTLP_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/otlp-bench"))
+}
+
+/// Records that one operation of `group`/`name` makes `per_op` heap allocations in steady state.
+///
+/// `cargo xtask bench` shows it in the rows of `benches/goals.json` whose `kind` is `"allocs"`.
+pub fn record_allocs(group: &str, name: &str, per_op: f64) {
+    let dir = out_dir().join("allocs");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("cannot create {}: {e}", dir.display());
+        return;
+    }
+    let file = dir.join(format!("{group}__{name}.txt"));
+    if let Err(e) = std::fs::write(&file, format!("{per_op}\n")) {
+        eprintln!("cannot write {}: {e}", file.display());
+    }
+    println!("allocations per op: {group}/{name} = {per_op:.3}");
+}
+
+/// An SDK meter provider whose metrics go to an in-memory exporter through a manual reader: real SDK instruments,
+/// no background thread, no network. Install it with `opentelemetry::global::set_meter_provider` before building
+/// the instrumented objects of a "metrics on" row.
+pub fn meter_provider() -> (
+    opentelemetry_sdk::metrics::SdkMeterProvider,
+    opentelemetry_sdk::metrics::InMemoryMetricExporter,
+) {
+    let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
+    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter.clone())
+        .with_interval(std::time::Duration::from_millis(200))
+        .build();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(reader)
+        .build();
+    (provider, exporter)
+}

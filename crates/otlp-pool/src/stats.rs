@@ -1,0 +1,159 @@
+//! Pool statistics: the per-thread counters the hot path bumps, and the [`PoolStats`] snapshot built from them.
+//!
+//! A shared `fetch_add` per operation would put every thread on one cache line (measured: +2.7 ns single-threaded,
+//! far worse under contention). Instead each thread owns a [`Counters`] block that only it writes, with a relaxed
+//! load and store (no read-modify-write, no lock prefix). Readers sum all blocks. A block outlives its thread (it
+//! stays registered with the pool), so the sums never go backwards.
+//!
+//! These use `std::sync` even in loom builds: statistics are not part of the protocol the loom models check.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A point-in-time snapshot of a pool's counters, usable without OpenTelemetry.
+///
+/// Under concurrent use the fields are read one after another, so a snapshot taken while other threads work may be
+/// off by the operations in flight; every counter is monotonic except `idle`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Objects handed out (`get`, `get_owned`, successful `try_get`).
+    pub gets: u64,
+    /// Gets that found no idle object and created one (`gets - misses` were reuses).
+    pub misses: u64,
+    /// Objects returned and kept for reuse.
+    pub puts: u64,
+    /// Objects returned but dropped: the pool was full, the object failed the pool's retain check, or it was too
+    /// large for any size class.
+    pub discards: u64,
+    /// Objects taken out of the pool for good with `detach`.
+    pub detached: u64,
+    /// Idle objects currently kept by the pool.
+    pub idle: u64,
+    /// The most idle objects the pool keeps.
+    pub capacity: u64,
+}
+
+impl PoolStats {
+    /// Gets that reused an idle object.
+    pub fn reuses(&self) -> u64 {
+        self.gets.saturating_sub(self.misses)
+    }
+
+    /// Adds another snapshot's counters to this one (for pools made of several pools, like size classes).
+    pub fn merge(&mut self, other: &PoolStats) {
+        self.gets += other.gets;
+        self.misses += other.misses;
+        self.puts += other.puts;
+        self.discards += other.discards;
+        self.detached += other.detached;
+        self.idle += other.idle;
+        self.capacity += other.capacity;
+    }
+}
+
+/// Counters written by one thread only (the owner of the block), read by any thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    gets: AtomicU64,
+    misses: AtomicU64,
+    puts: AtomicU64,
+    discards: AtomicU64,
+    detached: AtomicU64,
+}
+
+/// Which counter to bump.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    Gets,
+    Misses,
+    Puts,
+    Discards,
+    Detached,
+}
+
+impl Counters {
+    fn cell(&self, counter: Counter) -> &AtomicU64 {
+        match counter {
+            Counter::Gets => &self.gets,
+            Counter::Misses => &self.misses,
+            Counter::Puts => &self.puts,
+            Counter::Discards => &self.discards,
+            Counter::Detached => &self.detached,
+        }
+    }
+
+    /// Adds one. Only the owning thread writes a block, so a relaxed load and store suffice: no other writer can
+    /// interleave, and readers only need each value to be some recent one.
+    #[inline]
+    #[cfg(not(otlp_loom))]
+    pub(crate) fn bump(&self, counter: Counter) {
+        let cell = self.cell(counter);
+        cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Loom builds have no per-thread blocks (see `local.rs`): every thread shares one block, so add atomically.
+    #[inline]
+    #[cfg(otlp_loom)]
+    pub(crate) fn bump(&self, counter: Counter) {
+        self.cell(counter).fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add_to(&self, stats: &mut PoolStats) {
+        stats.gets += self.gets.load(Ordering::Relaxed);
+        stats.misses += self.misses.load(Ordering::Relaxed);
+        stats.puts += self.puts.load(Ordering::Relaxed);
+        stats.discards += self.discards.load(Ordering::Relaxed);
+        stats.detached += self.detached.load(Ordering::Relaxed);
+    }
+}
+
+/// Every counter block of one pool, plus what is needed to derive `idle`.
+#[derive(Debug)]
+pub(crate) struct StatsCell {
+    blocks: Mutex<Vec<Arc<Counters>>>,
+    /// Objects created by `prefill`: idle without a put.
+    prefilled: AtomicU64,
+    capacity: u64,
+}
+
+impl StatsCell {
+    pub(crate) fn new(capacity: usize) -> Self {
+        StatsCell {
+            blocks: Mutex::new(Vec::new()),
+            prefilled: AtomicU64::new(0),
+            capacity: capacity as u64,
+        }
+    }
+
+    /// Registers a new counter block (once per thread per pool).
+    pub(crate) fn new_block(&self) -> Arc<Counters> {
+        let block = Arc::new(Counters::default());
+        lock(&self.blocks).push(block.clone());
+        block
+    }
+
+    pub(crate) fn add_prefilled(&self, n: u64) {
+        self.prefilled.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sums the blocks. `idle` is derived rather than counted: every idle object entered the pool by a prefill or
+    /// a kept put and leaves it only by a reuse, so `idle = prefilled + puts - reuses`. That keeps the hot path to
+    /// the counters it bumps anyway.
+    pub(crate) fn snapshot(&self) -> PoolStats {
+        let mut stats = PoolStats {
+            capacity: self.capacity,
+            ..PoolStats::default()
+        };
+        for block in lock(&self.blocks).iter() {
+            block.add_to(&mut stats);
+        }
+        let entered = self.prefilled.load(Ordering::Relaxed) + stats.puts;
+        // Blocks are read one after another, so a reuse may be seen before the put that fed it: clamp to 0..=cap.
+        stats.idle = entered.saturating_sub(stats.reuses()).min(self.capacity);
+        stats
+    }
+}
