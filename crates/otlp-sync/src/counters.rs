@@ -19,20 +19,26 @@ static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 const MAX_SHARDS: usize = 64;
 
 /// `N` sharded counters.
-pub(crate) struct Counters<const N: usize> {
+pub struct Counters<const N: usize> {
     shards: Box<[CachePadded<[AtomicU64; N]>]>,
     mask: usize,
 }
 
+impl<const N: usize> Default for Counters<N> {
+    fn default() -> Self {
+        Counters::new()
+    }
+}
+
 impl<const N: usize> Counters<N> {
     /// Counters with one shard per two hardware threads' worth of slots (rounded to a power of two).
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
         Self::with_shards(threads.saturating_mul(2))
     }
 
     /// Counters with `shards` shards, rounded up to a power of two and capped at 64.
-    pub(crate) fn with_shards(shards: usize) -> Self {
+    pub fn with_shards(shards: usize) -> Self {
         let shards = shards.clamp(1, MAX_SHARDS).next_power_of_two();
         let shards: Box<[CachePadded<[AtomicU64; N]>]> = (0..shards)
             .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
@@ -43,7 +49,7 @@ impl<const N: usize> Counters<N> {
 
     /// Adds `n` to counter `which` (an index below `N`) in this thread's shard.
     #[inline]
-    pub(crate) fn add(&self, which: usize, n: u64) {
+    pub fn add(&self, which: usize, n: u64) {
         let shard = &self.shards[shard_slot() & self.mask];
         if let Some(counter) = shard.get(which) {
             counter.fetch_add(n, Ordering::Relaxed);
@@ -52,12 +58,12 @@ impl<const N: usize> Counters<N> {
 
     /// Adds one to counter `which`.
     #[inline]
-    pub(crate) fn incr(&self, which: usize) {
+    pub fn incr(&self, which: usize) {
         self.add(which, 1);
     }
 
     /// The current totals of all counters.
-    pub(crate) fn snapshot(&self) -> [u64; N] {
+    pub fn snapshot(&self) -> [u64; N] {
         let mut out = [0u64; N];
         for shard in self.shards.iter() {
             for (total, c) in out.iter_mut().zip(shard.iter()) {
@@ -95,24 +101,34 @@ fn shard_slot() -> usize {
 
 /// A gauge of how many are in some state right now (waiters): incremented and decremented on paths that already
 /// wait, so one shared atomic is cheap enough.
-pub(crate) struct Gauge(CachePadded<AtomicUsize>);
+pub struct Gauge(CachePadded<AtomicUsize>);
+
+impl Default for Gauge {
+    fn default() -> Self {
+        Gauge::new()
+    }
+}
 
 impl Gauge {
-    pub(crate) fn new() -> Self {
+    /// A gauge at zero.
+    pub fn new() -> Self {
         Gauge(CachePadded::new(AtomicUsize::new(0)))
     }
 
+    /// One more.
     #[inline]
-    pub(crate) fn incr(&self) {
+    pub fn incr(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One fewer.
     #[inline]
-    pub(crate) fn decr(&self) {
+    pub fn decr(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn get(&self) -> usize {
+    /// The current value.
+    pub fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
 }

@@ -25,6 +25,13 @@ pub mod rate_limiter;
 pub mod semaphore;
 mod sync;
 pub mod telemetry;
+
+/// The crate's own atomic protocols, exposed only to the loom models in `tests/loom.rs`.
+#[cfg(otlp_loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::counters::{Counters, Gauge};
+}
 #[cfg(feature = "tower")]
 pub mod tower;
 

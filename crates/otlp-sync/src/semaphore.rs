@@ -809,3 +809,77 @@ impl fmt::Debug for OwnedPermit {
             .finish()
     }
 }
+
+#[cfg(all(test, not(otlp_loom)))]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn threads_share_permits_and_counts_add_up() {
+        let (threads, rounds) = if cfg!(miri) { (2, 10) } else { (4, 1_000) };
+        let s = Semaphore::new("threads", 2).unwrap();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut got = 0u64;
+                    for _ in 0..rounds {
+                        if let Ok(p) = s.try_acquire() {
+                            assert!(s.stats().in_use <= 2);
+                            got += p.num_permits() as u64;
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        let acquired: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let st = s.stats();
+        assert_eq!(st.acquired, acquired);
+        assert_eq!(st.calls(), threads * rounds);
+        assert_eq!((st.in_use, st.available), (0, 2));
+    }
+
+    #[test]
+    fn dropped_waiter_gives_back_partial_permits() {
+        rt().block_on(async {
+            let s = Semaphore::new("drop", 2).unwrap();
+            let one = s.acquire().await.unwrap();
+            let mut waiter = Box::pin(s.acquire_many(2));
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            assert!(waiter.as_mut().poll(&mut cx).is_pending());
+            drop(one); // the waiter now holds 1 of its 2 permits
+            drop(waiter);
+            assert_eq!(s.available(), 2);
+            let st = s.stats();
+            assert_eq!(
+                (st.acquired, st.cancelled, st.waiting, st.waited),
+                (1, 1, 0, 1)
+            );
+        });
+    }
+
+    #[test]
+    fn owned_permit_outlives_the_handle() {
+        rt().block_on(async {
+            let s = Semaphore::new("owned", 1).unwrap();
+            let weak = Arc::downgrade(&s.inner);
+            let p = s.acquire_owned().await.unwrap();
+            drop(s);
+            assert_eq!(p.num_permits(), 1);
+            drop(p);
+            assert!(
+                weak.upgrade().is_none(),
+                "no reference cycle through the instruments"
+            );
+        });
+    }
+}

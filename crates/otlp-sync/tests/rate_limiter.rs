@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::task::noop_waker_ref;
 use otlp_sync::{
-    AcquireOptions, BuildError, CancellationToken, CheckError, Jitter, KeyedRateLimiter, Quota, RateLimiter,
-    RateLimiterBuilder, RateLimiterStats, TokioClock, WaitError,
+    AcquireOptions, BuildError, CancellationToken, CheckError, Jitter, KeyedRateLimiter, Quota,
+    RateLimiter, RateLimiterBuilder, RateLimiterStats, TokioClock, WaitError,
 };
 
 fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
@@ -17,7 +17,12 @@ fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
 
 /// `per_second` cells per second, burst `burst`, on tokio's clock.
 fn limiter(per_second: u64, burst: u64) -> RateLimiter<TokioClock> {
-    RateLimiter::builder("test").per_second(per_second).burst(burst).clock(TokioClock).build().unwrap()
+    RateLimiter::builder("test")
+        .per_second(per_second)
+        .burst(burst)
+        .clock(TokioClock)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -51,14 +56,31 @@ fn zero_rate_or_burst_is_a_typed_error() {
     let err = RateLimiter::per_second("api", 0).unwrap_err();
     assert_eq!(err, BuildError::ZeroRate { name: "api".into() });
     assert!(err.to_string().contains("at least 1 cell"), "{err}");
-    let err = RateLimiter::builder("api").per_second(5).burst(0).build().unwrap_err();
+    let err = RateLimiter::builder("api")
+        .per_second(5)
+        .burst(0)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::ZeroBurst { name: "api".into() });
-    let err = RateLimiter::builder("api").per_period(5, Duration::ZERO).build().unwrap_err();
+    let err = RateLimiter::builder("api")
+        .per_period(5, Duration::ZERO)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::ZeroRate { name: "api".into() });
-    assert!(matches!(RateLimiter::builder("api").build().unwrap_err(), BuildError::ZeroRate { .. }));
-    let err = RateLimiter::builder("api").per_second(u64::from(u32::MAX) + 1).build().unwrap_err();
+    assert!(matches!(
+        RateLimiter::builder("api").build().unwrap_err(),
+        BuildError::ZeroRate { .. }
+    ));
+    let err = RateLimiter::builder("api")
+        .per_second(u64::from(u32::MAX) + 1)
+        .build()
+        .unwrap_err();
     assert!(matches!(err, BuildError::TooLarge { .. }), "{err:?}");
-    let err = RateLimiter::builder("api").per_second(1).max_keys(0).build_keyed::<u8>().unwrap_err();
+    let err = RateLimiter::builder("api")
+        .per_second(1)
+        .max_keys(0)
+        .build_keyed::<u8>()
+        .unwrap_err();
     assert_eq!(err, BuildError::ZeroMaxKeys { name: "api".into() });
     assert!(KeyedRateLimiter::<u8>::per_second("api", 0).is_err());
 }
@@ -73,7 +95,10 @@ fn quota_constructors() {
     assert_eq!(l.quota().replenish_interval(), Duration::from_millis(500));
     assert_eq!(l.quota().burst_size().get(), 120);
     let k = KeyedRateLimiter::<u8>::new("k", quota).unwrap();
-    assert_eq!((k.quota(), k.name(), k.max_keys()), (quota, "k", otlp_sync::DEFAULT_MAX_KEYS));
+    assert_eq!(
+        (k.quota(), k.name(), k.max_keys()),
+        (quota, "k", otlp_sync::DEFAULT_MAX_KEYS)
+    );
     assert!(format!("{k:?}").contains("KeyedRateLimiter"));
     assert!(format!("{l:?}").contains("RateLimiter"));
 }
@@ -84,7 +109,12 @@ async fn check_allows_the_burst_then_throttles_with_retry_after() {
     l.check().unwrap();
     l.check().unwrap();
     let err = l.check().unwrap_err();
-    assert_eq!(err, CheckError::Throttled { retry_after: Duration::from_millis(500) });
+    assert_eq!(
+        err,
+        CheckError::Throttled {
+            retry_after: Duration::from_millis(500)
+        }
+    );
     assert!(err.to_string().contains("until_ready"), "{err}");
     tokio::time::advance(Duration::from_millis(500)).await;
     l.check().unwrap();
@@ -97,9 +127,21 @@ async fn check_n_needs_all_cells_and_never_more_than_the_burst() {
     let l = limiter(10, 5);
     l.check_n(5).unwrap();
     assert!(matches!(l.check_n(1), Err(CheckError::Throttled { .. })));
-    assert_eq!(l.check_n(6).unwrap_err(), CheckError::InsufficientCapacity { requested: 6, burst: 5 });
+    assert_eq!(
+        l.check_n(6).unwrap_err(),
+        CheckError::InsufficientCapacity {
+            requested: 6,
+            burst: 5
+        }
+    );
     l.check_n(0).unwrap();
-    assert_eq!(l.until_n_ready(6).await.unwrap_err(), WaitError::InsufficientCapacity { requested: 6, burst: 5 });
+    assert_eq!(
+        l.until_n_ready(6).await.unwrap_err(),
+        WaitError::InsufficientCapacity {
+            requested: 6,
+            burst: 5
+        }
+    );
     let st = l.stats();
     assert_eq!((st.allowed, st.throttled, st.calls()), (2, 3, 5));
 }
@@ -114,7 +156,10 @@ async fn until_ready_sleeps_exactly_until_a_cell_is_free() {
     l.until_n_ready(1).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(2));
     let st = l.stats();
-    assert_eq!((st.allowed, st.waited, st.waiting, st.calls()), (3, 2, 0, 3));
+    assert_eq!(
+        (st.allowed, st.waited, st.waiting, st.calls()),
+        (3, 2, 0, 3)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -122,13 +167,28 @@ async fn until_ready_timeout_fails_fast_when_the_deadline_cannot_be_met() {
     let l = limiter(1, 1);
     l.check().unwrap();
     let start = tokio::time::Instant::now();
-    let err = l.until_ready_timeout(Duration::from_millis(300)).await.unwrap_err();
-    assert_eq!(err, WaitError::Timeout { timeout: Duration::from_millis(300) });
-    assert_eq!(start.elapsed(), Duration::ZERO, "no point sleeping: the next cell is 1 s away");
+    let err = l
+        .until_ready_timeout(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        WaitError::Timeout {
+            timeout: Duration::from_millis(300)
+        }
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no point sleeping: the next cell is 1 s away"
+    );
     l.until_ready_timeout(Duration::from_secs(2)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     let st = l.stats();
-    assert_eq!((st.allowed, st.timed_out, st.waited, st.calls()), (2, 1, 1, 3));
+    assert_eq!(
+        (st.allowed, st.timed_out, st.waited, st.calls()),
+        (2, 1, 1, 3)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -139,9 +199,17 @@ async fn a_competitor_can_push_a_waiter_past_its_deadline() {
     assert!(poll_once(waiter.as_mut()).is_pending());
     tokio::time::advance(Duration::from_secs(1)).await;
     l.check().unwrap(); // takes the cell the waiter was sleeping for
-    assert_eq!(waiter.await.unwrap_err(), WaitError::Timeout { timeout: Duration::from_millis(1500) });
+    assert_eq!(
+        waiter.await.unwrap_err(),
+        WaitError::Timeout {
+            timeout: Duration::from_millis(1500)
+        }
+    );
     let st = l.stats();
-    assert_eq!((st.allowed, st.timed_out, st.waited, st.calls()), (2, 1, 1, 3));
+    assert_eq!(
+        (st.allowed, st.timed_out, st.waited, st.calls()),
+        (2, 1, 1, 3)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,8 +217,15 @@ async fn cancellation_by_token_and_by_drop() {
     let l = limiter(1, 1);
     let token = CancellationToken::new();
     token.cancel();
-    assert_eq!(l.until_ready_cancellable(&token).await.unwrap_err(), WaitError::Cancelled);
-    assert_eq!(l.stats().allowed, 0, "an already-cancelled token takes no cell");
+    assert_eq!(
+        l.until_ready_cancellable(&token).await.unwrap_err(),
+        WaitError::Cancelled
+    );
+    assert_eq!(
+        l.stats().allowed,
+        0,
+        "an already-cancelled token takes no cell"
+    );
     l.check().unwrap();
 
     let token = CancellationToken::new();
@@ -165,7 +240,10 @@ async fn cancellation_by_token_and_by_drop() {
         assert!(poll_once(dropped.as_mut()).is_pending());
     }
     let st = l.stats();
-    assert_eq!((st.cancelled, st.waiting, st.allowed, st.calls()), (3, 0, 1, 4));
+    assert_eq!(
+        (st.cancelled, st.waiting, st.allowed, st.calls()),
+        (3, 0, 1, 4)
+    );
     // Nothing was taken by the cancelled waits: the next cell comes when it would have.
     tokio::time::advance(Duration::from_secs(1)).await;
     l.check().unwrap();
@@ -183,7 +261,10 @@ async fn jitter_delays_the_wake_up_within_its_bound() {
     let start = tokio::time::Instant::now();
     l.until_ready().await;
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_secs(1) && waited <= Duration::from_millis(1100), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(1) && waited <= Duration::from_millis(1100),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -200,43 +281,89 @@ async fn many_waiters_all_get_through_at_the_rate() {
         t.await.unwrap();
     }
     // 20 cells at 10 per second, the first from the burst: at least 1.9 s.
-    assert!(start.elapsed() >= Duration::from_millis(1900), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        start.elapsed()
+    );
     let st = l.stats();
     assert_eq!((st.allowed, st.calls(), st.waiting), (20, 20, 0));
 }
 
 #[tokio::test(start_paused = true)]
 async fn keyed_limiter_has_one_bucket_per_key() {
-    let k = RateLimiter::builder("tenants").per_second(1).clock(TokioClock).build_keyed::<&str>().unwrap();
+    let k = RateLimiter::builder("tenants")
+        .per_second(1)
+        .clock(TokioClock)
+        .build_keyed::<&str>()
+        .unwrap();
     k.check_key(&"a").unwrap();
-    assert!(matches!(k.check_key(&"a"), Err(CheckError::Throttled { .. })));
+    assert!(matches!(
+        k.check_key(&"a"),
+        Err(CheckError::Throttled { .. })
+    ));
     k.check_key(&"b").unwrap();
-    assert_eq!(k.check_key_n(&"c", 2).unwrap_err(), CheckError::InsufficientCapacity { requested: 2, burst: 1 });
+    assert_eq!(
+        k.check_key_n(&"c", 2).unwrap_err(),
+        CheckError::InsufficientCapacity {
+            requested: 2,
+            burst: 1
+        }
+    );
     k.check_key_n(&"c", 0).unwrap();
     let start = tokio::time::Instant::now();
     k.until_key_ready(&"a").await;
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     k.check_key(&"b").unwrap(); // b's bucket refilled meanwhile
     assert_eq!(
-        k.until_key_ready_timeout(&"b", Duration::from_millis(10)).await.unwrap_err(),
-        WaitError::Timeout { timeout: Duration::from_millis(10) }
+        k.until_key_ready_timeout(&"b", Duration::from_millis(10))
+            .await
+            .unwrap_err(),
+        WaitError::Timeout {
+            timeout: Duration::from_millis(10)
+        }
     );
     let token = CancellationToken::new();
     token.cancel();
-    assert_eq!(k.until_key_ready_cancellable(&"z", &token).await.unwrap_err(), WaitError::Cancelled);
-    assert_eq!(k.until_key_n_ready(&"z", 3).await.unwrap_err(), WaitError::InsufficientCapacity { requested: 3, burst: 1 });
+    assert_eq!(
+        k.until_key_ready_cancellable(&"z", &token)
+            .await
+            .unwrap_err(),
+        WaitError::Cancelled
+    );
+    assert_eq!(
+        k.until_key_n_ready(&"z", 3).await.unwrap_err(),
+        WaitError::InsufficientCapacity {
+            requested: 3,
+            burst: 1
+        }
+    );
     let st = k.stats();
     assert_eq!(
-        (st.allowed, st.throttled, st.timed_out, st.cancelled, st.calls()),
+        (
+            st.allowed,
+            st.throttled,
+            st.timed_out,
+            st.cancelled,
+            st.calls()
+        ),
         (5, 3, 1, 1, 10)
     );
-    assert_eq!(st.keys, 2, "a and b; calls that could never pass store no key");
+    assert_eq!(
+        st.keys, 2,
+        "a and b; calls that could never pass store no key"
+    );
     assert!(!k.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn keyed_store_is_bounded_under_hostile_keys() {
-    let k = RateLimiter::builder("ip").per_second(1).max_keys(64).clock(TokioClock).build_keyed::<u64>().unwrap();
+    let k = RateLimiter::builder("ip")
+        .per_second(1)
+        .max_keys(64)
+        .clock(TokioClock)
+        .build_keyed::<u64>()
+        .unwrap();
     for key in 0..10_000u64 {
         k.check_key(&key).unwrap(); // every key is new: each gets its own burst
         assert!(k.len() <= 64);
@@ -248,7 +375,12 @@ async fn keyed_store_is_bounded_under_hostile_keys() {
 
 #[tokio::test(start_paused = true)]
 async fn retain_recent_forgets_keys_that_are_back_to_a_full_burst() {
-    let k = RateLimiter::builder("r").per_second(1).burst(2).clock(TokioClock).build_keyed::<u8>().unwrap();
+    let k = RateLimiter::builder("r")
+        .per_second(1)
+        .burst(2)
+        .clock(TokioClock)
+        .build_keyed::<u8>()
+        .unwrap();
     k.check_key(&1).unwrap();
     tokio::time::advance(Duration::from_secs(3)).await;
     k.check_key(&2).unwrap();

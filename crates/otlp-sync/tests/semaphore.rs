@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures::task::noop_waker_ref;
 use otlp_sync::{
-    AcquireError, AcquireOptions, BuildError, CancellationToken, OwnedPermit, Permit, Semaphore, SemaphoreStats,
-    TryAcquireError,
+    AcquireError, AcquireOptions, BuildError, CancellationToken, OwnedPermit, Permit, Semaphore,
+    SemaphoreStats, TryAcquireError,
 };
 
 fn sem(permits: usize) -> Semaphore {
@@ -56,7 +56,10 @@ fn bad_configuration_is_a_typed_error() {
     let err = Semaphore::new("db", Semaphore::MAX_PERMITS + 1).unwrap_err();
     assert!(matches!(err, BuildError::TooManyPermits { .. }), "{err:?}");
     assert!(Semaphore::new("db", Semaphore::MAX_PERMITS).is_ok());
-    assert!(Semaphore::builder("db").build().is_err(), "permits are required");
+    assert!(
+        Semaphore::builder("db").build().is_err(),
+        "permits are required"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -72,7 +75,10 @@ async fn acquire_and_release() {
     assert_eq!(s.available(), 1);
     drop(b);
     let st = s.stats();
-    assert_eq!((st.acquired, st.in_use, st.waited, st.calls()), (2, 0, 0, 2));
+    assert_eq!(
+        (st.acquired, st.in_use, st.waited, st.calls()),
+        (2, 0, 0, 2)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -80,8 +86,17 @@ async fn try_acquire_rejects_without_waiting() {
     let s = sem(1);
     let p = s.try_acquire().unwrap();
     assert_eq!(s.try_acquire().unwrap_err(), TryAcquireError::NoPermits);
-    assert_eq!(s.try_acquire_owned().unwrap_err(), TryAcquireError::NoPermits);
-    assert_eq!(s.try_acquire_many(2).unwrap_err(), TryAcquireError::TooManyPermits { requested: 2, limit: 1 });
+    assert_eq!(
+        s.try_acquire_owned().unwrap_err(),
+        TryAcquireError::NoPermits
+    );
+    assert_eq!(
+        s.try_acquire_many(2).unwrap_err(),
+        TryAcquireError::TooManyPermits {
+            requested: 2,
+            limit: 1
+        }
+    );
     drop(p);
     let owned = s.try_acquire_many_owned(1).unwrap();
     assert_eq!(owned.num_permits(), 1);
@@ -94,7 +109,13 @@ async fn acquire_many_above_the_limit_is_an_error_not_a_hang() {
     let s = sem(3);
     let _all = s.acquire_many(3).await.unwrap();
     let err = s.acquire_many(4).await.unwrap_err();
-    assert_eq!(err, AcquireError::TooManyPermits { requested: 4, limit: 3 });
+    assert_eq!(
+        err,
+        AcquireError::TooManyPermits {
+            requested: 4,
+            limit: 3
+        }
+    );
     assert!(err.to_string().contains("add_permits"), "{err}");
     assert_eq!(s.stats().rejected, 1);
 }
@@ -113,11 +134,28 @@ async fn timeout_fires_on_the_paused_clock() {
     let _p = s.acquire().await.unwrap();
     let start = tokio::time::Instant::now();
     let err = s.acquire_timeout(Duration::from_secs(5)).await.unwrap_err();
-    assert_eq!(err, AcquireError::Timeout { timeout: Duration::from_secs(5) });
-    assert_eq!(start.elapsed(), Duration::from_secs(5), "the paused clock advanced exactly to the deadline");
-    assert_eq!(s.acquire_timeout(Duration::ZERO).await.unwrap_err(), AcquireError::Timeout { timeout: Duration::ZERO });
+    assert_eq!(
+        err,
+        AcquireError::Timeout {
+            timeout: Duration::from_secs(5)
+        }
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(5),
+        "the paused clock advanced exactly to the deadline"
+    );
+    assert_eq!(
+        s.acquire_timeout(Duration::ZERO).await.unwrap_err(),
+        AcquireError::Timeout {
+            timeout: Duration::ZERO
+        }
+    );
     let st = s.stats();
-    assert_eq!((st.timed_out, st.waited, st.waiting, st.calls()), (2, 1, 0, 3));
+    assert_eq!(
+        (st.timed_out, st.waited, st.waiting, st.calls()),
+        (2, 1, 0, 3)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -128,7 +166,10 @@ async fn timeout_does_not_fire_when_a_permit_comes_in_time() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         drop(p);
     });
-    let got = s.acquire_many_timeout(1, Duration::from_secs(5)).await.unwrap();
+    let got = s
+        .acquire_many_timeout(1, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(got.num_permits(), 1);
     let st = s.stats();
     assert_eq!((st.acquired, st.waited, st.timed_out), (2, 1, 0));
@@ -140,10 +181,18 @@ async fn an_already_cancelled_token_fails_even_with_free_permits() {
     let s = sem(1);
     let token = CancellationToken::new();
     token.cancel();
-    assert_eq!(s.acquire_cancellable(&token).await.unwrap_err(), AcquireError::Cancelled);
-    assert_eq!(s.acquire_many_cancellable(1, &token).await.unwrap_err(), AcquireError::Cancelled);
     assert_eq!(
-        s.acquire_owned_with(1, AcquireOptions::new().cancel_on(&token)).await.unwrap_err(),
+        s.acquire_cancellable(&token).await.unwrap_err(),
+        AcquireError::Cancelled
+    );
+    assert_eq!(
+        s.acquire_many_cancellable(1, &token).await.unwrap_err(),
+        AcquireError::Cancelled
+    );
+    assert_eq!(
+        s.acquire_owned_with(1, AcquireOptions::new().cancel_on(&token))
+            .await
+            .unwrap_err(),
         AcquireError::Cancelled
     );
     assert_eq!(s.available(), 1);
@@ -162,11 +211,16 @@ async fn cancelling_the_token_ends_a_wait_and_the_next_waiter_gets_the_permit() 
     assert!(poll_once(back.as_mut()).is_pending());
     token.cancel();
     assert_eq!(front.await.unwrap_err(), AcquireError::Cancelled);
-    let p = back.await.expect("the waiter behind the cancelled one is served");
+    let p = back
+        .await
+        .expect("the waiter behind the cancelled one is served");
     drop((p, held));
     assert_eq!(s.available(), 2);
     let st = s.stats();
-    assert_eq!((st.acquired, st.cancelled, st.waited, st.waiting), (2, 1, 2, 0));
+    assert_eq!(
+        (st.acquired, st.cancelled, st.waited, st.waiting),
+        (2, 1, 2, 0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -272,7 +326,13 @@ async fn with_permit_holds_the_permits_while_the_closure_runs() {
     let seen = s.with_permit(2, || async { s.available() }).await.unwrap();
     assert_eq!(seen, 1);
     assert_eq!(s.available(), 3);
-    assert_eq!(s.with_permit(4, || async {}).await.unwrap_err(), AcquireError::TooManyPermits { requested: 4, limit: 3 });
+    assert_eq!(
+        s.with_permit(4, || async {}).await.unwrap_err(),
+        AcquireError::TooManyPermits {
+            requested: 4,
+            limit: 3
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -318,7 +378,10 @@ async fn concurrent_tasks_never_exceed_the_limit() {
     }
     assert!(max_seen.load(std::sync::atomic::Ordering::SeqCst) <= 3);
     let st = s.stats();
-    assert_eq!((st.acquired, st.calls(), st.in_use, st.waiting), (640, 640, 0, 0));
+    assert_eq!(
+        (st.acquired, st.calls(), st.in_use, st.waiting),
+        (640, 640, 0, 0)
+    );
 }
 
 #[test]
