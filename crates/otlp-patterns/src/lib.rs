@@ -30,6 +30,7 @@ mod context;
 mod error;
 mod fan_out;
 mod outcome;
+mod pipeline;
 mod queue;
 mod sync;
 mod task;
@@ -40,6 +41,7 @@ pub use context::current_token;
 pub use fan_out::{FanOut, FanOutBuilder, FanOutError, FanOutResults, FanOutStats};
 pub use error::{BuildError, SubmitError, TaskError};
 pub use outcome::Outcome;
+pub use pipeline::{DEFAULT_CAPACITY, ErrorPolicy, Pipeline, PipelineBuilder, PipelineError, PipelineRun, PipelineStats};
 pub use task::TaskHandle;
 pub use worker_pool::{DEFAULT_TASK_TIMEOUT, ShutdownReport, WorkerPool, WorkerPoolBuilder, WorkerPoolStats};
 
