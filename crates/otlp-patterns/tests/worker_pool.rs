@@ -289,3 +289,101 @@ async fn many_tasks_on_a_multi_thread_runtime_are_all_accounted() {
     assert_eq!(s.failed, errs);
     assert_accounted(&s);
 }
+
+mod prop {
+    use super::*;
+    use otlp_patterns::Outcome;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Ok,
+        Err,
+        Panic,
+        /// Sleeps this many ms (may time out, or be cancelled by the shutdown deadline).
+        Sleep(u64),
+        /// Never finishes: times out or is cancelled.
+        Hang,
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            3 => Just(Kind::Ok),
+            1 => Just(Kind::Err),
+            1 => Just(Kind::Panic),
+            2 => (0u64..40).prop_map(Kind::Sleep),
+            1 => Just(Kind::Hang),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, ..ProptestConfig::default() })]
+
+        /// submitted = ok + error + panic + timeout + cancelled + rejected for any mix of tasks and any shutdown
+        /// point and deadline; every handle agrees with the counters; no task outlives the shutdown.
+        #[test]
+        fn accounting(
+            tasks in proptest::collection::vec((kind(), any::<bool>()), 0..40),
+            workers in 1usize..4,
+            queue in 1usize..6,
+            shutdown_at in 0usize..40,
+            deadline_ms in 0u64..60,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            rt.block_on(async {
+                let before = alive();
+                let pool = WorkerPool::builder("prop")
+                    .workers(workers)
+                    .queue(queue)
+                    .task_timeout(Duration::from_millis(25))
+                    .build()
+                    .unwrap();
+                let mut handles = Vec::new();
+                let mut refused = 0u64;
+                let mut report = None;
+                for (i, (kind, wait)) in tasks.iter().copied().enumerate() {
+                    if i == shutdown_at {
+                        report = Some(pool.shutdown(Instant::now() + Duration::from_millis(deadline_ms)).await);
+                    }
+                    let fut = async move {
+                        match kind {
+                            Kind::Ok => Ok(i),
+                            Kind::Err => Err(i),
+                            Kind::Panic => panic!("task {i}"),
+                            Kind::Sleep(ms) => {
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                                Ok(i)
+                            }
+                            Kind::Hang => pending().await,
+                        }
+                    };
+                    let submitted = if wait { pool.submit(fut).await } else { pool.try_submit(fut) };
+                    match submitted {
+                        Ok(h) => handles.push(h),
+                        Err(_) => refused += 1,
+                    }
+                    prop_assert!(pool.stats().queued <= queue as u64);
+                }
+                if report.is_none() {
+                    pool.shutdown(Instant::now() + Duration::from_millis(deadline_ms)).await;
+                }
+                prop_assert_eq!(alive(), before, "a task outlived shutdown");
+                let s = pool.stats();
+                prop_assert_eq!(s.submitted, tasks.len() as u64);
+                prop_assert_eq!(s.rejected, refused);
+                prop_assert_eq!(s.queued + s.active, 0);
+                prop_assert_eq!(s.submitted, s.finished(), "{:?}", s);
+                let mut seen = [0u64; 6];
+                for h in handles {
+                    let outcome = match h.await {
+                        Ok(_) => Outcome::Ok,
+                        Err(e) => e.outcome(),
+                    };
+                    seen[Outcome::ALL.iter().position(|o| *o == outcome).unwrap()] += 1;
+                }
+                prop_assert_eq!(seen, [s.completed, s.failed, s.panicked, s.timed_out, s.cancelled, 0]);
+                Ok(())
+            })?;
+        }
+    }
+}
