@@ -441,7 +441,11 @@ impl TelemetryConfig {
         ];
         for (setting, d) in positive {
             if d.is_zero() {
-                return Err(ConfigError::value(setting, d, "a duration greater than zero"));
+                return Err(ConfigError::value(
+                    setting,
+                    d,
+                    "a duration greater than zero",
+                ));
             }
         }
         if self.bsp_max_queue_size == 0 {

@@ -109,7 +109,10 @@ impl TelemetryConfig {
         for (name, slot) in [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &mut c.endpoint),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &mut c.traces_endpoint),
-            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &mut c.metrics_endpoint),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                &mut c.metrics_endpoint,
+            ),
         ] {
             if let Some((n, v)) = get(name) {
                 if !crate::config::is_http_url(v) {
@@ -148,10 +151,7 @@ impl TelemetryConfig {
         if let Some((n, v)) = get("OTEL_METRICS_EXPORTER") {
             c.metrics_enabled = parse_exporter(n, v)?;
         }
-        let ratio = match get("OTEL_TRACES_SAMPLER_ARG") {
-            Some((n, v)) => Some((n, v, parse_ratio(n, v))),
-            None => None,
-        };
+        let ratio = get("OTEL_TRACES_SAMPLER_ARG").map(|(n, v)| (n, v, parse_ratio(n, v)));
         if let Some((n, v)) = get("OTEL_TRACES_SAMPLER") {
             let needs_ratio = matches!(v, "traceidratio" | "parentbased_traceidratio");
             let r = match (needs_ratio, ratio) {
@@ -196,10 +196,7 @@ impl TelemetryConfig {
             return Err(ConfigError::env(
                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
                 &v,
-                format!(
-                    "at most OTEL_BSP_MAX_QUEUE_SIZE ({})",
-                    c.bsp_max_queue_size
-                ),
+                format!("at most OTEL_BSP_MAX_QUEUE_SIZE ({})", c.bsp_max_queue_size),
             ));
         }
         if let Some((n, v)) = get("OTEL_PROPAGATORS") {
@@ -494,7 +491,9 @@ mod tests {
 
     #[test]
     fn invalid_values_name_variable_value_and_what_is_valid() {
-        let cases: &[(&[(&str, &str)], &str, &str, &str)] = &[
+        /// Variables, then what the message must contain: the name, the quoted value, what is valid.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, &'a str);
+        let cases: &[Case] = &[
             (
                 &[("OTEL_SDK_DISABLED", "yes")],
                 "OTEL_SDK_DISABLED",

@@ -129,10 +129,16 @@ impl TelemetryGuard {
         let timeout = self.shutdown_timeout;
         let mut tasks: Vec<Task> = Vec::new();
         if let Some(tp) = self.tracer_provider.clone() {
-            tasks.push(("traces", Box::new(move || tp.shutdown_with_timeout(timeout))));
+            tasks.push((
+                "traces",
+                Box::new(move || tp.shutdown_with_timeout(timeout)),
+            ));
         }
         if let Some(mp) = self.meter_provider.clone() {
-            tasks.push(("metrics", Box::new(move || mp.shutdown_with_timeout(timeout))));
+            tasks.push((
+                "metrics",
+                Box::new(move || mp.shutdown_with_timeout(timeout)),
+            ));
         }
         let result = run_with_deadline(tasks, timeout);
         if let Some(rt) = &mut self.runtime {
@@ -216,7 +222,10 @@ mod tests {
         let err = run_with_deadline(tasks, Duration::from_secs(60)).unwrap_err();
         assert_eq!(
             err.failures,
-            vec![("metrics", ShutdownFailure::Failed("Operation failed: refused".into()))]
+            vec![(
+                "metrics",
+                ShutdownFailure::Failed("Operation failed: refused".into())
+            )]
         );
 
         let (_keep, hang) = mpsc::channel::<()>();
@@ -231,9 +240,16 @@ mod tests {
         let err = run_with_deadline(tasks, Duration::from_millis(50)).unwrap_err();
         assert_eq!(
             err.failures,
-            vec![("traces", ShutdownFailure::TimedOut(Duration::from_millis(50)))]
+            vec![(
+                "traces",
+                ShutdownFailure::TimedOut(Duration::from_millis(50))
+            )]
         );
-        assert!(err.to_string().contains("traces: did not finish within 50ms"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("traces: did not finish within 50ms"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -31,22 +31,19 @@ use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue, global};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, ShouldSample,
-};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, ShouldSample, TracerProviderBuilder};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
 use crate::config::{Propagator, Protocol, TelemetryConfig};
 use crate::error::TelemetryError;
 use crate::guard::TelemetryGuard;
-use crate::report::{ErrorReporter, REPORT_TARGET, ReportingMetricExporter, ReportingSpanExporter};
+use crate::report::REPORT_TARGET;
 use crate::runtime::ExporterRuntime;
 use crate::sampler::{RatioSampler, TraceRatioHandle};
-use crate::views::duration_view;
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
@@ -195,7 +192,10 @@ impl Parts {
 fn build_providers(config: &TelemetryConfig) -> Result<Parts, TelemetryError> {
     let mut parts = Parts::default();
     let resource = build_resource(config);
-    if config.protocol == Protocol::Grpc && (config.traces_enabled || config.metrics_enabled) {
+    if cfg!(feature = "grpc")
+        && config.protocol == Protocol::Grpc
+        && (config.traces_enabled || config.metrics_enabled)
+    {
         parts.runtime = Some(ExporterRuntime::start().map_err(TelemetryError::Runtime)?);
     }
 
@@ -212,41 +212,18 @@ fn build_providers(config: &TelemetryConfig) -> Result<Parts, TelemetryError> {
         .with_resource(resource.clone())
         .with_sampler(sampler);
     if config.traces_enabled {
-        let endpoint = config.resolved_traces_endpoint();
-        let exporter = span_exporter(config, &endpoint, parts.runtime.as_ref())?;
-        let reporter = ErrorReporter::new("traces", endpoint, config.bsp_schedule_delay);
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(config.bsp_max_queue_size)
-            .with_max_export_batch_size(config.bsp_max_export_batch_size)
-            .with_scheduled_delay(config.bsp_schedule_delay)
-            .build();
-        let processor = BatchSpanProcessor::builder(ReportingSpanExporter::new(exporter, reporter))
-            .with_batch_config(batch)
-            .build();
-        tp = tp.with_span_processor(processor);
+        tp = export::with_span_export(tp, config, parts.runtime.as_ref())?;
     }
     parts.tracer_provider = Some(tp.build());
 
     if config.metrics_enabled {
-        let endpoint = config.resolved_metrics_endpoint();
-        let exporter = match metric_exporter(config, &endpoint, parts.runtime.as_ref()) {
-            Ok(e) => e,
+        match export::meter_provider(config, resource, parts.runtime.as_ref()) {
+            Ok(mp) => parts.meter_provider = Some(mp),
             Err(e) => {
                 parts.discard();
                 return Err(e);
             }
-        };
-        let reporter = ErrorReporter::new("metrics", endpoint, config.metric_export_interval);
-        let reader = PeriodicReader::builder(ReportingMetricExporter::new(exporter, reporter))
-            .with_interval(config.metric_export_interval)
-            .build();
-        parts.meter_provider = Some(
-            SdkMeterProvider::builder()
-                .with_resource(resource)
-                .with_reader(reader)
-                .with_view(duration_view(&config.duration_histogram))
-                .build(),
-        );
+        }
     }
     Ok(parts)
 }
@@ -264,110 +241,178 @@ fn build_resource(config: &TelemetryConfig) -> Resource {
         .build()
 }
 
-#[cfg(feature = "grpc")]
-fn header_map(config: &TelemetryConfig) -> http::HeaderMap {
-    let mut map = http::HeaderMap::new();
-    for (name, value) in &config.headers {
-        // Validated by TelemetryConfig::validate.
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(value),
-        ) {
-            map.append(n, v);
-        }
+/// Building OTLP exporters; without any transport feature, enabling a signal is a typed error.
+#[cfg(any(feature = "grpc", feature = "http"))]
+mod export {
+    use super::*;
+    use crate::report::{ErrorReporter, ReportingMetricExporter, ReportingSpanExporter};
+    use crate::views::duration_view;
+    use opentelemetry_sdk::metrics::PeriodicReader;
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+
+    pub(super) fn with_span_export(
+        tp: TracerProviderBuilder,
+        config: &TelemetryConfig,
+        runtime: Option<&ExporterRuntime>,
+    ) -> Result<TracerProviderBuilder, TelemetryError> {
+        let endpoint = config.resolved_traces_endpoint();
+        let exporter = span_exporter(config, &endpoint, runtime)?;
+        let reporter = ErrorReporter::new("traces", endpoint, config.bsp_schedule_delay);
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(config.bsp_max_queue_size)
+            .with_max_export_batch_size(config.bsp_max_export_batch_size)
+            .with_scheduled_delay(config.bsp_schedule_delay)
+            .build();
+        let processor = BatchSpanProcessor::builder(ReportingSpanExporter::new(exporter, reporter))
+            .with_batch_config(batch)
+            .build();
+        Ok(tp.with_span_processor(processor))
     }
-    map
+
+    pub(super) fn meter_provider(
+        config: &TelemetryConfig,
+        resource: Resource,
+        runtime: Option<&ExporterRuntime>,
+    ) -> Result<SdkMeterProvider, TelemetryError> {
+        let endpoint = config.resolved_metrics_endpoint();
+        let exporter = metric_exporter(config, &endpoint, runtime)?;
+        let reporter = ErrorReporter::new("metrics", endpoint, config.metric_export_interval);
+        let reader = PeriodicReader::builder(ReportingMetricExporter::new(exporter, reporter))
+            .with_interval(config.metric_export_interval)
+            .build();
+        Ok(SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_reader(reader)
+            .with_view(duration_view(&config.duration_histogram))
+            .build())
+    }
+
+    #[cfg(feature = "grpc")]
+    fn header_map(config: &TelemetryConfig) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in &config.headers {
+            // Validated by TelemetryConfig::validate.
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) {
+                map.append(n, v);
+            }
+        }
+        map
+    }
+
+    #[cfg(feature = "http")]
+    fn http_headers(config: &TelemetryConfig) -> std::collections::HashMap<String, String> {
+        config.headers.iter().cloned().collect()
+    }
+
+    #[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
+    fn span_exporter(
+        config: &TelemetryConfig,
+        endpoint: &str,
+        runtime: Option<&ExporterRuntime>,
+    ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+        #[allow(unused_imports)]
+        use opentelemetry_otlp::WithExportConfig as _;
+        let built = match config.protocol {
+            #[cfg(feature = "grpc")]
+            Protocol::Grpc => {
+                use opentelemetry_otlp::WithTonicConfig as _;
+                let _entered = runtime.map(|rt| rt.handle().enter());
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .with_timeout(config.export_timeout)
+                    .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
+                        config,
+                    )))
+                    .build()
+            }
+            #[cfg(feature = "http")]
+            Protocol::HttpProtobuf => {
+                use opentelemetry_otlp::WithHttpConfig as _;
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(endpoint)
+                    .with_timeout(config.export_timeout)
+                    .with_headers(http_headers(config))
+                    .build()
+            }
+            #[allow(unreachable_patterns)]
+            other => return Err(not_compiled(other)),
+        };
+        built.map_err(|source| TelemetryError::Exporter {
+            signal: "traces",
+            endpoint: endpoint.to_owned(),
+            source,
+        })
+    }
+
+    #[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
+    fn metric_exporter(
+        config: &TelemetryConfig,
+        endpoint: &str,
+        runtime: Option<&ExporterRuntime>,
+    ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
+        #[allow(unused_imports)]
+        use opentelemetry_otlp::WithExportConfig as _;
+        let built = match config.protocol {
+            #[cfg(feature = "grpc")]
+            Protocol::Grpc => {
+                use opentelemetry_otlp::WithTonicConfig as _;
+                let _entered = runtime.map(|rt| rt.handle().enter());
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .with_timeout(config.export_timeout)
+                    .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
+                        config,
+                    )))
+                    .build()
+            }
+            #[cfg(feature = "http")]
+            Protocol::HttpProtobuf => {
+                use opentelemetry_otlp::WithHttpConfig as _;
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(endpoint)
+                    .with_timeout(config.export_timeout)
+                    .with_headers(http_headers(config))
+                    .build()
+            }
+            #[allow(unreachable_patterns)]
+            other => return Err(not_compiled(other)),
+        };
+        built.map_err(|source| TelemetryError::Exporter {
+            signal: "metrics",
+            endpoint: endpoint.to_owned(),
+            source,
+        })
+    }
 }
 
-#[cfg(feature = "http")]
-fn http_headers(config: &TelemetryConfig) -> std::collections::HashMap<String, String> {
-    config.headers.iter().cloned().collect()
-}
+#[cfg(not(any(feature = "grpc", feature = "http")))]
+mod export {
+    use super::*;
 
-#[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
-fn span_exporter(
-    config: &TelemetryConfig,
-    endpoint: &str,
-    runtime: Option<&ExporterRuntime>,
-) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    #[allow(unused_imports)]
-    use opentelemetry_otlp::WithExportConfig as _;
-    let built = match config.protocol {
-        #[cfg(feature = "grpc")]
-        Protocol::Grpc => {
-            use opentelemetry_otlp::WithTonicConfig as _;
-            let _entered = runtime.map(|rt| rt.handle().enter());
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_timeout(config.export_timeout)
-                .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
-                    config,
-                )))
-                .build()
-        }
-        #[cfg(feature = "http")]
-        Protocol::HttpProtobuf => {
-            use opentelemetry_otlp::WithHttpConfig as _;
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(endpoint)
-                .with_timeout(config.export_timeout)
-                .with_headers(http_headers(config))
-                .build()
-        }
-        #[allow(unreachable_patterns)]
-        other => return Err(not_compiled(other)),
-    };
-    built.map_err(|source| TelemetryError::Exporter {
-        signal: "traces",
-        endpoint: endpoint.to_owned(),
-        source,
-    })
-}
+    pub(super) fn with_span_export(
+        _tp: TracerProviderBuilder,
+        config: &TelemetryConfig,
+        _runtime: Option<&ExporterRuntime>,
+    ) -> Result<TracerProviderBuilder, TelemetryError> {
+        Err(not_compiled(config.protocol))
+    }
 
-#[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
-fn metric_exporter(
-    config: &TelemetryConfig,
-    endpoint: &str,
-    runtime: Option<&ExporterRuntime>,
-) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
-    #[allow(unused_imports)]
-    use opentelemetry_otlp::WithExportConfig as _;
-    let built = match config.protocol {
-        #[cfg(feature = "grpc")]
-        Protocol::Grpc => {
-            use opentelemetry_otlp::WithTonicConfig as _;
-            let _entered = runtime.map(|rt| rt.handle().enter());
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_timeout(config.export_timeout)
-                .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
-                    config,
-                )))
-                .build()
-        }
-        #[cfg(feature = "http")]
-        Protocol::HttpProtobuf => {
-            use opentelemetry_otlp::WithHttpConfig as _;
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(endpoint)
-                .with_timeout(config.export_timeout)
-                .with_headers(http_headers(config))
-                .build()
-        }
-        #[allow(unreachable_patterns)]
-        other => return Err(not_compiled(other)),
-    };
-    built.map_err(|source| TelemetryError::Exporter {
-        signal: "metrics",
-        endpoint: endpoint.to_owned(),
-        source,
-    })
+    pub(super) fn meter_provider(
+        config: &TelemetryConfig,
+        _resource: Resource,
+        _runtime: Option<&ExporterRuntime>,
+    ) -> Result<SdkMeterProvider, TelemetryError> {
+        Err(not_compiled(config.protocol))
+    }
 }
 
 #[allow(dead_code)]

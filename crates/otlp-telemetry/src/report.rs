@@ -3,6 +3,7 @@
 //! The exporters are wrapped so that a failed export is logged as a `warn` event with target
 //! `otlp_telemetry::export`, naming the signal, the endpoint, the error, and how many further failures
 //! were suppressed since the previous report. A success after failures is logged once at `info`.
+#![cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

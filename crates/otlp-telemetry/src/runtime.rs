@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 /// A `current_thread` tokio runtime running on its own thread until stopped.
 #[derive(Debug)]
 pub(crate) struct ExporterRuntime {
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     handle: Handle,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -46,7 +47,9 @@ impl ExporterRuntime {
                 drop(rt);
             })?;
         let handle = handle_rx.recv().map_err(|_| {
-            std::io::Error::other("the otlp-telemetry-grpc thread exited before starting its runtime")
+            std::io::Error::other(
+                "the otlp-telemetry-grpc thread exited before starting its runtime",
+            )
         })??;
         Ok(ExporterRuntime {
             handle,
@@ -55,6 +58,7 @@ impl ExporterRuntime {
     }
 
     /// The runtime to enter while building tonic exporters.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     pub(crate) fn handle(&self) -> &Handle {
         &self.handle
     }

@@ -141,9 +141,7 @@ impl ShouldSample for RatioSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{
-        SpanContext, TraceFlags, Tracer as _, TracerProvider as _,
-    };
+    use opentelemetry::trace::{SpanContext, TraceFlags, Tracer as _, TracerProvider as _};
     use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider};
 
     fn provider(sampler: RatioSampler) -> (SdkTracerProvider, InMemorySpanExporter) {
@@ -213,7 +211,10 @@ mod tests {
         assert!(h.set_ratio(-0.1).is_err());
         assert!(h.set_ratio(f64::NAN).is_err());
         let msg = h.set_ratio(1.5).unwrap_err().to_string();
-        assert!(msg.contains("1.5") && msg.contains("between 0.0 and 1.0"), "{msg}");
+        assert!(
+            msg.contains("1.5") && msg.contains("between 0.0 and 1.0"),
+            "{msg}"
+        );
         assert_eq!(RatioSampler::new(f64::NAN).ratio(), 0.0);
     }
 

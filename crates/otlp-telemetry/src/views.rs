@@ -34,8 +34,28 @@ use crate::config::DurationHistogram;
 
 /// Bucket upper bounds in seconds for latencies from 1 µs to 10 s: 1, 2.5, 5 per decade.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 22] = [
-    0.000_001, 0.000_002_5, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5,
-    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 ];
 
 /// Whether the duration view applies to an instrument with this name, unit and kind.
@@ -133,7 +153,10 @@ mod tests {
         );
         let default_bounds = bounds_of(&exporter, "legacy.duration").unwrap();
         assert_eq!(default_bounds.first(), Some(&0.0));
-        assert_eq!(bounds_of(&exporter, "payload.size").unwrap(), default_bounds);
+        assert_eq!(
+            bounds_of(&exporter, "payload.size").unwrap(),
+            default_bounds
+        );
         provider.shutdown().unwrap();
     }
 

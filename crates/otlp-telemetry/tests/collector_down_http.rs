@@ -21,7 +21,8 @@ fn http_collector_down_never_blocks() {
         .span_schedule_delay(Duration::from_millis(50))
         .shutdown_timeout(timeout)
         .fmt_output(false);
-    let mut guard = otlp_telemetry::init(config.clone()).expect("init succeeds with the collector down");
+    let mut guard =
+        otlp_telemetry::init(config.clone()).expect("init succeeds with the collector down");
 
     let again = otlp_telemetry::init(config);
     assert!(

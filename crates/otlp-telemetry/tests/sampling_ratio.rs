@@ -40,7 +40,10 @@ fn set_trace_ratio_takes_effect_and_context_propagates() {
         let span = cx.span();
         let sc = span.span_context();
         assert!(sc.is_sampled());
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
 
         // inject_context writes the current span (not the caller's) into outgoing headers.
         let mut outgoing = http::HeaderMap::new();
@@ -66,6 +69,9 @@ fn set_trace_ratio_takes_effect_and_context_propagates() {
     assert!((350..650).contains(&n), "{n} of 1000 sampled at ratio 0.5");
 
     let err = guard.set_trace_ratio(1.5).unwrap_err().to_string();
-    assert!(err.contains("1.5") && err.contains("between 0.0 and 1.0"), "{err}");
+    assert!(
+        err.contains("1.5") && err.contains("between 0.0 and 1.0"),
+        "{err}"
+    );
     guard.shutdown().unwrap();
 }

@@ -28,7 +28,11 @@ async fn server_span_continues_the_callers_trace() {
             // The handler runs inside the server span.
             let cx = tracing::Span::current().context();
             let trace_id = cx.span().span_context().trace_id();
-            let status = if req.uri().path() == "/fail" { 503 } else { 200 };
+            let status = if req.uri().path() == "/fail" {
+                503
+            } else {
+                200
+            };
             let mut res = http::Response::new(trace_id);
             *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
             Ok::<_, Infallible>(res)
@@ -43,7 +47,11 @@ async fn server_span_continues_the_callers_trace() {
         .unwrap();
     let res = service.clone().oneshot(req).await.unwrap();
     let caller_trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
-    assert_eq!(*res.body(), caller_trace, "the handler saw the caller's trace");
+    assert_eq!(
+        *res.body(),
+        caller_trace,
+        "the handler saw the caller's trace"
+    );
 
     let fail = http::Request::get("/fail").body(()).unwrap();
     let res = service.oneshot(fail).await.unwrap();
@@ -65,7 +73,10 @@ async fn server_span_continues_the_callers_trace() {
             .find(|kv| kv.key.as_str() == key)
             .map(|kv| kv.value.to_string())
     };
-    assert_eq!(attr(server, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        attr(server, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     assert_eq!(attr(server, "url.path").as_deref(), Some("/orders/7"));
     assert_eq!(attr(server, "http.request.method").as_deref(), Some("GET"));
 
@@ -73,6 +84,13 @@ async fn server_span_continues_the_callers_trace() {
     let failed = &spans[1];
     assert_eq!(failed.parent_span_id, SpanId::INVALID);
     assert_ne!(failed.span_context.trace_id(), caller_trace);
-    assert_eq!(attr(failed, "http.response.status_code").as_deref(), Some("503"));
-    assert!(matches!(failed.status, opentelemetry::trace::Status::Error { .. }), "{:?}", failed.status);
+    assert_eq!(
+        attr(failed, "http.response.status_code").as_deref(),
+        Some("503")
+    );
+    assert!(
+        matches!(failed.status, opentelemetry::trace::Status::Error { .. }),
+        "{:?}",
+        failed.status
+    );
 }

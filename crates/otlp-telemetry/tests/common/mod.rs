@@ -21,7 +21,10 @@ pub fn rotel_agent() -> PathBuf {
         return p;
     }
     let out = Command::new("python3")
-        .args(["-c", "import rotel, os; print(os.path.dirname(rotel.__file__))"])
+        .args([
+            "-c",
+            "import rotel, os; print(os.path.dirname(rotel.__file__))",
+        ])
         .output();
     let dir = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
@@ -194,7 +197,8 @@ pub fn spans(output: &str) -> Vec<PrintedSpan> {
         } else if t == "Attributes:" {
             in_attributes = true;
         } else if in_attributes && t.starts_with("->") {
-            span.attributes.push(t.trim_start_matches("->").trim().to_owned());
+            span.attributes
+                .push(t.trim_start_matches("->").trim().to_owned());
         } else if !t.starts_with("->") {
             in_attributes = false;
         }

@@ -70,15 +70,31 @@ pub async fn run(rotel: &Rotel, config: TelemetryConfig, service: &str) {
         .find(|s| s.name == "e2e.child")
         .expect("child span");
     assert_eq!(child.trace_id, parent.trace_id, "same trace");
-    assert_eq!(child.parent_id, parent.id, "child's parent is the parent span");
-    assert!(
-        parent.parent_id.is_empty(),
-        "parent is a root: {parent:?}"
+    assert_eq!(
+        child.parent_id, parent.id,
+        "child's parent is the parent span"
     );
-    assert!(parent.attributes.contains(&"order.id: Int(42)".to_owned()), "{parent:?}");
-    assert!(parent.attributes.contains(&"customer: Str(acme)".to_owned()), "{parent:?}");
-    assert!(child.attributes.contains(&"db.system: Str(postgresql)".to_owned()), "{child:?}");
-    assert!(child.attributes.contains(&"rows: Int(3)".to_owned()), "{child:?}");
+    assert!(parent.parent_id.is_empty(), "parent is a root: {parent:?}");
+    assert!(
+        parent.attributes.contains(&"order.id: Int(42)".to_owned()),
+        "{parent:?}"
+    );
+    assert!(
+        parent
+            .attributes
+            .contains(&"customer: Str(acme)".to_owned()),
+        "{parent:?}"
+    );
+    assert!(
+        child
+            .attributes
+            .contains(&"db.system: Str(postgresql)".to_owned()),
+        "{child:?}"
+    );
+    assert!(
+        child.attributes.contains(&"rows: Int(3)".to_owned()),
+        "{child:?}"
+    );
 
     // Metrics: names and values.
     let counter = common::metric_block(&out, "e2e.requests").expect("counter");
