@@ -19,5 +19,5 @@ async fn spans_and_metrics_arrive_over_grpc() {
     ])
     .unwrap();
     assert_eq!(config.clone().protocol(Protocol::Grpc).validate(), Ok(()));
-    e2e::run(&rotel, config, "e2e-grpc").await;
+    e2e::run(&rotel, config, "e2e-grpc", e2e::End::Shutdown).await;
 }

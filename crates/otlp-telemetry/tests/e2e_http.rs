@@ -1,4 +1,5 @@
-//! End to end over OTLP/HTTP protobuf against a real collector (rotel), from a multi-thread tokio runtime.
+//! End to end over OTLP/HTTP protobuf against a real collector (rotel), from a multi-thread tokio runtime;
+//! the guard is simply dropped, which must deliver everything too.
 
 mod common;
 mod e2e;
@@ -17,5 +18,5 @@ async fn spans_and_metrics_arrive_over_http_protobuf() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
     ])
     .unwrap();
-    e2e::run(&rotel, config, "e2e-http").await;
+    e2e::run(&rotel, config, "e2e-http", e2e::End::Drop).await;
 }

@@ -7,7 +7,14 @@ use opentelemetry::KeyValue;
 use crate::common::{self, Rotel};
 use otlp_telemetry::TelemetryConfig;
 
-pub async fn run(rotel: &Rotel, config: TelemetryConfig, service: &str) {
+/// How the guard ends: an explicit `shutdown()` (checked for errors) or a plain drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Shutdown,
+    Drop,
+}
+
+pub async fn run(rotel: &Rotel, config: TelemetryConfig, service: &str, end: End) {
     let mut guard = otlp_telemetry::init(
         config
             .service_version("9.9.9")
@@ -38,7 +45,11 @@ pub async fn run(rotel: &Rotel, config: TelemetryConfig, service: &str) {
     histogram.record(0.003, &[]);
     histogram.record(0.2, &[]);
 
-    guard.shutdown().expect("shutdown delivers everything");
+    // Either way, everything recorded before is delivered.
+    match end {
+        End::Shutdown => guard.shutdown().expect("shutdown delivers everything"),
+        End::Drop => drop(guard),
+    }
 
     let out = rotel.wait_for(
         &[
