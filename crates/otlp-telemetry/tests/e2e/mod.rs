@@ -1,4 +1,5 @@
 //! The end-to-end scenario shared by the gRPC and HTTP tests.
+#![allow(dead_code)] // each test binary uses one of the endings
 
 use std::time::Duration;
 
