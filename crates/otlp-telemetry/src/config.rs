@@ -1,4 +1,4 @@
-//! [`TelemetryConfig`]: everything [`init`](crate::init) needs, with the OpenTelemetry spec defaults.
+//! [`TelemetryConfig`]: everything [`init`](crate::init()) needs, with the OpenTelemetry spec defaults.
 //!
 //! Start from [`TelemetryConfig::from_env`] (the standard `OTEL_*` variables, validated) and override in
 //! code, or from [`TelemetryConfig::new`] (spec defaults, environment ignored: handy in tests).
@@ -140,12 +140,12 @@ impl Default for DurationHistogram {
     }
 }
 
-/// Configuration for [`init`](crate::init): a builder whose every method returns the updated config.
+/// Configuration for [`init`](crate::init()): a builder whose every method returns the updated config.
 ///
 /// Defaults follow the OpenTelemetry specification: OTLP/gRPC to `http://localhost:4317`, 10 s export
 /// timeout, `parentbased_always_on`, metrics every 60 s, a span queue of 2048 exported in batches of up
 /// to 512 every 5 s, W3C Trace Context + Baggage propagation. Validation happens in
-/// [`TelemetryConfig::validate`], which [`init`](crate::init) calls.
+/// [`TelemetryConfig::validate`], which [`init`](crate::init()) calls.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
     pub(crate) enabled: bool,
@@ -220,7 +220,7 @@ impl TelemetryConfig {
         }
     }
 
-    /// Turns the OpenTelemetry SDK on or off (`OTEL_SDK_DISABLED`). When off, [`init`](crate::init) still
+    /// Turns the OpenTelemetry SDK on or off (`OTEL_SDK_DISABLED`). When off, [`init`](crate::init()) still
     /// installs the `tracing` subscriber (logs keep working) but exports nothing.
     pub fn enabled(mut self, enabled: bool) -> Self {
         self.enabled = enabled;
@@ -417,7 +417,7 @@ impl TelemetryConfig {
         }
     }
 
-    /// Checks every value; [`init`](crate::init) calls this first.
+    /// Checks every value; [`init`](crate::init()) calls this first.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ratio = self.sampler.ratio();
         if !(0.0..=1.0).contains(&ratio) {

@@ -59,7 +59,7 @@ const SAMPLERS: &str = "one of always_on, always_off, traceidratio, parentbased_
 impl TelemetryConfig {
     /// Reads the standard `OTEL_*` variables (and `RUST_LOG`) from the process environment.
     ///
-    /// Variables whose name or value is not valid Unicode are ignored. See the [module docs](crate::env)
+    /// Variables whose name or value is not valid Unicode are ignored. See the [module docs](mod@crate::env)
     /// for the list.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_env_vars(std::env::vars_os().filter_map(|(k, v)| {

@@ -1,7 +1,7 @@
 //! Typed errors: what went wrong and how to fix it.
 //!
 //! - [`ConfigError`]: a configuration value (from the environment or from code) is invalid.
-//! - [`TelemetryError`]: [`init`](crate::init) could not turn telemetry on.
+//! - [`TelemetryError`]: [`init`](crate::init()) could not turn telemetry on.
 //! - [`ShutdownError`]: [`TelemetryGuard::shutdown`](crate::TelemetryGuard::shutdown) could not flush
 //!   everything within its deadline.
 //!
@@ -89,7 +89,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// [`init`](crate::init) could not turn telemetry on.
+/// [`init`](crate::init()) could not turn telemetry on.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TelemetryError {

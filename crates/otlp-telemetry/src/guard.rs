@@ -39,7 +39,7 @@ use crate::error::{ConfigError, ShutdownError, ShutdownFailure};
 use crate::runtime::{ExporterRuntime, blocking};
 use crate::sampler::TraceRatioHandle;
 
-/// Returned by [`init`](crate::init); telemetry stays on while it lives.
+/// Returned by [`init`](crate::init()); telemetry stays on while it lives.
 ///
 /// Dropping it is the same as calling [`TelemetryGuard::shutdown`], with errors logged through `tracing`.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 //! 1. the OTLP exporters (gRPC via tonic, or HTTP/protobuf via a blocking reqwest client on the SDK's
 //!    export threads), wrapped so that failures are logged at most once per interval;
 //! 2. a tracer provider with a batch span processor (bounded queue, its own thread) and the dynamic
-//!    [`RatioSampler`](crate::RatioSampler), parent-based unless configured otherwise;
+//!    [`RatioSampler`], parent-based unless configured otherwise;
 //! 3. a meter provider with a periodic reader (its own thread) and the `*.duration` [views](crate::views);
 //! 4. a `Resource` with `service.name`, `service.version`, `telemetry.sdk.*` and the configured attributes;
 //! 5. the global `tracing` subscriber: `EnvFilter` (`RUST_LOG`), fmt output, and the

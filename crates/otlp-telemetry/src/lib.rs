@@ -18,7 +18,7 @@
 //! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318`.
 //!
 //! # What is where
-//! - [`config`]: [`TelemetryConfig`], the builder, and its spec defaults; [`env`]: the `OTEL_*` variables.
+//! - [`config`]: [`TelemetryConfig`], the builder, and its spec defaults; [`env`](mod@env): the `OTEL_*` variables.
 //! - [`init()`]: installs everything; [`TelemetryGuard`]: shutdown, flush and run-time sampling control.
 //! - [`sampler`]: [`RatioSampler`], the parent-based trace-id ratio sampler behind
 //!   [`TelemetryGuard::set_trace_ratio`].
@@ -36,7 +36,7 @@
 //!
 //! # Features
 //! - `grpc` (default): OTLP/gRPC via tonic. `http` (default): OTLP/HTTP protobuf via blocking reqwest.
-//! - `tower`: [`tower::ServerTraceLayer`](crate::tower::ServerTraceLayer).
+//! - `tower`: `tower::ServerTraceLayer`, a server layer that continues the caller's trace.
 //!
 //! TLS (`https://` endpoints) needs a TLS feature of `opentelemetry-otlp` (`tls-ring` for gRPC,
 //! `reqwest-rustls` for HTTP) enabled in the application.

@@ -4,9 +4,9 @@
 //! - Server side: [`extract_context`] reads it back; make it the parent of the request's span with
 //!   `tracing_opentelemetry::OpenTelemetrySpanExt::set_parent` **before the span is entered** (after that
 //!   the span has started as a new root and the parent is ignored), or use the tower layer
-//!   (feature `tower`, [`crate::tower`]) which does exactly that.
+//!   (feature `tower`, module `otlp_telemetry::tower`) which does exactly that.
 //!
-//! Both use the global propagator that [`init`](crate::init) installs (W3C Trace Context + Baggage unless
+//! Both use the global propagator that [`init`](crate::init()) installs (W3C Trace Context + Baggage unless
 //! `OTEL_PROPAGATORS` says otherwise); before `init` they do nothing.
 //!
 //! ```

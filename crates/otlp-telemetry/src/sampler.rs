@@ -2,7 +2,7 @@
 //!
 //! [`RatioSampler`] makes the same decision as the SDK's `TraceIdRatioBased` sampler, but reads its ratio
 //! from an atomic that a [`TraceRatioHandle`] (or
-//! [`TelemetryGuard::set_trace_ratio`](crate::TelemetryGuard::set_trace_ratio)) updates. [`init`](crate::init)
+//! [`TelemetryGuard::set_trace_ratio`](crate::TelemetryGuard::set_trace_ratio)) updates. [`init`](crate::init())
 //! wraps it in the SDK's parent-based sampler for the `parentbased_*` samplers, so the ratio decides only
 //! for root spans and children follow their parent: a trace is never cut in half.
 //!

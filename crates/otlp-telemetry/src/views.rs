@@ -4,7 +4,7 @@
 //! 5000, 7500, 10000) suit milliseconds. The instruments of this workspace record seconds
 //! (`semaphore.wait.duration`, `ratelimiter.wait.duration`, `workerpool.task.duration`,
 //! `workerpool.task.wait.duration`, `fanout.task.duration`, `pipeline.stage.duration`), so with the
-//! defaults every wait from 1 µs to 5 s would fall in one bucket. [`init`](crate::init) installs
+//! defaults every wait from 1 µs to 5 s would fall in one bucket. [`init`](crate::init()) installs
 //! [`duration_view`] with [`LATENCY_BUCKETS_SECONDS`] (1 µs to 10 s, 1-2.5-5 per decade), or base-2
 //! exponential histograms with
 //! [`DurationHistogram::exponential`](crate::DurationHistogram::exponential).
