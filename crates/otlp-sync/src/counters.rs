@@ -10,10 +10,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU64, AtomicUsize, Ordering, with_shard_slot};
-
-/// Hands out shard slots to threads round-robin. Any value is correct; it only spreads the load.
-static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, shard_slot};
 
 /// The most shards an owner gets; more would only cost memory.
 const MAX_SHARDS: usize = 64;
@@ -81,22 +78,6 @@ impl<const N: usize> std::fmt::Debug for Counters<N> {
             .field("totals", &self.snapshot())
             .finish()
     }
-}
-
-/// This thread's shard slot, assigned on first use.
-#[inline]
-fn shard_slot() -> usize {
-    with_shard_slot(|slot| {
-        let s = slot.get();
-        if s != usize::MAX {
-            s
-        } else {
-            let s =
-                NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & (usize::MAX >> 1);
-            slot.set(s);
-            s
-        }
-    })
 }
 
 /// A gauge of how many are in some state right now (waiters): incremented and decremented on paths that already

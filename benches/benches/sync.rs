@@ -1,0 +1,180 @@
+//! otlp-sync against the raw crates it wraps, measured in the same run: `tokio::sync::Semaphore` for the
+//! semaphore, a governor direct limiter for `check()`, a governor keyed limiter (its default `HashMap` store) for
+//! the keyed limiter.
+//!
+//! Ours has its metrics on: the SDK meter provider of `otlp_benches::meter_provider()` (periodic reader every
+//! 200 ms, in-memory exporter) is installed as the global provider before our objects are built, so their
+//! observable callbacks really run during the measurement.
+//!
+//! Acquires are polled once with a no-op waker (no executor in the loop): with a free permit an acquire is ready
+//! on its first poll, so the rows measure the acquire future itself, ours and tokio's alike.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::pin::pin;
+use std::sync::Barrier;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use governor::Quota;
+use otlp_benches::{CountingAlloc, allocs_per_op, record_allocs};
+use otlp_sync::{KeyedRateLimiter, RateLimiter, Semaphore};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// A rate no benchmark loop can reach, so every check is allowed (for ours and governor alike).
+const RATE: u32 = 1_000_000_000;
+const BURST: u32 = 1_000_000;
+const KEYS: u64 = 1024;
+
+fn quota() -> Quota {
+    Quota::per_second(NonZeroU32::new(RATE).unwrap()).allow_burst(NonZeroU32::new(BURST).unwrap())
+}
+
+/// Polls `fut` once; it must be ready (a free permit).
+#[inline]
+fn ready<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => unreachable!("the benchmarks keep a permit free"),
+    }
+}
+
+fn op_ours_try(s: &Semaphore) {
+    drop(black_box(s.try_acquire().unwrap()));
+}
+
+fn op_tokio_try(s: &tokio::sync::Semaphore) {
+    drop(black_box(s.try_acquire().unwrap()));
+}
+
+fn op_ours_acquire(s: &Semaphore) {
+    drop(black_box(ready(s.acquire()).unwrap()));
+}
+
+fn op_tokio_acquire(s: &tokio::sync::Semaphore) {
+    drop(black_box(ready(s.acquire()).unwrap()));
+}
+
+/// Runs `op` `iters` times on each of `threads` threads, started together; returns the wall time per op per thread.
+fn on_threads<P: Sync>(target: &P, threads: usize, iters: u64, op: fn(&P)) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for _ in 0..iters {
+                    op(target);
+                }
+            });
+        }
+        barrier.wait();
+        Instant::now()
+    })
+    .elapsed()
+}
+
+fn semaphore(c: &mut Criterion) {
+    let ours = Semaphore::new("bench", 2).expect("valid semaphore");
+    let tokio = tokio::sync::Semaphore::new(2);
+
+    let mut g = c.benchmark_group("sync_sem_try_1t");
+    g.bench_function("ours", |b| b.iter(|| op_ours_try(&ours)));
+    g.bench_function("tokio", |b| b.iter(|| op_tokio_try(&tokio)));
+    g.finish();
+
+    let mut g = c.benchmark_group("sync_sem_acquire_1t");
+    g.bench_function("ours", |b| b.iter(|| op_ours_acquire(&ours)));
+    g.bench_function("tokio", |b| b.iter(|| op_tokio_acquire(&tokio)));
+    g.finish();
+
+    // Two threads on one semaphore with two permits: nobody waits, both fight over tokio's atomics (and ours).
+    let mut g = c.benchmark_group("sync_sem_acquire_2t");
+    g.bench_function("ours", |b| {
+        b.iter_custom(|n| on_threads(&ours, 2, n, op_ours_acquire))
+    });
+    g.bench_function("tokio", |b| {
+        b.iter_custom(|n| on_threads(&tokio, 2, n, op_tokio_acquire))
+    });
+    g.finish();
+
+    for _ in 0..1000 {
+        op_ours_try(&ours);
+        op_ours_acquire(&ours);
+    }
+    record_allocs(
+        "sync_sem_try_1t",
+        "ours",
+        allocs_per_op(100_000, || op_ours_try(&ours)),
+    );
+    record_allocs(
+        "sync_sem_acquire_1t",
+        "ours",
+        allocs_per_op(100_000, || op_ours_acquire(&ours)),
+    );
+}
+
+fn limiter(c: &mut Criterion) {
+    let ours = RateLimiter::new("bench", quota()).expect("valid limiter");
+    let raw = governor::RateLimiter::direct(quota());
+    let mut g = c.benchmark_group("sync_limiter_check_1t");
+    g.bench_function("ours", |b| b.iter(|| black_box(ours.check()).unwrap()));
+    g.bench_function("governor", |b| b.iter(|| black_box(raw.check()).unwrap()));
+    g.finish();
+    for _ in 0..1000 {
+        let _ = ours.check();
+    }
+    record_allocs(
+        "sync_limiter_check_1t",
+        "ours",
+        allocs_per_op(100_000, || ours.check().unwrap()),
+    );
+}
+
+fn keyed(c: &mut Criterion) {
+    let ours = KeyedRateLimiter::<u64>::new("bench", quota()).expect("valid limiter");
+    let raw = governor::RateLimiter::keyed(quota());
+    let mut g = c.benchmark_group("sync_limiter_keyed_1t");
+    let mut k = 0u64;
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            k = (k + 1) % KEYS;
+            black_box(ours.check_key(&k)).unwrap()
+        })
+    });
+    let mut k = 0u64;
+    g.bench_function("governor", |b| {
+        b.iter(|| {
+            k = (k + 1) % KEYS;
+            black_box(raw.check_key(&k)).unwrap()
+        })
+    });
+    g.finish();
+    // Steady state: every key already in the store.
+    for key in 0..KEYS {
+        ours.check_key(&key).unwrap();
+    }
+    let mut k = 0u64;
+    let per_op = allocs_per_op(100_000, || {
+        k = (k + 1) % KEYS;
+        ours.check_key(&k).unwrap();
+    });
+    record_allocs("sync_limiter_keyed_1t", "ours", per_op);
+}
+
+fn benches(c: &mut Criterion) {
+    let (provider, _exporter) = otlp_benches::meter_provider();
+    opentelemetry::global::set_meter_provider(provider.clone());
+    semaphore(c);
+    limiter(c);
+    keyed(c);
+    let _ = provider.shutdown();
+}
+
+criterion_group!(sync, benches);
+criterion_main!(sync);
