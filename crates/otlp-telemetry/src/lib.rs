@@ -64,3 +64,29 @@ pub use propagation::{
 };
 pub use sampler::{RatioSampler, TraceRatioHandle};
 pub use views::LATENCY_BUCKETS_SECONDS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_types_are_send_sync_and_debug() {
+        fn check<T: Send + Sync + std::fmt::Debug>() {}
+        check::<TelemetryConfig>();
+        check::<TelemetryGuard>();
+        check::<TelemetryError>();
+        check::<ConfigError>();
+        check::<ShutdownError>();
+        check::<RatioSampler>();
+        check::<TraceRatioHandle>();
+        check::<Protocol>();
+        check::<TraceSampler>();
+        check::<DurationHistogram>();
+        check::<Propagator>();
+        #[cfg(feature = "tower")]
+        {
+            check::<tower::ServerTraceLayer>();
+            check::<tower::ServerTrace<()>>();
+        }
+    }
+}
