@@ -105,7 +105,7 @@ impl<K: Hash + Eq + Clone> Map<K> {
 
 /// Reads a state's theoretical arrival time without changing it.
 fn tat(state: &InMemoryState) -> Option<Nanos> {
-    match state.measure_and_replace(&NotKeyed::NonKey, |tat| Err::<((), Nanos), _>(tat)) {
+    match state.measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), _>) {
         Ok(()) => None,
         Err(tat) => tat,
     }

@@ -635,8 +635,8 @@ impl Semaphore {
     }
 
     /// The waiting path: the only one that reads the clock, opens a span and records the histogram.
-    async fn wait<'s, P, F, Fut>(
-        &'s self,
+    async fn wait<P, F, Fut>(
+        &self,
         n: u32,
         opts: AcquireOptions<'_>,
         acquire: F,
