@@ -115,3 +115,19 @@ pub(crate) fn sum<'a>(sets: impl IntoIterator<Item = &'a OutcomeCounters>) -> [u
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_and_sum() {
+        let a = OutcomeCounters::new();
+        let b = OutcomeCounters::new();
+        a.add(Outcome::Ok, 2);
+        b.add(Outcome::Ok, 1);
+        b.add(Outcome::Rejected, 3);
+        assert_eq!(sum([&a, &b]), [3, 0, 0, 0, 0, 3]);
+        assert_eq!(Outcome::ALL.map(Outcome::as_str), ["ok", "error", "panic", "timeout", "cancelled", "rejected"]);
+    }
+}

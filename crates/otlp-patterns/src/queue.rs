@@ -209,3 +209,46 @@ impl<J> Queue<J> {
         self.core.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap()
+    }
+
+    #[test]
+    fn core_refuses_after_close_and_drains_in_order() {
+        let q = QueueCore::new(2);
+        assert_eq!(q.push(1), Ok(()));
+        assert_eq!(q.push(2), Ok(()));
+        assert!(q.close());
+        assert!(!q.close());
+        assert_eq!(q.push(3), Err(3));
+        assert_eq!(q.pop(), Pop::Job(1));
+        assert_eq!(q.drain(), vec![2]);
+        assert_eq!(q.pop(), Pop::Closed);
+        assert_eq!(q.accepted(), 2);
+    }
+
+    #[test]
+    fn bounded_push_pop_and_close() {
+        rt().block_on(async {
+            let q = Queue::new(2);
+            q.push(1).await.unwrap();
+            q.try_push(2).unwrap();
+            assert!(matches!(q.try_push(3), Err(PushError::Full(3))));
+            assert_eq!(q.len(), 2);
+            assert_eq!(q.pop().await, Some(1));
+            q.try_push(3).unwrap();
+            q.close();
+            assert!(matches!(q.try_push(4), Err(PushError::Closed(4))));
+            assert!(matches!(q.push(5).await, Err(PushError::Closed(5))));
+            // Workers drain what was accepted before the close, then see the end.
+            assert_eq!(q.pop().await, Some(2));
+            assert_eq!(q.pop().await, Some(3));
+            assert_eq!(q.pop().await, None);
+        });
+    }
+}

@@ -635,3 +635,54 @@ impl Drop for WorkerPool {
         self.shared.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TaskError;
+
+    /// A small end-to-end run, cheap enough for miri: every outcome, a shutdown past its deadline, no task left.
+    #[test]
+    fn outcomes_shutdown_and_no_leak() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let before = Handle::current().metrics().num_alive_tasks();
+            let pool = WorkerPool::builder("unit")
+                .workers(2)
+                .queue(4)
+                .task_timeout(Duration::from_millis(10))
+                .build()
+                .unwrap();
+            let ok = pool.submit(async { Ok::<_, u8>(1) }).await.unwrap();
+            let err = pool.submit(async { Err::<u8, _>(2u8) }).await.unwrap();
+            let slow = pool.submit(std::future::pending::<Result<u8, u8>>()).await.unwrap();
+            pool.execute(async { Ok::<_, u8>(()) }).await.unwrap();
+            assert_eq!(ok.await, Ok(1));
+            assert_eq!(err.await, Err(TaskError::Failed(2)));
+            assert_eq!(slow.await, Err(TaskError::TimedOut));
+            let stuck = pool.submit(std::future::pending::<Result<u8, u8>>()).await.unwrap();
+            let report = pool.shutdown_now().await;
+            assert_eq!(report.cancelled, 1);
+            assert_eq!(stuck.await, Err(TaskError::Cancelled));
+            assert_eq!(Handle::current().metrics().num_alive_tasks(), before);
+            let s = pool.stats();
+            assert_eq!((s.submitted, s.completed, s.failed, s.timed_out, s.cancelled), (5, 2, 1, 1, 1));
+        });
+    }
+
+    /// Dropping the pool cancels its tasks without waiting.
+    #[test]
+    fn drop_cancels() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let pool = WorkerPool::builder("unit-drop").workers(1).queue(2).build().unwrap();
+            let a = pool.submit(std::future::pending::<Result<u8, u8>>()).await.unwrap();
+            let b = pool.submit(std::future::pending::<Result<u8, u8>>()).await.unwrap();
+            tokio::task::yield_now().await;
+            drop(pool);
+            assert_eq!(a.await, Err(TaskError::Cancelled));
+            assert_eq!(b.await, Err(TaskError::Cancelled));
+        });
+        drop(rt);
+    }
+}
