@@ -28,13 +28,14 @@
 //! wait blocks that thread, but nothing it waits for runs there: export happens on the SDK's threads and,
 //! for gRPC, on the guard's own background runtime, so everything recorded is still delivered.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+use crate::accounting::SpanCounts;
 use crate::error::{ConfigError, ShutdownError, ShutdownFailure};
 use crate::runtime::{ExporterRuntime, blocking};
 use crate::sampler::TraceRatioHandle;
@@ -49,6 +50,8 @@ pub struct TelemetryGuard {
     meter_provider: Option<SdkMeterProvider>,
     ratio: Option<TraceRatioHandle>,
     runtime: Option<ExporterRuntime>,
+    span_counts: Option<Arc<SpanCounts>>,
+    dropped_spans: Option<u64>,
     shutdown_timeout: Duration,
     shut_down: bool,
 }
@@ -61,6 +64,7 @@ impl TelemetryGuard {
         meter_provider: Option<SdkMeterProvider>,
         ratio: Option<TraceRatioHandle>,
         runtime: Option<ExporterRuntime>,
+        span_counts: Option<Arc<SpanCounts>>,
         shutdown_timeout: Duration,
     ) -> Self {
         TelemetryGuard {
@@ -68,6 +72,8 @@ impl TelemetryGuard {
             meter_provider,
             ratio,
             runtime,
+            span_counts,
+            dropped_spans: None,
             shutdown_timeout,
             shut_down: false,
         }
@@ -144,7 +150,32 @@ impl TelemetryGuard {
         if let Some(rt) = &mut self.runtime {
             rt.stop();
         }
+        let traces_timed_out = result.as_ref().is_err_and(|e| {
+            e.failures
+                .iter()
+                .any(|(s, f)| *s == "traces" && matches!(f, ShutdownFailure::TimedOut(_)))
+        });
+        if let (Some(counts), false) = (&self.span_counts, traces_timed_out) {
+            let dropped = counts.dropped();
+            self.dropped_spans = Some(dropped);
+            if dropped > 0 {
+                tracing::warn!(
+                    target: crate::report::REPORT_TARGET,
+                    dropped_spans = dropped,
+                    "spans were dropped because the export queue was full: raise OTEL_BSP_MAX_QUEUE_SIZE, \
+                     lower the sampling ratio, or check that the collector keeps up"
+                );
+            }
+        }
         result
+    }
+
+    /// After a [`shutdown`](Self::shutdown) (or drop) whose trace side finished in time: how many
+    /// finished spans never reached the exporter because the bounded export queue was full. `None` before
+    /// shutdown, when traces are not exported, or when the trace shutdown hit the deadline (then the
+    /// count is not known exactly).
+    pub fn dropped_spans(&self) -> Option<u64> {
+        self.dropped_spans
     }
 }
 
@@ -257,12 +288,13 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<TelemetryGuard>();
         assert_send_sync::<TraceRatioHandle>();
-        let mut g = TelemetryGuard::new(None, None, None, None, Duration::from_secs(1));
+        let mut g = TelemetryGuard::new(None, None, None, None, None, Duration::from_secs(1));
         assert!(g.set_trace_ratio(0.5).is_ok());
         assert!(g.set_trace_ratio(5.0).is_err());
         assert_eq!(g.trace_ratio(), None);
         assert!(g.flush().is_ok());
         assert!(g.shutdown().is_ok());
         assert!(g.shutdown().is_ok());
+        assert_eq!(g.dropped_spans(), None);
     }
 }

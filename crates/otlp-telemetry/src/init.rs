@@ -25,6 +25,7 @@
 //! `init` never waits for the collector: exporters connect lazily, so a collector that is down only costs
 //! a `warn` event per interval; spans beyond the queue size are dropped and memory stays flat.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
@@ -38,6 +39,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, ShouldSample, TracerP
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
+use crate::accounting::SpanCounts;
 use crate::config::{Propagator, Protocol, TelemetryConfig};
 use crate::error::TelemetryError;
 use crate::guard::TelemetryGuard;
@@ -156,6 +158,7 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         parts.meter_provider.take(),
         parts.ratio.take(),
         parts.runtime.take(),
+        parts.span_counts.take(),
         config.shutdown_timeout,
     ))
 }
@@ -167,6 +170,7 @@ struct Parts {
     meter_provider: Option<SdkMeterProvider>,
     ratio: Option<TraceRatioHandle>,
     runtime: Option<ExporterRuntime>,
+    span_counts: Option<Arc<SpanCounts>>,
 }
 
 impl Parts {
@@ -212,7 +216,9 @@ fn build_providers(config: &TelemetryConfig) -> Result<Parts, TelemetryError> {
         .with_resource(resource.clone())
         .with_sampler(sampler);
     if config.traces_enabled {
-        tp = export::with_span_export(tp, config, parts.runtime.as_ref())?;
+        let counts = Arc::new(SpanCounts::default());
+        tp = export::with_span_export(tp, config, parts.runtime.as_ref(), Arc::clone(&counts))?;
+        parts.span_counts = Some(counts);
     }
     parts.tracer_provider = Some(tp.build());
 
@@ -245,6 +251,7 @@ fn build_resource(config: &TelemetryConfig) -> Resource {
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod export {
     use super::*;
+    use crate::accounting::CountingProcessor;
     use crate::report::{ErrorReporter, ReportingMetricExporter, ReportingSpanExporter};
     use crate::views::duration_view;
     use opentelemetry_sdk::metrics::PeriodicReader;
@@ -254,6 +261,7 @@ mod export {
         tp: TracerProviderBuilder,
         config: &TelemetryConfig,
         runtime: Option<&ExporterRuntime>,
+        counts: Arc<SpanCounts>,
     ) -> Result<TracerProviderBuilder, TelemetryError> {
         let endpoint = config.resolved_traces_endpoint();
         let exporter = span_exporter(config, &endpoint, runtime)?;
@@ -263,10 +271,11 @@ mod export {
             .with_max_export_batch_size(config.bsp_max_export_batch_size)
             .with_scheduled_delay(config.bsp_schedule_delay)
             .build();
-        let processor = BatchSpanProcessor::builder(ReportingSpanExporter::new(exporter, reporter))
+        let exporter = ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts));
+        let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch)
             .build();
-        Ok(tp.with_span_processor(processor))
+        Ok(tp.with_span_processor(CountingProcessor::new(processor, counts)))
     }
 
     pub(super) fn meter_provider(
@@ -402,6 +411,7 @@ mod export {
         _tp: TracerProviderBuilder,
         config: &TelemetryConfig,
         _runtime: Option<&ExporterRuntime>,
+        _counts: Arc<SpanCounts>,
     ) -> Result<TracerProviderBuilder, TelemetryError> {
         Err(not_compiled(config.protocol))
     }

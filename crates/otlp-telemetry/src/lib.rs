@@ -29,8 +29,9 @@
 //!
 //! # Reliability
 //! - A collector that is down never blocks or slows the application: spans go to a bounded queue
-//!   (dropped when full), export runs on the SDK's own threads, failures are logged at most once per
-//!   export interval (target `otlp_telemetry::export`), and shutdown returns within its timeout.
+//!   (dropped when full, and counted: [`TelemetryGuard::dropped_spans`]), export runs on the SDK's own
+//!   threads, failures are logged at most once per export interval (target `otlp_telemetry::export`), and
+//!   shutdown returns within its timeout.
 //! - No blocking call on a tokio worker thread; works outside a runtime and from multi-thread and
 //!   current-thread runtimes (gRPC connections run on a small runtime of their own).
 //!
@@ -41,6 +42,7 @@
 //! TLS (`https://` endpoints) needs a TLS feature of `opentelemetry-otlp` (`tls-ring` for gRPC,
 //! `reqwest-rustls` for HTTP) enabled in the application.
 
+mod accounting;
 pub mod config;
 pub mod env;
 pub mod error;

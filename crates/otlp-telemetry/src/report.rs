@@ -15,6 +15,8 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
+use crate::accounting::SpanCounts;
+
 /// The `tracing` target of export reports.
 pub(crate) const REPORT_TARGET: &str = "otlp_telemetry::export";
 
@@ -96,19 +98,22 @@ impl ErrorReporter {
 pub(crate) struct ReportingSpanExporter<E> {
     inner: E,
     reporter: Arc<ErrorReporter>,
+    counts: Arc<SpanCounts>,
 }
 
 impl<E> ReportingSpanExporter<E> {
-    pub(crate) fn new(inner: E, reporter: ErrorReporter) -> Self {
+    pub(crate) fn new(inner: E, reporter: ErrorReporter, counts: Arc<SpanCounts>) -> Self {
         ReportingSpanExporter {
             inner,
             reporter: Arc::new(reporter),
+            counts,
         }
     }
 }
 
 impl<E: SpanExporter> SpanExporter for ReportingSpanExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.counts.add_exported(batch.len());
         let result = self.inner.export(batch).await;
         self.reporter.record(&result);
         result

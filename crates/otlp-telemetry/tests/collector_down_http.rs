@@ -1,5 +1,6 @@
 //! A collector that is down (a closed port) over HTTP/protobuf: `init` succeeds, recording never blocks, the span
-//! queue stays bounded, and `shutdown` returns within its timeout. Also: a second `init` is an error.
+//! queue stays bounded and the spans it could not hold are counted, and `shutdown` returns within its timeout.
+//! Also: a second `init` is an error.
 
 mod common;
 
@@ -10,7 +11,8 @@ use otlp_telemetry::{TelemetryConfig, TelemetryError};
 #[test]
 fn http_collector_down_never_blocks() {
     let port = common::free_port(); // bound then released: nothing listens there
-    let timeout = Duration::from_secs(2);
+    // Long enough for the few queued spans to fail their export, so that the drop count is exact.
+    let timeout = Duration::from_secs(10);
     let config = TelemetryConfig::new()
         .service_name("collector-down")
         .protocol(otlp_telemetry::Protocol::HttpProtobuf)
@@ -53,6 +55,11 @@ fn http_collector_down_never_blocks() {
     let err = result.expect_err("export to a closed port fails");
     assert!(!err.failures.is_empty());
     assert!(err.to_string().contains("collector reachable"), "{err}");
+    // 20 000 spans into a 64-span queue whose exports keep failing: most were dropped, and counted.
+    let dropped = guard
+        .dropped_spans()
+        .expect("trace shutdown finished in time");
+    assert!(dropped > 0 && dropped <= 20_000, "{dropped}");
     // A second shutdown is a no-op.
     assert!(guard.shutdown().is_ok());
 }

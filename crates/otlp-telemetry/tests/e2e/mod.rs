@@ -48,7 +48,10 @@ pub async fn run(rotel: &Rotel, config: TelemetryConfig, service: &str, end: End
 
     // Either way, everything recorded before is delivered.
     match end {
-        End::Shutdown => guard.shutdown().expect("shutdown delivers everything"),
+        End::Shutdown => {
+            guard.shutdown().expect("shutdown delivers everything");
+            assert_eq!(guard.dropped_spans(), Some(0));
+        }
         End::Drop => drop(guard),
     }
 
