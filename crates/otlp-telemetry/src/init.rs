@@ -22,6 +22,10 @@
 //! }
 //! ```
 //!
+//! The `EnvFilter` applies to both outputs: a span that `RUST_LOG` filters out is neither printed nor
+//! exported (the default filter is `info`, so `debug!`/`trace!` spans of hot paths cost ~2 ns and export
+//! nothing unless asked for).
+//!
 //! `init` never waits for the collector: exporters connect lazily, so a collector that is down only costs
 //! a `warn` event per interval; spans beyond the queue size are dropped and memory stays flat.
 
