@@ -36,6 +36,9 @@ pub fn current_token() -> Option<CancellationToken> {
 }
 
 /// Runs `fut` with `token` as the [`current_token`].
-pub(crate) async fn with_token<F: std::future::Future>(token: CancellationToken, fut: F) -> F::Output {
+pub(crate) async fn with_token<F: std::future::Future>(
+    token: CancellationToken,
+    fut: F,
+) -> F::Output {
     CURRENT_TOKEN.scope(token, fut).await
 }

@@ -125,7 +125,9 @@ impl<E: fmt::Display> fmt::Display for TaskError<E> {
         match self {
             TaskError::Failed(e) => write!(f, "task failed: {e}"),
             TaskError::Panicked(msg) => write!(f, "task panicked: {msg}"),
-            TaskError::TimedOut => f.write_str("task timed out: it did not finish before its deadline"),
+            TaskError::TimedOut => {
+                f.write_str("task timed out: it did not finish before its deadline")
+            }
             TaskError::Cancelled => f.write_str("task cancelled before it finished"),
         }
     }

@@ -34,7 +34,7 @@
 //! assert_eq!(err.to_string(), "1 of 5 items failed: item 3: task failed: user 4 not found");
 //!
 //! // All good: the values in input order.
-//! let values = fetch.run(1..=3u64, |id| async move { Ok::<_, String>(id) }).await.into_result()?;
+//! let values = fetch.run(1..=3u64, |id| async move { Ok::<_, std::io::Error>(id) }).await.into_result()?;
 //! assert_eq!(values, vec![1, 2, 3]);
 //! # Ok(())
 //! # }
@@ -116,7 +116,11 @@ impl FanOutBuilder {
             OutcomeCounters::snapshot,
         );
         Ok(FanOut {
-            hist: duration_histogram(&meter, "fanout.task.duration", "Time fan-out items ran (after their permit)."),
+            hist: duration_histogram(
+                &meter,
+                "fanout.task.duration",
+                "Time fan-out items ran (after their permit).",
+            ),
             name: self.name,
             concurrency: self.concurrency,
             fail_fast: self.fail_fast,
@@ -416,7 +420,9 @@ where
                 this.counted.finish(outcome);
                 if *this.fail_fast && matches!(outcome, Outcome::Error | Outcome::Panic) {
                     *this.stopped = true;
-                    let running = Pin::new(&*this.in_flight).iter_pin_ref().map(|r| r.get_ref().index);
+                    let running = Pin::new(&*this.in_flight)
+                        .iter_pin_ref()
+                        .map(|r| r.get_ref().index);
                     this.cancelled.extend(running);
                     this.in_flight.clear();
                 }
@@ -467,7 +473,10 @@ impl<T, E> FanOutResults<T, E> {
 
     /// The errors with their item index, in input order.
     pub fn errors(&self) -> impl Iterator<Item = (usize, &TaskError<E>)> {
-        self.items.iter().enumerate().filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+        self.items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
     }
 
     /// The values in input order if every item succeeded; else every error, joined.
@@ -531,6 +540,8 @@ impl<E: fmt::Display> fmt::Display for FanOutError<E> {
 
 impl<E: std::error::Error + 'static> std::error::Error for FanOutError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.errors.first().map(|(_, e)| e as &(dyn std::error::Error + 'static))
+        self.errors
+            .first()
+            .map(|(_, e)| e as &(dyn std::error::Error + 'static))
     }
 }

@@ -38,12 +38,17 @@ mod telemetry;
 mod worker_pool;
 
 pub use context::current_token;
-pub use fan_out::{FanOut, FanOutBuilder, FanOutError, FanOutResults, FanOutStats};
 pub use error::{BuildError, SubmitError, TaskError};
+pub use fan_out::{FanOut, FanOutBuilder, FanOutError, FanOutResults, FanOutStats};
 pub use outcome::Outcome;
-pub use pipeline::{DEFAULT_CAPACITY, ErrorPolicy, Pipeline, PipelineBuilder, PipelineError, PipelineRun, PipelineStats};
+pub use pipeline::{
+    DEFAULT_CAPACITY, ErrorPolicy, Pipeline, PipelineBuilder, PipelineError, PipelineRun,
+    PipelineStats,
+};
 pub use task::TaskHandle;
-pub use worker_pool::{DEFAULT_TASK_TIMEOUT, ShutdownReport, WorkerPool, WorkerPoolBuilder, WorkerPoolStats};
+pub use worker_pool::{
+    DEFAULT_TASK_TIMEOUT, ShutdownReport, WorkerPool, WorkerPoolBuilder, WorkerPoolStats,
+};
 
 /// Internals exposed to the loom model in `tests/loom.rs` only.
 #[cfg(otlp_loom)]

@@ -128,6 +128,9 @@ mod tests {
         b.add(Outcome::Ok, 1);
         b.add(Outcome::Rejected, 3);
         assert_eq!(sum([&a, &b]), [3, 0, 0, 0, 0, 3]);
-        assert_eq!(Outcome::ALL.map(Outcome::as_str), ["ok", "error", "panic", "timeout", "cancelled", "rejected"]);
+        assert_eq!(
+            Outcome::ALL.map(Outcome::as_str),
+            ["ok", "error", "panic", "timeout", "cancelled", "rejected"]
+        );
     }
 }

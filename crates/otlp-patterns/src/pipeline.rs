@@ -105,9 +105,15 @@ impl<E> PipelineError<E> {
 impl<E: fmt::Display> fmt::Display for PipelineError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PipelineError::Failed { stage, error } => write!(f, "pipeline stage {stage:?} failed: {error}"),
-            PipelineError::Panicked { stage, message } => write!(f, "pipeline stage {stage:?} panicked: {message}"),
-            PipelineError::Cancelled => f.write_str("pipeline run stopped while the item was in flight"),
+            PipelineError::Failed { stage, error } => {
+                write!(f, "pipeline stage {stage:?} failed: {error}")
+            }
+            PipelineError::Panicked { stage, message } => {
+                write!(f, "pipeline stage {stage:?} panicked: {message}")
+            }
+            PipelineError::Cancelled => {
+                f.write_str("pipeline run stopped while the item was in flight")
+            }
         }
     }
 }
@@ -234,7 +240,11 @@ where
         S: Stream<Item = Slot<In, E>>,
     {
         let upstream = self.prev.attach(input, ctx);
-        let concurrency = ctx.shared.stages.get(self.stage.index).map_or(1, |m| m.concurrency);
+        let concurrency = ctx
+            .shared
+            .stages
+            .get(self.stage.index)
+            .map_or(1, |m| m.concurrency);
         let many = if concurrency == 1 {
             Many::None
         } else if ctx.ordered {
@@ -369,7 +379,11 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
         let shared = Arc::new(Shared {
             counts: OutcomeCounters::new(),
             stages,
-            hist: duration_histogram(&meter, "pipeline.stage.duration", "Time an item spent in a stage's function."),
+            hist: duration_histogram(
+                &meter,
+                "pipeline.stage.duration",
+                "Time an item spent in a stage's function.",
+            ),
             name: self.name,
         });
         let attrs = [KeyValue::new("pipeline.name", shared.name.clone())];
@@ -440,7 +454,12 @@ pub struct Pipeline<In, Out, E, C> {
 
 impl<In, Out, E, C> fmt::Debug for Pipeline<In, Out, E, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let stages: Vec<(&str, usize)> = self.shared.stages.iter().map(|s| (&*s.name, s.concurrency)).collect();
+        let stages: Vec<(&str, usize)> = self
+            .shared
+            .stages
+            .iter()
+            .map(|s| (&*s.name, s.concurrency))
+            .collect();
         f.debug_struct("Pipeline")
             .field("name", &self.shared.name)
             .field("stages", &stages)
@@ -484,7 +503,12 @@ impl<In, Out, E, C> Pipeline<In, Out, E, C> {
             failed: error,
             panicked: panic,
             cancelled,
-            queued: self.shared.stages.iter().map(|s| s.queued.load(Ordering::Relaxed)).sum(),
+            queued: self
+                .shared
+                .stages
+                .iter()
+                .map(|s| s.queued.load(Ordering::Relaxed))
+                .sum(),
         }
     }
 }
@@ -517,7 +541,10 @@ where
             finished: 0,
             to_cancel: 0,
             stopping: false,
-            cancelled: self.parent.as_ref().map(|t| Box::pin(t.clone().cancelled_owned())),
+            cancelled: self
+                .parent
+                .as_ref()
+                .map(|t| Box::pin(t.clone().cancelled_owned())),
             policy: self.policy,
             _err: PhantomData,
         }
@@ -537,7 +564,9 @@ pin_project! {
 
 impl<S: fmt::Debug, E> fmt::Debug for Source<S, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Source").field("input", &self.input).finish_non_exhaustive()
+        f.debug_struct("Source")
+            .field("input", &self.input)
+            .finish_non_exhaustive()
     }
 }
 
@@ -586,9 +615,9 @@ impl<Fut: Future, E> Future for StageFut<Fut, E> {
                 Poll::Ready(out) => Poll::Ready(StageDone::Ran(out, start.elapsed())),
                 Poll::Pending => Poll::Pending,
             },
-            StageFutProj::Pass { err } => {
-                Poll::Ready(StageDone::Passed(err.take().unwrap_or(PipelineError::Cancelled)))
-            }
+            StageFutProj::Pass { err } => Poll::Ready(StageDone::Passed(
+                err.take().unwrap_or(PipelineError::Cancelled),
+            )),
         }
     }
 }
@@ -687,7 +716,9 @@ where
                 if running >= *this.concurrency {
                     break;
                 }
-                let Some(item) = this.queue.pop_front() else { break };
+                let Some(item) = this.queue.pop_front() else {
+                    break;
+                };
                 if let Some(m) = meta {
                     m.queued.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -733,8 +764,14 @@ where
                         }
                         match out {
                             Ok(Ok(v)) => Ok(v),
-                            Ok(Err(error)) => Err(PipelineError::Failed { stage: stage(), error }),
-                            Err(message) => Err(PipelineError::Panicked { stage: stage(), message }),
+                            Ok(Err(error)) => Err(PipelineError::Failed {
+                                stage: stage(),
+                                error,
+                            }),
+                            Err(message) => Err(PipelineError::Panicked {
+                                stage: stage(),
+                                message,
+                            }),
                         }
                     }
                     StageDone::Passed(e) => Err(e),
@@ -796,7 +833,10 @@ where
         let this = self.project();
         *this.inner = None;
         *this.stopping = true;
-        *this.to_cancel = this.pulled.load(Ordering::Relaxed).saturating_sub(*this.finished);
+        *this.to_cancel = this
+            .pulled
+            .load(Ordering::Relaxed)
+            .saturating_sub(*this.finished);
     }
 }
 

@@ -80,7 +80,11 @@ where
     E: Send + std::fmt::Debug + 'static,
 {
     /// A job whose result goes to the returned handle.
-    pub(crate) fn with_handle(fut: F, span: Span, deadline: Option<Instant>) -> (BoxJob, TaskHandle<T, E>) {
+    pub(crate) fn with_handle(
+        fut: F,
+        span: Span,
+        deadline: Option<Instant>,
+    ) -> (BoxJob, TaskHandle<T, E>) {
         let (tx, rx) = oneshot::channel();
         let job = Box::pin(TaskJob {
             fut,

@@ -19,11 +19,16 @@ pub(crate) fn default_meter() -> Meter {
 
 /// Bucket boundaries (seconds) for task durations: from 10 µs to 10 s.
 const DURATION_BOUNDARIES: [f64; 16] = [
-    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 
 /// A histogram named `name` in seconds.
-pub(crate) fn duration_histogram(meter: &Meter, name: &'static str, description: &'static str) -> Histogram<f64> {
+pub(crate) fn duration_histogram(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+) -> Histogram<f64> {
     meter
         .f64_histogram(name)
         .with_unit("s")

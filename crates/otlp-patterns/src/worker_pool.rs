@@ -153,9 +153,17 @@ impl WorkerPoolBuilder {
             pool_counts: OutcomeCounters::new(),
             alive: AtomicU64::new(0),
             workers: self.workers,
-            timeout: if self.task_timeout == Duration::MAX { None } else { Some(self.task_timeout) },
+            timeout: if self.task_timeout == Duration::MAX {
+                None
+            } else {
+                Some(self.task_timeout)
+            },
             token,
-            run_hist: duration_histogram(&meter, "workerpool.task.duration", "Time tasks ran, until their outcome."),
+            run_hist: duration_histogram(
+                &meter,
+                "workerpool.task.duration",
+                "Time tasks ran, until their outcome.",
+            ),
             wait_hist: duration_histogram(
                 &meter,
                 "workerpool.task.wait.duration",
@@ -170,7 +178,10 @@ impl WorkerPoolBuilder {
         let mut workers = Vec::with_capacity(shared.workers);
         for index in 0..shared.workers {
             shared.alive.fetch_add(1, Ordering::Relaxed);
-            let fut = crate::context::with_token(shared.token.clone(), worker(Arc::clone(&shared), index));
+            let fut = crate::context::with_token(
+                shared.token.clone(),
+                worker(Arc::clone(&shared), index),
+            );
             let handle = runtime.spawn(fut);
             lock_std(&shared.aborts).push(handle.abort_handle());
             workers.push(handle);
@@ -184,7 +195,10 @@ impl WorkerPoolBuilder {
         });
         Ok(WorkerPool {
             shared,
-            handles: tokio::sync::Mutex::new(Handles { workers, supervisor }),
+            handles: tokio::sync::Mutex::new(Handles {
+                workers,
+                supervisor,
+            }),
             _instruments: instruments,
         })
     }
@@ -225,11 +239,18 @@ struct Shared {
 
 impl Shared {
     fn outcomes(&self) -> [u64; 6] {
-        sum(self.shards.iter().map(|s| &s.counts).chain(std::iter::once(&self.pool_counts)))
+        sum(self
+            .shards
+            .iter()
+            .map(|s| &s.counts)
+            .chain(std::iter::once(&self.pool_counts)))
     }
 
     fn active(&self) -> u64 {
-        self.shards.iter().map(|s| s.active.load(Ordering::Relaxed)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.active.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Cancels everything: the token, the queue (no more pushes), the workers (their running task is dropped
@@ -278,7 +299,10 @@ async fn worker(shared: Arc<Shared>, index: usize) {
     };
     while let Some(job) = shared.queue.pop().await {
         let start = Instant::now();
-        shared.wait_hist.record(secs(start.saturating_duration_since(job.enqueued_at())), &shared.attrs);
+        shared.wait_hist.record(
+            secs(start.saturating_duration_since(job.enqueued_at())),
+            &shared.attrs,
+        );
         shard.active.store(1, Ordering::Relaxed);
         let job = slot.job.insert(job);
         let deadline = match job.deadline() {
@@ -413,7 +437,12 @@ pub struct WorkerPoolStats {
 impl WorkerPoolStats {
     /// Tasks that reached an outcome (every outcome, rejections included).
     pub fn finished(&self) -> u64 {
-        self.completed + self.failed + self.panicked + self.timed_out + self.cancelled + self.rejected
+        self.completed
+            + self.failed
+            + self.panicked
+            + self.timed_out
+            + self.cancelled
+            + self.rejected
     }
 }
 
@@ -606,7 +635,9 @@ impl WorkerPool {
         let before = self.stats();
         self.shared.queue.close();
         let mut handles = self.handles.lock().await;
-        let drained = tokio::time::timeout_at(deadline, join_all(&mut handles.workers)).await.is_ok();
+        let drained = tokio::time::timeout_at(deadline, join_all(&mut handles.workers))
+            .await
+            .is_ok();
         self.shared.cancel();
         join_all(&mut handles.workers).await;
         if let Some(supervisor) = handles.supervisor.as_mut() {
@@ -616,7 +647,9 @@ impl WorkerPool {
         let after = self.stats();
         let cancelled = after.cancelled - before.cancelled;
         ShutdownReport {
-            completed: (after.finished() - after.rejected) - (before.finished() - before.rejected) - cancelled,
+            completed: (after.finished() - after.rejected)
+                - (before.finished() - before.rejected)
+                - cancelled,
             cancelled,
             deadline_reached: !drained,
         }
@@ -644,7 +677,11 @@ mod tests {
     /// A small end-to-end run, cheap enough for miri: every outcome, a shutdown past its deadline, no task left.
     #[test]
     fn outcomes_shutdown_and_no_leak() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
         rt.block_on(async {
             let before = Handle::current().metrics().num_alive_tasks();
             let pool = WorkerPool::builder("unit")
@@ -655,29 +692,52 @@ mod tests {
                 .unwrap();
             let ok = pool.submit(async { Ok::<_, u8>(1) }).await.unwrap();
             let err = pool.submit(async { Err::<u8, _>(2u8) }).await.unwrap();
-            let slow = pool.submit(std::future::pending::<Result<u8, u8>>()).await.unwrap();
+            let slow = pool
+                .submit(std::future::pending::<Result<u8, u8>>())
+                .await
+                .unwrap();
             pool.execute(async { Ok::<_, u8>(()) }).await.unwrap();
             assert_eq!(ok.await, Ok(1));
             assert_eq!(err.await, Err(TaskError::Failed(2)));
             assert_eq!(slow.await, Err(TaskError::TimedOut));
-            let stuck = pool.submit(std::future::pending::<Result<u8, u8>>()).await.unwrap();
+            let stuck = pool
+                .submit(std::future::pending::<Result<u8, u8>>())
+                .await
+                .unwrap();
             let report = pool.shutdown_now().await;
             assert_eq!(report.cancelled, 1);
             assert_eq!(stuck.await, Err(TaskError::Cancelled));
             assert_eq!(Handle::current().metrics().num_alive_tasks(), before);
             let s = pool.stats();
-            assert_eq!((s.submitted, s.completed, s.failed, s.timed_out, s.cancelled), (5, 2, 1, 1, 1));
+            assert_eq!(
+                (s.submitted, s.completed, s.failed, s.timed_out, s.cancelled),
+                (5, 2, 1, 1, 1)
+            );
         });
     }
 
     /// Dropping the pool cancels its tasks without waiting.
     #[test]
     fn drop_cancels() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
         rt.block_on(async {
-            let pool = WorkerPool::builder("unit-drop").workers(1).queue(2).build().unwrap();
-            let a = pool.submit(std::future::pending::<Result<u8, u8>>()).await.unwrap();
-            let b = pool.submit(std::future::pending::<Result<u8, u8>>()).await.unwrap();
+            let pool = WorkerPool::builder("unit-drop")
+                .workers(1)
+                .queue(2)
+                .build()
+                .unwrap();
+            let a = pool
+                .submit(std::future::pending::<Result<u8, u8>>())
+                .await
+                .unwrap();
+            let b = pool
+                .submit(std::future::pending::<Result<u8, u8>>())
+                .await
+                .unwrap();
             tokio::task::yield_now().await;
             drop(pool);
             assert_eq!(a.await, Err(TaskError::Cancelled));

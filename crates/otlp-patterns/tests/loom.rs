@@ -6,8 +6,8 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use otlp_patterns::Outcome;
 use otlp_patterns::__loom::{OutcomeCounters, Pop, QueueCore};
+use otlp_patterns::Outcome;
 
 /// A producer pushes while the queue is closed and drained concurrently: every job is accepted and then taken
 /// exactly once, or refused; none is lost after the close.
@@ -44,7 +44,10 @@ fn push_close_drain_loses_nothing() {
         let refused = producer.join().unwrap();
         let taken = worker.join().unwrap();
         let drained = q.drain();
-        assert!(drained.is_empty(), "a job accepted before the close was left behind");
+        assert!(
+            drained.is_empty(),
+            "a job accepted before the close was left behind"
+        );
         assert_eq!(taken.len() as u64 + refused, 2);
         assert_eq!(q.accepted(), taken.len() as u64);
         // Jobs come out in the order they went in.
@@ -73,7 +76,10 @@ fn concurrent_drain_takes_each_job_once() {
                 })
             })
             .collect();
-        let mut all: Vec<u32> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        let mut all: Vec<u32> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
         all.sort_unstable();
         assert_eq!(all, vec![1, 2]);
         assert_eq!(q.push(3), Err(3));

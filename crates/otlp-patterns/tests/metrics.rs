@@ -12,8 +12,13 @@ use otlp_patterns::{FanOut, Pipeline, TaskError, WorkerPool};
 
 fn provider() -> (SdkMeterProvider, InMemoryMetricExporter) {
     let exporter = InMemoryMetricExporter::default();
-    let reader = PeriodicReader::builder(exporter.clone()).with_interval(Duration::from_secs(3600)).build();
-    (SdkMeterProvider::builder().with_reader(reader).build(), exporter)
+    let reader = PeriodicReader::builder(exporter.clone())
+        .with_interval(Duration::from_secs(3600))
+        .build();
+    (
+        SdkMeterProvider::builder().with_reader(reader).build(),
+        exporter,
+    )
 }
 
 fn meter(p: &SdkMeterProvider) -> opentelemetry::metrics::Meter {
@@ -36,18 +41,24 @@ fn metric<'a>(all: &'a [ResourceMetrics], name: &str) -> &'a Metric {
 
 fn has(attrs: &mut dyn Iterator<Item = &KeyValue>, want: &[(&str, &str)]) -> bool {
     let attrs: Vec<&KeyValue> = attrs.collect();
-    want.iter().all(|(k, v)| attrs.iter().any(|kv| kv.key.as_str() == *k && kv.value.as_str() == *v))
+    want.iter().all(|(k, v)| {
+        attrs
+            .iter()
+            .any(|kv| kv.key.as_str() == *k && kv.value.as_str() == *v)
+    })
 }
 
 /// The value of a u64 sum or gauge data point with these attributes.
 fn u64_point(m: &Metric, want: &[(&str, &str)]) -> u64 {
     match m.data() {
-        AggregatedMetrics::U64(MetricData::Sum(s)) => {
-            s.data_points().find(|p| has(&mut p.attributes(), want)).map(|p| p.value())
-        }
-        AggregatedMetrics::U64(MetricData::Gauge(g)) => {
-            g.data_points().find(|p| has(&mut p.attributes(), want)).map(|p| p.value())
-        }
+        AggregatedMetrics::U64(MetricData::Sum(s)) => s
+            .data_points()
+            .find(|p| has(&mut p.attributes(), want))
+            .map(|p| p.value()),
+        AggregatedMetrics::U64(MetricData::Gauge(g)) => g
+            .data_points()
+            .find(|p| has(&mut p.attributes(), want))
+            .map(|p| p.value()),
         other => panic!("{} is not a u64 sum or gauge: {other:?}", m.name()),
     }
     .unwrap_or_else(|| panic!("{}: no point with {want:?}", m.name()))
@@ -56,9 +67,11 @@ fn u64_point(m: &Metric, want: &[(&str, &str)]) -> u64 {
 fn histogram_count(m: &Metric, want: &[(&str, &str)]) -> u64 {
     assert_eq!(m.unit(), "s", "{}", m.name());
     match m.data() {
-        AggregatedMetrics::F64(MetricData::Histogram(h)) => {
-            h.data_points().filter(|p| has(&mut p.attributes(), want)).map(|p| p.count()).sum()
-        }
+        AggregatedMetrics::F64(MetricData::Histogram(h)) => h
+            .data_points()
+            .filter(|p| has(&mut p.attributes(), want))
+            .map(|p| p.count())
+            .sum(),
         other => panic!("{} is not an f64 histogram: {other:?}", m.name()),
     }
 }
@@ -66,11 +79,23 @@ fn histogram_count(m: &Metric, want: &[(&str, &str)]) -> u64 {
 #[tokio::test(start_paused = true)]
 async fn worker_pool_instruments() {
     let (p, e) = provider();
-    let pool = WorkerPool::builder("wp").workers(2).queue(5).meter(meter(&p)).task_timeout(Duration::from_secs(1)).build().unwrap();
+    let pool = WorkerPool::builder("wp")
+        .workers(2)
+        .queue(5)
+        .meter(meter(&p))
+        .task_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let ok = pool.submit(async { Ok::<_, String>(1) }).await.unwrap();
-    let err = pool.submit(async { Err::<u32, _>("x".to_string()) }).await.unwrap();
+    let err = pool
+        .submit(async { Err::<u32, _>("x".to_string()) })
+        .await
+        .unwrap();
     let panic = pool.submit(async { panic!("p") }).await.unwrap();
-    let slow = pool.submit(async { std::future::pending::<Result<u32, String>>().await }).await.unwrap();
+    let slow = pool
+        .submit(async { std::future::pending::<Result<u32, String>>().await })
+        .await
+        .unwrap();
     assert!(ok.await.is_ok());
     assert!(err.await.is_err());
     let _: Result<u32, TaskError<String>> = panic.await;
@@ -78,16 +103,39 @@ async fn worker_pool_instruments() {
     let all = collect(&p, &e);
     let name = [("workerpool.name", "wp")];
     assert_eq!(u64_point(metric(&all, "workerpool.workers"), &name), 2);
-    assert_eq!(u64_point(metric(&all, "workerpool.workers.active"), &name), 0);
+    assert_eq!(
+        u64_point(metric(&all, "workerpool.workers.active"), &name),
+        0
+    );
     assert_eq!(u64_point(metric(&all, "workerpool.queue.length"), &name), 0);
-    assert_eq!(u64_point(metric(&all, "workerpool.queue.capacity"), &name), 5);
+    assert_eq!(
+        u64_point(metric(&all, "workerpool.queue.capacity"), &name),
+        5
+    );
     let tasks = metric(&all, "workerpool.tasks");
     assert_eq!(tasks.unit(), "{task}");
-    for (outcome, n) in [("ok", 1), ("error", 1), ("panic", 1), ("timeout", 1), ("cancelled", 0), ("rejected", 0)] {
-        assert_eq!(u64_point(tasks, &[("workerpool.name", "wp"), ("outcome", outcome)]), n, "{outcome}");
+    for (outcome, n) in [
+        ("ok", 1),
+        ("error", 1),
+        ("panic", 1),
+        ("timeout", 1),
+        ("cancelled", 0),
+        ("rejected", 0),
+    ] {
+        assert_eq!(
+            u64_point(tasks, &[("workerpool.name", "wp"), ("outcome", outcome)]),
+            n,
+            "{outcome}"
+        );
     }
-    assert_eq!(histogram_count(metric(&all, "workerpool.task.duration"), &name), 4);
-    assert_eq!(histogram_count(metric(&all, "workerpool.task.wait.duration"), &name), 4);
+    assert_eq!(
+        histogram_count(metric(&all, "workerpool.task.duration"), &name),
+        4
+    );
+    assert_eq!(
+        histogram_count(metric(&all, "workerpool.task.wait.duration"), &name),
+        4
+    );
     pool.shutdown_now().await;
     let all = collect(&p, &e);
     assert_eq!(u64_point(metric(&all, "workerpool.workers"), &name), 0);
@@ -96,24 +144,53 @@ async fn worker_pool_instruments() {
 #[tokio::test(start_paused = true)]
 async fn fan_out_instruments() {
     let (p, e) = provider();
-    let fan = FanOut::builder("fo").concurrency(2).meter(meter(&p)).build().unwrap();
-    let r = fan.run(0..5u32, |i| async move { if i == 2 { Err(i) } else { Ok(i) } }).await;
+    let fan = FanOut::builder("fo")
+        .concurrency(2)
+        .meter(meter(&p))
+        .build()
+        .unwrap();
+    let r = fan
+        .run(
+            0..5u32,
+            |i| async move { if i == 2 { Err(i) } else { Ok(i) } },
+        )
+        .await;
     assert_eq!(r.len(), 5);
     let all = collect(&p, &e);
     let tasks = metric(&all, "fanout.tasks");
-    assert_eq!(u64_point(tasks, &[("fanout.name", "fo"), ("outcome", "ok")]), 4);
-    assert_eq!(u64_point(tasks, &[("fanout.name", "fo"), ("outcome", "error")]), 1);
-    assert_eq!(histogram_count(metric(&all, "fanout.task.duration"), &[("fanout.name", "fo")]), 5);
+    assert_eq!(
+        u64_point(tasks, &[("fanout.name", "fo"), ("outcome", "ok")]),
+        4
+    );
+    assert_eq!(
+        u64_point(tasks, &[("fanout.name", "fo"), ("outcome", "error")]),
+        1
+    );
+    assert_eq!(
+        histogram_count(
+            metric(&all, "fanout.task.duration"),
+            &[("fanout.name", "fo")]
+        ),
+        5
+    );
     // The otlp-sync semaphore bounding it reports under the same name.
     let acquires = metric(&all, "semaphore.acquires");
-    assert_eq!(u64_point(acquires, &[("semaphore.name", "fo"), ("outcome", "acquired")]), 5);
+    assert_eq!(
+        u64_point(
+            acquires,
+            &[("semaphore.name", "fo"), ("outcome", "acquired")]
+        ),
+        5
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn pipeline_instruments() {
     let (p, e) = provider();
     let pipe = Pipeline::builder("pl")
-        .stage("parse", 2, |i: u32| async move { if i == 1 { Err(i) } else { Ok(i) } })
+        .stage("parse", 2, |i: u32| async move {
+            if i == 1 { Err(i) } else { Ok(i) }
+        })
         .stage("store", 1, |i: u32| async move { Ok(i) })
         .error_policy(otlp_patterns::ErrorPolicy::Skip)
         .meter(meter(&p))
@@ -123,11 +200,26 @@ async fn pipeline_instruments() {
     assert_eq!(out.len(), 3);
     let all = collect(&p, &e);
     let items = metric(&all, "pipeline.items");
-    assert_eq!(u64_point(items, &[("pipeline.name", "pl"), ("outcome", "ok")]), 3);
-    assert_eq!(u64_point(items, &[("pipeline.name", "pl"), ("outcome", "error")]), 1);
+    assert_eq!(
+        u64_point(items, &[("pipeline.name", "pl"), ("outcome", "ok")]),
+        3
+    );
+    assert_eq!(
+        u64_point(items, &[("pipeline.name", "pl"), ("outcome", "error")]),
+        1
+    );
     let d = metric(&all, "pipeline.stage.duration");
-    assert_eq!(histogram_count(d, &[("pipeline.name", "pl"), ("pipeline.stage", "parse")]), 4);
-    assert_eq!(histogram_count(d, &[("pipeline.name", "pl"), ("pipeline.stage", "store")]), 3);
+    assert_eq!(
+        histogram_count(d, &[("pipeline.name", "pl"), ("pipeline.stage", "parse")]),
+        4
+    );
+    assert_eq!(
+        histogram_count(d, &[("pipeline.name", "pl"), ("pipeline.stage", "store")]),
+        3
+    );
     let q = metric(&all, "pipeline.stage.queue.length");
-    assert_eq!(u64_point(q, &[("pipeline.name", "pl"), ("pipeline.stage", "store")]), 0);
+    assert_eq!(
+        u64_point(q, &[("pipeline.name", "pl"), ("pipeline.stage", "store")]),
+        0
+    );
 }

@@ -16,10 +16,16 @@ fn accounted(s: &PipelineStats) -> bool {
 
 #[test]
 fn bad_configuration_is_a_typed_error() {
-    let err = Pipeline::builder::<u32, ()>("p").stage("a", 0, |x: u32| async move { Ok(x) }).build().unwrap_err();
+    let err = Pipeline::builder::<u32, ()>("p")
+        .stage("a", 0, |x: u32| async move { Ok(x) })
+        .build()
+        .unwrap_err();
     assert!(matches!(err, BuildError::ZeroConcurrency { .. }), "{err}");
     assert!(err.to_string().contains("\"a\""), "{err}");
-    let err = Pipeline::builder::<u32, ()>("p").stage("a", 1, |x: u32| async move { Ok(x) }).capacity(0).build();
+    let err = Pipeline::builder::<u32, ()>("p")
+        .stage("a", 1, |x: u32| async move { Ok(x) })
+        .capacity(0)
+        .build();
     assert_eq!(err.unwrap_err(), BuildError::ZeroCapacity);
 }
 
@@ -48,7 +54,10 @@ async fn ordered_by_default_whatever_the_completion_order() {
         .build()
         .unwrap();
     let out: Vec<_> = p.run(stream::iter(0..20u64)).collect().await;
-    assert_eq!(out, (0..20).map(|i| Ok(format!("#{i}"))).collect::<Vec<_>>());
+    assert_eq!(
+        out,
+        (0..20).map(|i| Ok(format!("#{i}"))).collect::<Vec<_>>()
+    );
     assert!(accounted(&p.stats()));
     assert_eq!(p.stats().ok, 20);
 }
@@ -63,7 +72,11 @@ async fn unordered_lets_fast_items_overtake() {
         .unordered()
         .build()
         .unwrap();
-    let out: Vec<_> = p.run(stream::iter(0..4u64)).map(Result::unwrap).collect().await;
+    let out: Vec<_> = p
+        .run(stream::iter(0..4u64))
+        .map(Result::unwrap)
+        .collect()
+        .await;
     assert_eq!(out, vec![3, 2, 1, 0]);
 }
 
@@ -72,19 +85,39 @@ async fn stop_policy_yields_the_error_then_the_items_in_flight_as_cancelled() {
     let p = Pipeline::builder("stop")
         .stage("check", 2, |i: u32| async move {
             tokio::time::sleep(Duration::from_millis(u64::from(i))).await;
-            if i == 3 { Err(format!("bad {i}")) } else { Ok(i) }
+            if i == 3 {
+                Err(format!("bad {i}"))
+            } else {
+                Ok(i)
+            }
         })
         .capacity(2)
         .build()
         .unwrap();
     let out: Vec<_> = p.run(stream::iter(0..100u32)).collect().await;
     assert_eq!(&out[..3], &[Ok(0), Ok(1), Ok(2)]);
-    assert_eq!(out[3], Err(PipelineError::Failed { stage: "check".into(), error: "bad 3".into() }));
-    assert!(out[4..].iter().all(|r| *r == Err(PipelineError::Cancelled)), "{out:?}");
+    assert_eq!(
+        out[3],
+        Err(PipelineError::Failed {
+            stage: "check".into(),
+            error: "bad 3".into()
+        })
+    );
+    assert!(
+        out[4..].iter().all(|r| *r == Err(PipelineError::Cancelled)),
+        "{out:?}"
+    );
     let s = p.stats();
     assert!(accounted(&s), "{s:?}");
-    assert_eq!(s.submitted as usize, out.len(), "every item taken was reported");
-    assert!(s.submitted < 10, "the run kept pulling input after stopping: {s:?}");
+    assert_eq!(
+        s.submitted as usize,
+        out.len(),
+        "every item taken was reported"
+    );
+    assert!(
+        s.submitted < 10,
+        "the run kept pulling input after stopping: {s:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -101,7 +134,11 @@ async fn skip_policy_counts_and_drops_failures_and_panics() {
         .error_policy(ErrorPolicy::Skip)
         .build()
         .unwrap();
-    let out: Vec<_> = p.run(stream::iter(0..10u32)).map(Result::unwrap).collect().await;
+    let out: Vec<_> = p
+        .run(stream::iter(0..10u32))
+        .map(Result::unwrap)
+        .collect()
+        .await;
     assert_eq!(out, vec![0, 30, 40, 50, 80, 90]);
     let s = p.stats();
     assert_eq!((s.ok, s.failed, s.panicked), (6, 2, 2));
@@ -116,7 +153,13 @@ async fn panics_are_reported_with_their_stage() {
         .build()
         .unwrap();
     let out: Vec<_> = p.run(stream::iter([1u32])).collect().await;
-    assert_eq!(out, vec![Err(PipelineError::Panicked { stage: "boom".into(), message: "oops".into() })]);
+    assert_eq!(
+        out,
+        vec![Err(PipelineError::Panicked {
+            stage: "boom".into(),
+            message: "oops".into()
+        })]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -157,7 +200,9 @@ async fn a_stalled_last_stage_holds_a_bounded_number_of_items() {
     let p = Pipeline::builder("stall")
         .stage("a", 2, |i: u64| async move { Ok::<_, ()>(i) })
         .stage("b", 4, |i: u64| async move { Ok(i) })
-        .stage("stuck", 2, |_: u64| async move { std::future::pending::<Result<u64, ()>>().await })
+        .stage("stuck", 2, |_: u64| async move {
+            std::future::pending::<Result<u64, ()>>().await
+        })
         .capacity(capacity)
         .build()
         .unwrap();
@@ -169,7 +214,11 @@ async fn a_stalled_last_stage_holds_a_bounded_number_of_items() {
     let r = tokio::time::timeout(Duration::from_secs(1), run.next()).await;
     assert!(r.is_err(), "the stuck stage produced something");
     let bound = 3 * capacity as u64 + 2 + 4 + 2;
-    assert!(pulled.load(Ordering::Relaxed) <= bound, "pulled {} > {bound}", pulled.load(Ordering::Relaxed));
+    assert!(
+        pulled.load(Ordering::Relaxed) <= bound,
+        "pulled {} > {bound}",
+        pulled.load(Ordering::Relaxed)
+    );
     assert!(p.stats().queued <= 3 * capacity as u64);
     drop(run);
     let s = p.stats();

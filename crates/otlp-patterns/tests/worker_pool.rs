@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use otlp_patterns::{BuildError, SubmitError, TaskError, WorkerPool, WorkerPoolStats, current_token};
+use otlp_patterns::{
+    BuildError, SubmitError, TaskError, WorkerPool, WorkerPoolStats, current_token,
+};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -19,7 +21,11 @@ fn alive() -> usize {
 fn assert_accounted(s: &WorkerPoolStats) {
     assert_eq!(s.queued, 0, "{s:?}");
     assert_eq!(s.active, 0, "{s:?}");
-    assert_eq!(s.submitted, s.finished(), "submitted != sum of outcomes: {s:?}");
+    assert_eq!(
+        s.submitted,
+        s.finished(),
+        "submitted != sum of outcomes: {s:?}"
+    );
 }
 
 #[test]
@@ -36,28 +42,55 @@ fn public_types_are_send_and_sync() {
 
 #[test]
 fn bad_configuration_is_a_typed_error() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let _g = rt.enter();
-    assert_eq!(WorkerPool::builder("x").workers(0).build().unwrap_err(), BuildError::ZeroWorkers);
-    assert_eq!(WorkerPool::builder("x").queue(0).build().unwrap_err(), BuildError::ZeroQueue);
-    let err = WorkerPool::builder("x").task_timeout(Duration::ZERO).build().unwrap_err();
+    assert_eq!(
+        WorkerPool::builder("x").workers(0).build().unwrap_err(),
+        BuildError::ZeroWorkers
+    );
+    assert_eq!(
+        WorkerPool::builder("x").queue(0).build().unwrap_err(),
+        BuildError::ZeroQueue
+    );
+    let err = WorkerPool::builder("x")
+        .task_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::ZeroTimeout);
     assert!(err.to_string().contains("task_timeout"), "{err}");
     drop(_g);
     let err = WorkerPool::builder("x").build().unwrap_err();
     assert_eq!(err, BuildError::NoRuntime);
     // With an explicit handle it works outside the runtime.
-    let pool = WorkerPool::builder("x").workers(1).runtime(rt.handle().clone()).build().unwrap();
+    let pool = WorkerPool::builder("x")
+        .workers(1)
+        .runtime(rt.handle().clone())
+        .build()
+        .unwrap();
     rt.block_on(pool.shutdown_now());
 }
 
 #[tokio::test(start_paused = true)]
 async fn outcomes_are_kept_apart() {
-    let pool = WorkerPool::builder("outcomes").workers(2).queue(8).task_timeout(Duration::from_secs(1)).build().unwrap();
+    let pool = WorkerPool::builder("outcomes")
+        .workers(2)
+        .queue(8)
+        .task_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let ok = pool.submit(async { Ok::<u32, String>(1) }).await.unwrap();
-    let err = pool.submit(async { Err::<u32, _>("boom".to_string()) }).await.unwrap();
-    let panic = pool.submit(async { panic!("kaboom") }).await.map(|h| h).unwrap();
-    let slow = pool.submit(async { pending::<Result<u32, String>>().await }).await.unwrap();
+    let err = pool
+        .submit(async { Err::<u32, _>("boom".to_string()) })
+        .await
+        .unwrap();
+    let panic = pool.submit(async { panic!("kaboom") }).await.unwrap();
+    let slow = pool
+        .submit(async { pending::<Result<u32, String>>().await })
+        .await
+        .unwrap();
     assert_eq!(ok.await, Ok(1));
     assert_eq!(err.await, Err(TaskError::Failed("boom".into())));
     let p: Result<u32, TaskError<String>> = panic.await;
@@ -68,18 +101,34 @@ async fn outcomes_are_kept_apart() {
     assert_eq!(again.await, Ok(7));
     pool.shutdown_now().await;
     let s = pool.stats();
-    assert_eq!((s.completed, s.failed, s.panicked, s.timed_out, s.cancelled), (2, 1, 1, 1, 0));
+    assert_eq!(
+        (s.completed, s.failed, s.panicked, s.timed_out, s.cancelled),
+        (2, 1, 1, 1, 0)
+    );
     assert_accounted(&s);
 }
 
 #[tokio::test(start_paused = true)]
 async fn own_deadline_overrides_the_default_and_counts_queue_time() {
-    let pool = WorkerPool::builder("deadline").workers(1).queue(8).task_timeout(Duration::MAX).build().unwrap();
+    let pool = WorkerPool::builder("deadline")
+        .workers(1)
+        .queue(8)
+        .task_timeout(Duration::MAX)
+        .build()
+        .unwrap();
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
-    let blocker = pool.submit(async move { g.notified().await; Ok::<_, String>(()) }).await.unwrap();
+    let blocker = pool
+        .submit(async move {
+            g.notified().await;
+            Ok::<_, String>(())
+        })
+        .await
+        .unwrap();
     let late = pool
-        .submit_with_deadline(Instant::now() + Duration::from_millis(10), async { Ok::<_, String>(()) })
+        .submit_with_deadline(Instant::now() + Duration::from_millis(10), async {
+            Ok::<_, String>(())
+        })
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await; // paused clock: advances instantly
@@ -92,13 +141,20 @@ async fn own_deadline_overrides_the_default_and_counts_queue_time() {
 
 #[tokio::test(start_paused = true)]
 async fn try_submit_reports_full_and_queue_never_exceeds_capacity() {
-    let pool = WorkerPool::builder("full").workers(1).queue(3).build().unwrap();
+    let pool = WorkerPool::builder("full")
+        .workers(1)
+        .queue(3)
+        .build()
+        .unwrap();
     let gate = Arc::new(Notify::new());
     let mut handles = Vec::new();
     let mut full = 0;
     for _ in 0..10 {
         let g = gate.clone();
-        match pool.try_submit(async move { g.notified().await; Ok::<_, String>(()) }) {
+        match pool.try_submit(async move {
+            g.notified().await;
+            Ok::<_, String>(())
+        }) {
             Ok(h) => handles.push(h),
             Err(SubmitError::Full) => full += 1,
             Err(e) => panic!("{e}"),
@@ -124,14 +180,28 @@ async fn try_submit_reports_full_and_queue_never_exceeds_capacity() {
 
 #[tokio::test(start_paused = true)]
 async fn submit_waits_for_room_and_is_cancel_safe() {
-    let pool = WorkerPool::builder("room").workers(1).queue(1).build().unwrap();
+    let pool = WorkerPool::builder("room")
+        .workers(1)
+        .queue(1)
+        .build()
+        .unwrap();
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
-    let first = pool.submit(async move { g.notified().await; Ok::<_, String>(1) }).await.unwrap();
+    let first = pool
+        .submit(async move {
+            g.notified().await;
+            Ok::<_, String>(1)
+        })
+        .await
+        .unwrap();
     tokio::task::yield_now().await; // the worker takes it
     let second = pool.submit(async { Ok::<_, String>(2) }).await.unwrap(); // fills the queue
     // The third waits for room: dropping the wait submits nothing.
-    let third = tokio::time::timeout(Duration::from_millis(5), pool.submit(async { Ok::<_, String>(3) })).await;
+    let third = tokio::time::timeout(
+        Duration::from_millis(5),
+        pool.submit(async { Ok::<_, String>(3) }),
+    )
+    .await;
     assert!(third.is_err());
     assert_eq!(pool.stats().submitted, 2);
     gate.notify_one();
@@ -144,7 +214,11 @@ async fn submit_waits_for_room_and_is_cancel_safe() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_drains_then_leaves_no_task_alive() {
     let before = alive();
-    let pool = WorkerPool::builder("drain").workers(3).queue(100).build().unwrap();
+    let pool = WorkerPool::builder("drain")
+        .workers(3)
+        .queue(100)
+        .build()
+        .unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     for i in 0..50u64 {
         let done = done.clone();
@@ -156,11 +230,21 @@ async fn shutdown_drains_then_leaves_no_task_alive() {
         .await
         .unwrap();
     }
-    let report = pool.shutdown(Instant::now() + Duration::from_secs(60)).await;
+    let report = pool
+        .shutdown(Instant::now() + Duration::from_secs(60))
+        .await;
     assert_eq!(done.load(Ordering::Relaxed), 50);
-    assert_eq!((report.completed, report.cancelled, report.deadline_reached), (50, 0, false));
+    assert_eq!(
+        (report.completed, report.cancelled, report.deadline_reached),
+        (50, 0, false)
+    );
     assert_eq!(alive(), before);
-    assert_eq!(pool.submit(async { Ok::<_, String>(()) }).await.unwrap_err(), SubmitError::Closed);
+    assert_eq!(
+        pool.submit(async { Ok::<_, String>(()) })
+            .await
+            .unwrap_err(),
+        SubmitError::Closed
+    );
     let s = pool.stats();
     assert_eq!((s.submitted, s.completed, s.rejected), (51, 50, 1));
     assert_accounted(&s);
@@ -171,15 +255,27 @@ async fn shutdown_drains_then_leaves_no_task_alive() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_past_deadline_cancels_running_and_queued_tasks() {
     let before = alive();
-    let pool = WorkerPool::builder("stuck").workers(2).queue(10).task_timeout(Duration::MAX).build().unwrap();
+    let pool = WorkerPool::builder("stuck")
+        .workers(2)
+        .queue(10)
+        .task_timeout(Duration::MAX)
+        .build()
+        .unwrap();
     let mut handles = Vec::new();
     for _ in 0..6 {
-        handles.push(pool.submit(async { pending::<Result<(), String>>().await }).await.unwrap());
+        handles.push(
+            pool.submit(async { pending::<Result<(), String>>().await })
+                .await
+                .unwrap(),
+        );
     }
     tokio::task::yield_now().await;
     assert_eq!(pool.stats().active, 2);
     let report = pool.shutdown(Instant::now() + Duration::from_secs(1)).await;
-    assert_eq!((report.cancelled, report.completed, report.deadline_reached), (6, 0, true));
+    assert_eq!(
+        (report.cancelled, report.completed, report.deadline_reached),
+        (6, 0, true)
+    );
     assert_eq!(alive(), before, "a task of the pool outlived shutdown");
     for h in handles {
         assert_eq!(h.await, Err(TaskError::Cancelled));
@@ -189,7 +285,12 @@ async fn shutdown_past_deadline_cancels_running_and_queued_tasks() {
 
 #[tokio::test(start_paused = true)]
 async fn tasks_see_the_token_cancelled_at_the_deadline() {
-    let pool = WorkerPool::builder("token").workers(1).queue(2).task_timeout(Duration::MAX).build().unwrap();
+    let pool = WorkerPool::builder("token")
+        .workers(1)
+        .queue(2)
+        .task_timeout(Duration::MAX)
+        .build()
+        .unwrap();
     let observed = Arc::new(Notify::new());
     let o = observed.clone();
     let h = pool
@@ -210,16 +311,35 @@ async fn tasks_see_the_token_cancelled_at_the_deadline() {
 async fn cancelling_the_parent_cancels_the_pool() {
     let before = alive();
     let parent = CancellationToken::new();
-    let pool = WorkerPool::builder("parent").workers(2).queue(4).parent(parent.clone()).build().unwrap();
-    let h = pool.submit(async { pending::<Result<(), String>>().await }).await.unwrap();
-    let q = pool.submit(async { pending::<Result<(), String>>().await }).await.unwrap();
-    let r = pool.submit(async { pending::<Result<(), String>>().await }).await.unwrap();
+    let pool = WorkerPool::builder("parent")
+        .workers(2)
+        .queue(4)
+        .parent(parent.clone())
+        .build()
+        .unwrap();
+    let h = pool
+        .submit(async { pending::<Result<(), String>>().await })
+        .await
+        .unwrap();
+    let q = pool
+        .submit(async { pending::<Result<(), String>>().await })
+        .await
+        .unwrap();
+    let r = pool
+        .submit(async { pending::<Result<(), String>>().await })
+        .await
+        .unwrap();
     parent.cancel();
     assert_eq!(h.await, Err(TaskError::Cancelled));
     assert_eq!(q.await, Err(TaskError::Cancelled));
     assert_eq!(r.await, Err(TaskError::Cancelled));
     assert!(pool.is_closed());
-    assert_eq!(pool.submit(async { Ok::<_, String>(()) }).await.unwrap_err(), SubmitError::Closed);
+    assert_eq!(
+        pool.submit(async { Ok::<_, String>(()) })
+            .await
+            .unwrap_err(),
+        SubmitError::Closed
+    );
     pool.shutdown_now().await;
     assert_eq!(alive(), before);
     let s = pool.stats();
@@ -230,10 +350,19 @@ async fn cancelling_the_parent_cancels_the_pool() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_pool_cancels_its_tasks() {
     let before = alive();
-    let pool = WorkerPool::builder("dropped").workers(2).queue(4).task_timeout(Duration::MAX).build().unwrap();
+    let pool = WorkerPool::builder("dropped")
+        .workers(2)
+        .queue(4)
+        .task_timeout(Duration::MAX)
+        .build()
+        .unwrap();
     let mut handles = Vec::new();
     for _ in 0..5 {
-        handles.push(pool.submit(async { pending::<Result<(), String>>().await }).await.unwrap());
+        handles.push(
+            pool.submit(async { pending::<Result<(), String>>().await })
+                .await
+                .unwrap(),
+        );
     }
     tokio::task::yield_now().await;
     drop(pool);
@@ -249,7 +378,13 @@ async fn dropping_the_pool_cancels_its_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tasks_on_a_multi_thread_runtime_are_all_accounted() {
-    let pool = Arc::new(WorkerPool::builder("mt").workers(4).queue(16).build().unwrap());
+    let pool = Arc::new(
+        WorkerPool::builder("mt")
+            .workers(4)
+            .queue(16)
+            .build()
+            .unwrap(),
+    );
     let n: u64 = if cfg!(miri) { 20 } else { 2_000 };
     let mut producers = Vec::new();
     for p in 0..2u64 {
