@@ -1,1 +1,48 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
+//!
+//! * `cargo xtask verify [--quick]`: formatting, clippy, tests, loom models, miri, cargo-deny, in that order,
+//!   each timed, with a summary table; exits non-zero if any step failed. `--quick` runs the first three only and
+//!   says so.
+//! * `cargo xtask bench [--quick] [--update-docs] [FILTER]`: the criterion benches of `benches/`, then a table of
+//!   ours against the baselines measured in the same run, with the goals of `benches/goals.json`.
+
+mod bench;
+mod cmd;
+mod verify;
+mod workspace;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage:
+  cargo xtask verify [--quick]                     fmt, clippy, tests, loom, miri, cargo-deny
+  cargo xtask bench [--quick] [--update-docs] [FILTER]
+                                                   criterion benches and the ratio table
+                                                   (--update-docs writes it into docs/benchmarks.md)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        "verify" => verify::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(true)
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
