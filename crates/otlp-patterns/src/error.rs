@@ -29,6 +29,8 @@ pub enum BuildError {
     ZeroCapacity,
     /// No tokio runtime to spawn workers on.
     NoRuntime,
+    /// The runtime has no timer, which task deadlines need.
+    NoTimer,
 }
 
 impl fmt::Display for BuildError {
@@ -52,6 +54,10 @@ impl fmt::Display for BuildError {
             }
             BuildError::ZeroCapacity => f.write_str(
                 "pipeline channels with capacity 0 could never hold an item: pass capacity(n) with n >= 1",
+            ),
+            BuildError::NoTimer => f.write_str(
+                "the tokio runtime has timers disabled, which task timeouts need: build it with enable_time() \
+                 (or enable_all(); #[tokio::main] does)",
             ),
             BuildError::NoRuntime => f.write_str(
                 "no tokio runtime: build inside a tokio runtime or pass one with .runtime(handle)",

@@ -198,6 +198,23 @@ impl<J> Queue<J> {
         }
     }
 
+    /// Takes a job if one is queued now, without waiting (`None` also when closed: use `pop` to drain).
+    pub(crate) fn try_pop(&self) -> Option<J> {
+        let permit = self.items.try_acquire().ok()?;
+        permit.forget();
+        match self.core.pop() {
+            Pop::Job(job) => {
+                self.space.add_permits(1);
+                Some(job)
+            }
+            // Unreachable before close (a permit stands for a queued job); give the permit back to be safe.
+            Pop::Empty | Pop::Closed => {
+                self.items.add_permits(1);
+                None
+            }
+        }
+    }
+
     /// Refuses new jobs and wakes every waiting producer and worker. Queued jobs stay for the workers to drain.
     pub(crate) fn close(&self) {
         self.core.close();

@@ -158,14 +158,29 @@ where
     }
 }
 
-/// Polls a job to completion (the worker wraps it in the task's timeout).
-pub(crate) struct RunJob<'a>(pub(crate) Pin<&'a mut dyn Job>);
+/// Polls a job until it finishes (`Some(outcome)`) or its deadline passes (`None`).
+///
+/// The deadline is a `Sleep` owned by the worker and reset for each task: creating and dropping a `Sleep` per
+/// task would take the runtime's timer lock twice per task, while resetting a registered one to a later instant
+/// is a single atomic update.
+pub(crate) struct RunJob<'a> {
+    pub(crate) job: Pin<&'a mut dyn Job>,
+    pub(crate) deadline: Option<Pin<&'a mut tokio::time::Sleep>>,
+}
 
 impl Future for RunJob<'_> {
-    type Output = Outcome;
+    type Output = Option<Outcome>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        self.0.as_mut().poll_run(cx)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
+        if let Poll::Ready(outcome) = self.job.as_mut().poll_run(cx) {
+            return Poll::Ready(Some(outcome));
+        }
+        if let Some(sleep) = self.deadline.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 

@@ -1,0 +1,362 @@
+//! otlp-patterns against hand-rolled baselines, measured in the same run.
+//!
+//! * Worker pool, 100k no-op and 100k tiny (~1 µs busy) tasks submitted from one task, each awaited through its
+//!   handle: `ours` (`WorkerPool`, 2 workers) vs `mpsc_workers` (a bounded tokio mpsc of boxed jobs, 2 worker
+//!   loops sharing the receiver, a oneshot reply per task) vs `spawn_per_task` (`tokio::spawn` + await).
+//! * Fan-out over 10k items, concurrency 16, results in input order: `ours` (`FanOut::run`) vs
+//!   `futures::stream::buffered` and `buffer_unordered`.
+//! * A 3-stage pipeline over 10k items: `ours` (`Pipeline`, ordered) vs `hand_channels` (three spawned stage tasks
+//!   joined by bounded tokio mpsc channels).
+//!
+//! Ours has its metrics on: the SDK meter provider of `otlp_benches::meter_provider()` is installed as the global
+//! provider before our objects are built. Allocations per submitted task / item are counted with `CountingAlloc`
+//! on a current-thread runtime (nothing else allocating) and recorded for the `allocs` rows.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime};
+use futures::StreamExt;
+use otlp_benches::{CountingAlloc, allocations, record_allocs};
+use otlp_patterns::{FanOut, Pipeline, WorkerPool};
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, oneshot};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const TASKS: u64 = 100_000;
+const ITEMS: u64 = 10_000;
+const WORKERS: usize = 2;
+const QUEUE: usize = 1024;
+const FAN_K: usize = 16;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+fn small(g: &mut BenchmarkGroup<'_, WallTime>) {
+    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+}
+
+/// About 1 µs of work that the optimiser cannot remove.
+#[inline(never)]
+fn tiny_work(i: u64) -> u64 {
+    let start = Instant::now();
+    let mut x = i;
+    while start.elapsed() < Duration::from_micros(1) {
+        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    x
+}
+
+// ---------------------------------------------------------------- hand-rolled worker pool (the baseline)
+
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+struct MpscWorkers {
+    tx: Option<mpsc::Sender<Job>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MpscWorkers {
+    fn new(rt: &Runtime, n: usize, capacity: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(capacity);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let workers = (0..n)
+            .map(|_| {
+                let rx = rx.clone();
+                rt.spawn(async move {
+                    loop {
+                        let job = rx.lock().await.recv().await;
+                        match job {
+                            Some(job) => job.await,
+                            None => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        MpscWorkers { tx: Some(tx), workers }
+    }
+
+    async fn submit<F, T>(&self, fut: F) -> oneshot::Receiver<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::pin(async move {
+            let _ = tx.send(fut.await);
+        });
+        if let Some(sender) = &self.tx {
+            let _ = sender.send(job).await;
+        }
+        rx
+    }
+
+    fn shutdown(mut self, rt: &Runtime) {
+        self.tx = None;
+        for w in self.workers.drain(..) {
+            let _ = rt.block_on(w);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- worker pool groups
+
+fn pool_group(c: &mut Criterion, group: &str, tiny: bool) {
+    let rt = runtime();
+    let _enter = rt.enter();
+    let ours = Arc::new(WorkerPool::builder(group).workers(WORKERS).queue(QUEUE).build().expect("pool"));
+    let base = Arc::new(MpscWorkers::new(&rt, WORKERS, QUEUE));
+    let work = move |i: u64| if tiny { tiny_work(i) } else { i };
+
+    let mut g = c.benchmark_group(group);
+    small(&mut g);
+    g.throughput(criterion::Throughput::Elements(TASKS));
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            let pool = ours.clone();
+            rt.block_on(rt.spawn(async move {
+                let mut handles = Vec::with_capacity(TASKS as usize);
+                for i in 0..TASKS {
+                    handles.push(pool.submit(async move { Ok::<_, ()>(work(i)) }).await.expect("open"));
+                }
+                let mut sum = 0u64;
+                for h in handles {
+                    sum = sum.wrapping_add(h.await.expect("ok"));
+                }
+                sum
+            }))
+            .expect("join")
+        })
+    });
+    g.bench_function("mpsc_workers", |b| {
+        b.iter(|| {
+            let pool = base.clone();
+            rt.block_on(rt.spawn(async move {
+                let mut handles = Vec::with_capacity(TASKS as usize);
+                for i in 0..TASKS {
+                    handles.push(pool.submit(async move { work(i) }).await);
+                }
+                let mut sum = 0u64;
+                for h in handles {
+                    sum = sum.wrapping_add(h.await.expect("ok"));
+                }
+                sum
+            }))
+            .expect("join")
+        })
+    });
+    g.bench_function("spawn_per_task", |b| {
+        b.iter(|| {
+            rt.block_on(rt.spawn(async move {
+                let mut handles = Vec::with_capacity(TASKS as usize);
+                for i in 0..TASKS {
+                    handles.push(tokio::spawn(async move { work(i) }));
+                }
+                let mut sum = 0u64;
+                for h in handles {
+                    sum = sum.wrapping_add(h.await.expect("ok"));
+                }
+                sum
+            }))
+            .expect("join")
+        })
+    });
+    g.finish();
+    rt.block_on(ours.shutdown_now());
+    if let Ok(base) = Arc::try_unwrap(base) {
+        base.shutdown(&rt);
+    }
+}
+
+fn worker_pool(c: &mut Criterion) {
+    pool_group(c, "patterns_pool_noop", false);
+    pool_group(c, "patterns_pool_tiny", true);
+}
+
+/// Allocations per submitted task (submit + run + await) and per `execute`, in steady state.
+fn worker_pool_allocs(_c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let pool = rt.block_on(async { WorkerPool::builder("allocs").workers(WORKERS).queue(QUEUE).build().expect("pool") });
+    let n = 20_000u64;
+    let mut handles = Vec::with_capacity(n as usize);
+    let submit_batch = |handles: &mut Vec<_>| {
+        rt.block_on(async {
+            for i in 0..n {
+                handles.push(pool.submit(async move { Ok::<_, ()>(i) }).await.expect("open"));
+            }
+            for h in handles.drain(..) {
+                black_box(h.await.expect("ok"));
+            }
+        })
+    };
+    submit_batch(&mut handles); // warm up: queue, histograms, attribute sets
+    let before = allocations();
+    submit_batch(&mut handles);
+    record_allocs("patterns_pool_submit", "ours", (allocations() - before) as f64 / n as f64);
+
+    let execute_batch = || {
+        rt.block_on(async {
+            for i in 0..n {
+                pool.execute(async move {
+                    black_box(i);
+                    Ok::<_, ()>(())
+                })
+                .await
+                .expect("open");
+            }
+            // Let the workers finish the queue.
+            while pool.stats().queued + pool.stats().active > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    execute_batch();
+    let before = allocations();
+    execute_batch();
+    record_allocs("patterns_pool_execute", "ours", (allocations() - before) as f64 / n as f64);
+    rt.block_on(pool.shutdown_now());
+}
+
+// ---------------------------------------------------------------- fan-out
+
+fn fan_out_group(c: &mut Criterion, group: &str, tiny: bool) {
+    let rt = runtime();
+    let fan = FanOut::builder(group).concurrency(FAN_K).build().expect("fan-out");
+    let work = move |i: u64| async move { if tiny { tiny_work(i) } else { black_box(i) } };
+    let mut g = c.benchmark_group(group);
+    small(&mut g);
+    g.throughput(criterion::Throughput::Elements(ITEMS));
+    g.bench_function("ours", |b| {
+        b.iter(|| rt.block_on(async { fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(work(i).await) }).await.len() }))
+    });
+    g.bench_function("buffered", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                futures::stream::iter(0..ITEMS).map(work).buffered(FAN_K).collect::<Vec<_>>().await.len()
+            })
+        })
+    });
+    g.bench_function("buffer_unordered", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                futures::stream::iter(0..ITEMS).map(work).buffer_unordered(FAN_K).collect::<Vec<_>>().await.len()
+            })
+        })
+    });
+    g.finish();
+
+    if !tiny {
+        let local = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let once = || local.block_on(async { fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(i) }).await.len() });
+        once();
+        let before = allocations();
+        once();
+        record_allocs(group, "ours", (allocations() - before) as f64 / ITEMS as f64);
+    }
+}
+
+fn fan_out(c: &mut Criterion) {
+    fan_out_group(c, "patterns_fanout_noop", false);
+    fan_out_group(c, "patterns_fanout_tiny", true);
+}
+
+// ---------------------------------------------------------------- pipeline
+
+fn pipeline(c: &mut Criterion) {
+    let group = "patterns_pipeline_3";
+    let rt = runtime();
+    let capacity = 16;
+    let ours = Pipeline::builder(group)
+        .stage("parse", 1, |i: u64| async move { Ok::<_, ()>(i + 1) })
+        .stage("enrich", 1, |i: u64| async move { Ok(i * 2) })
+        .stage("store", 1, |i: u64| async move { Ok(black_box(i)) })
+        .capacity(capacity)
+        .build()
+        .expect("pipeline");
+    let mut g = c.benchmark_group(group);
+    small(&mut g);
+    g.throughput(criterion::Throughput::Elements(ITEMS));
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut out = ours.run(futures::stream::iter(0..ITEMS));
+                let mut n = 0u64;
+                while let Some(r) = out.next().await {
+                    n = n.wrapping_add(r.expect("ok"));
+                }
+                n
+            })
+        })
+    });
+    g.bench_function("hand_channels", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (tx0, mut rx0) = mpsc::channel::<u64>(capacity);
+                let (tx1, mut rx1) = mpsc::channel::<u64>(capacity);
+                let (tx2, mut rx2) = mpsc::channel::<u64>(capacity);
+                let feed = tokio::spawn(async move {
+                    for i in 0..ITEMS {
+                        if tx0.send(i).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let s1 = tokio::spawn(async move {
+                    while let Some(i) = rx0.recv().await {
+                        if tx1.send(i + 1).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let s2 = tokio::spawn(async move {
+                    while let Some(i) = rx1.recv().await {
+                        if tx2.send(i * 2).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut n = 0u64;
+                while let Some(i) = rx2.recv().await {
+                    n = n.wrapping_add(black_box(i));
+                }
+                for t in [feed, s1, s2] {
+                    let _ = t.await;
+                }
+                n
+            })
+        })
+    });
+    g.finish();
+
+    let local = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let once = || {
+        local.block_on(async {
+            let mut out = ours.run(futures::stream::iter(0..ITEMS));
+            while out.next().await.is_some() {}
+        })
+    };
+    once();
+    let before = allocations();
+    once();
+    record_allocs(group, "ours", (allocations() - before) as f64 / ITEMS as f64);
+}
+
+fn benches(c: &mut Criterion) {
+    let (provider, _exporter) = otlp_benches::meter_provider();
+    opentelemetry::global::set_meter_provider(provider.clone());
+    worker_pool_allocs(c);
+    worker_pool(c);
+    fan_out(c);
+    pipeline(c);
+    let _ = provider.shutdown();
+}
+
+criterion_group!(patterns, benches);
+criterion_main!(patterns);
