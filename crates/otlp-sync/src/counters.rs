@@ -1,24 +1,23 @@
-//! Sharded event counters: the only bookkeeping on the fast paths.
+//! Per-thread event counters: the only bookkeeping on the fast paths.
 //!
-//! Each owner (a semaphore, a rate limiter) holds `S` cache-line-padded shards of `N` `AtomicU64`s. A thread picks
-//! its shard once (round-robin, remembered in a thread-local) and bumps it with one relaxed `fetch_add`, so
-//! threads do not fight over one cache line. Readers (`stats()`, the OpenTelemetry callbacks) sum the shards.
+//! Each owner (a semaphore, a rate limiter) holds one cache-line-padded block of `N` `AtomicU64`s per thread that
+//! touched it ([`thread_local::ThreadLocal`]). A block has one writer at a time, its thread, so a bump is a relaxed
+//! load and a relaxed store: no locked instruction, no shared cache line. Readers (`stats()`, the OpenTelemetry
+//! callbacks) sum the blocks with relaxed loads.
 //!
-//! The protocol: every add lands in exactly one shard and shards are never reset, so a sum read after all adds
-//! have happened-before it is exact, and successive sums read by one thread never go backwards (each shard only
-//! grows, and coherence orders a thread's loads of one atomic). `tests/loom.rs` checks both.
+//! The protocol: a block is written only by the thread that owns it (`ThreadLocal` hands a dead thread's block to
+//! a later thread only after the first has exited, which happens-before the reuse), so no add is lost; blocks are
+//! never reset or freed while the owner lives, so a sum read after all adds have happened-before it is exact, and
+//! successive sums read by one thread never go backwards (each block only grows, and coherence orders a thread's
+//! loads of one atomic). Counts of threads that have exited stay in their blocks. `tests/loom.rs` checks this.
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU64, AtomicUsize, Ordering, shard_slot};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, PerThread};
 
-/// The most shards an owner gets; more would only cost memory.
-const MAX_SHARDS: usize = 64;
-
-/// `N` sharded counters.
+/// `N` counters, one block per thread.
 pub struct Counters<const N: usize> {
-    shards: Box<[CachePadded<[AtomicU64; N]>]>,
-    mask: usize,
+    blocks: PerThread<CachePadded<[AtomicU64; N]>>,
 }
 
 impl<const N: usize> Default for Counters<N> {
@@ -28,28 +27,22 @@ impl<const N: usize> Default for Counters<N> {
 }
 
 impl<const N: usize> Counters<N> {
-    /// Counters with one shard per two hardware threads' worth of slots (rounded to a power of two).
+    /// Counters at zero.
     pub fn new() -> Self {
-        let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
-        Self::with_shards(threads.saturating_mul(2))
+        Counters {
+            blocks: PerThread::new(|| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))),
+        }
     }
 
-    /// Counters with `shards` shards, rounded up to a power of two and capped at 64.
-    pub fn with_shards(shards: usize) -> Self {
-        let shards = shards.clamp(1, MAX_SHARDS).next_power_of_two();
-        let shards: Box<[CachePadded<[AtomicU64; N]>]> = (0..shards)
-            .map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0))))
-            .collect();
-        let mask = shards.len() - 1;
-        Counters { shards, mask }
-    }
-
-    /// Adds `n` to counter `which` (an index below `N`) in this thread's shard.
+    /// Adds `n` to counter `which` (an index below `N`; others are ignored) in this thread's block.
     #[inline]
     pub fn add(&self, which: usize, n: u64) {
-        let shard = &self.shards[shard_slot() & self.mask];
-        if let Some(counter) = shard.get(which) {
-            counter.fetch_add(n, Ordering::Relaxed);
+        if let Some(counter) = self.blocks.get().get(which) {
+            // Only this thread writes this block: load + store is an atomic add here, without a locked instruction.
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -62,11 +55,11 @@ impl<const N: usize> Counters<N> {
     /// The current totals of all counters.
     pub fn snapshot(&self) -> [u64; N] {
         let mut out = [0u64; N];
-        for shard in self.shards.iter() {
-            for (total, c) in out.iter_mut().zip(shard.iter()) {
+        self.blocks.for_each(|block| {
+            for (total, c) in out.iter_mut().zip(block.iter()) {
                 *total = total.wrapping_add(c.load(Ordering::Relaxed));
             }
-        }
+        });
         out
     }
 }
@@ -74,7 +67,6 @@ impl<const N: usize> Counters<N> {
 impl<const N: usize> std::fmt::Debug for Counters<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Counters")
-            .field("shards", &self.shards.len())
             .field("totals", &self.snapshot())
             .finish()
     }
@@ -128,7 +120,7 @@ mod tests {
     fn sums_across_threads() {
         let threads = if cfg!(miri) { 2 } else { 4 };
         let per_thread = if cfg!(miri) { 20 } else { 10_000 };
-        let c = std::sync::Arc::new(Counters::<3>::with_shards(2));
+        let c = std::sync::Arc::new(Counters::<3>::new());
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let c = c.clone();
@@ -148,7 +140,7 @@ mod tests {
 
     #[test]
     fn out_of_range_index_is_ignored() {
-        let c = Counters::<1>::with_shards(1);
+        let c = Counters::<1>::new();
         c.incr(5);
         assert_eq!(c.snapshot(), [0]);
     }

@@ -37,7 +37,7 @@
 //!
 //! # Cost
 //!
-//! `check()` costs governor's `check()` plus one relaxed add on a per-thread counter shard. A throttled `check()`
+//! `check()` costs governor's `check()` plus a relaxed load and store on a per-thread counter. A throttled `check()`
 //! also reads the limiter's clock once, to compute `retry_after`. Only waits read tokio's clock, open a
 //! debug-level span and record `ratelimiter.wait.duration`.
 //!

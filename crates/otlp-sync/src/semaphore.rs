@@ -45,7 +45,7 @@
 //!
 //! # Cost
 //!
-//! An acquire that does not wait costs tokio's `try_acquire` plus one relaxed add on a per-thread counter shard:
+//! An acquire that does not wait costs tokio's `try_acquire` plus a relaxed load and store on a per-thread counter:
 //! no clock read, no OpenTelemetry call, no allocation. Only an acquire that has to queue reads the clock, opens a
 //! debug-level `tracing` span and records `semaphore.wait.duration`.
 //!
@@ -559,11 +559,13 @@ impl Semaphore {
     }
 
     /// Takes one permit if one is free right now, without waiting.
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, TryAcquireError> {
         self.try_acquire_many(1)
     }
 
     /// Takes `n` permits if they are free right now, without waiting.
+    #[inline]
     pub fn try_acquire_many(&self, n: u32) -> Result<Permit<'_>, TryAcquireError> {
         let inner = &*self.inner;
         match inner.sem.try_acquire_many(n) {
@@ -576,11 +578,13 @@ impl Semaphore {
     }
 
     /// Takes one owned permit if one is free right now.
+    #[inline]
     pub fn try_acquire_owned(&self) -> Result<OwnedPermit, TryAcquireError> {
         self.try_acquire_many_owned(1)
     }
 
     /// Takes `n` owned permits if they are free right now.
+    #[inline]
     pub fn try_acquire_many_owned(&self, n: u32) -> Result<OwnedPermit, TryAcquireError> {
         let inner = &*self.inner;
         match Arc::clone(&inner.sem).try_acquire_many_owned(n) {
@@ -593,6 +597,7 @@ impl Semaphore {
     }
 
     #[cold]
+    #[inline(never)]
     fn try_failed(&self, n: u32, e: tokio::sync::TryAcquireError) -> TryAcquireError {
         let inner = &*self.inner;
         match e {

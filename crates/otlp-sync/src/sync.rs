@@ -7,36 +7,76 @@ pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(otlp_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Hands out shard slots to threads round-robin. Any value is correct; it only spreads the load.
+/// One `T` per thread, each written only by its thread (or by a later thread that reuses a dead thread's id, after
+/// that thread is gone), read by anyone: [`thread_local::ThreadLocal`] normally.
 #[cfg(not(otlp_loom))]
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-
-/// This thread's shard slot: assigned round-robin on first use, then remembered in a thread-local.
-#[cfg(not(otlp_loom))]
-#[inline]
-pub(crate) fn shard_slot() -> usize {
-    std::thread_local! {
-        static SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
-    }
-    SLOT.with(|slot| {
-        let s = slot.get();
-        if s != usize::MAX {
-            s
-        } else {
-            let s = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
-            slot.set(s);
-            s
-        }
-    })
+pub(crate) struct PerThread<T: Send> {
+    slots: thread_local::ThreadLocal<T>,
+    init: fn() -> T,
 }
 
-/// This loom thread's shard slot: its index within the execution (`ThreadId`'s `Debug` form, `ThreadId(n)`), so
-/// that every execution of a model is deterministic. (`ThreadId`'s `Hash` includes a per-execution id, and a
-/// process-wide counter would differ between executions: either breaks loom's replay.)
+#[cfg(not(otlp_loom))]
+impl<T: Send> PerThread<T> {
+    pub(crate) fn new(init: fn() -> T) -> Self {
+        PerThread {
+            slots: thread_local::ThreadLocal::new(),
+            init,
+        }
+    }
+
+    /// This thread's `T`, created on the thread's first call (the only allocation, once per thread and owner).
+    #[inline]
+    pub(crate) fn get(&self) -> &T {
+        match self.slots.get() {
+            Some(t) => t,
+            None => self.create(),
+        }
+    }
+
+    /// The first call on a thread: out of line, so that the hot path keeps a small stack frame.
+    #[cold]
+    #[inline(never)]
+    fn create(&self) -> &T {
+        self.slots.get_or(self.init)
+    }
+
+    /// Every thread's `T` created so far.
+    pub(crate) fn for_each(&self, f: impl FnMut(&T))
+    where
+        T: Sync,
+    {
+        self.slots.iter().for_each(f);
+    }
+}
+
+/// Under loom: one `T` per loom thread, indexed by the thread's index in the execution (deterministic, unlike
+/// `ThreadId`'s `Hash`, which includes a per-execution id), created up front.
 #[cfg(otlp_loom)]
-pub(crate) fn shard_slot() -> usize {
-    let id = format!("{:?}", loom::thread::current().id());
-    id.chars()
-        .filter_map(|c| c.to_digit(10))
-        .fold(0usize, |acc, d| acc * 10 + d as usize)
+pub(crate) struct PerThread<T: Send> {
+    slots: Vec<T>,
+}
+
+#[cfg(otlp_loom)]
+impl<T: Send> PerThread<T> {
+    /// Loom runs at most this many threads in a model (its default `MAX_THREADS`).
+    const MAX_THREADS: usize = 5;
+
+    pub(crate) fn new(init: fn() -> T) -> Self {
+        PerThread {
+            slots: (0..Self::MAX_THREADS).map(|_| init()).collect(),
+        }
+    }
+
+    pub(crate) fn get(&self) -> &T {
+        let id = format!("{:?}", loom::thread::current().id());
+        let index = id
+            .chars()
+            .filter_map(|c| c.to_digit(10))
+            .fold(0usize, |acc, d| acc * 10 + d as usize);
+        &self.slots[index % Self::MAX_THREADS]
+    }
+
+    pub(crate) fn for_each(&self, f: impl FnMut(&T)) {
+        self.slots.iter().for_each(f);
+    }
 }

@@ -1,4 +1,4 @@
-//! Loom models of the crate's own atomic protocol: the sharded counters behind `stats()` and the metrics, and the
+//! Loom models of the crate's own atomic protocol: the per-thread counters behind `stats()` and the metrics, and the
 //! waiting gauge. Run with `RUSTFLAGS="--cfg otlp_loom" cargo test --release -p otlp-sync --test loom`.
 #![cfg(otlp_loom)]
 
@@ -6,11 +6,11 @@ use loom::sync::Arc;
 use loom::thread;
 use otlp_sync::__loom::{Counters, Gauge};
 
-/// Adds from two threads (on distinct or shared shards) all land: the sum after joining is exact.
+/// Adds from three threads, each on its own block, all land: the sum after joining is exact.
 #[test]
 fn concurrent_adds_are_all_counted() {
     loom::model(|| {
-        let c = Arc::new(Counters::<2>::with_shards(2));
+        let c = Arc::new(Counters::<2>::new());
         let handles: Vec<_> = (0..2)
             .map(|t| {
                 let c = c.clone();
@@ -33,7 +33,7 @@ fn concurrent_adds_are_all_counted() {
 #[test]
 fn snapshots_never_go_backwards() {
     loom::model(|| {
-        let c = Arc::new(Counters::<1>::with_shards(2));
+        let c = Arc::new(Counters::<1>::new());
         let writer = {
             let c = c.clone();
             thread::spawn(move || {
