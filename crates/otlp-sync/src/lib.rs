@@ -1,21 +1,43 @@
 //! # otlp-sync
 //!
-//! An instrumented async [`Semaphore`] (over [`tokio::sync::Semaphore`]) with OpenTelemetry metrics and tracing
-//! spans built in, cheap enough to leave on.
+//! Concurrency limits with OpenTelemetry metrics and `tracing` spans built in, cheap enough to leave on:
+//!
+//! * [`Semaphore`]: an instrumented [`tokio::sync::Semaphore`] (Go's `x/sync/semaphore`): `acquire`,
+//!   `acquire_many`, `try_acquire`, `acquire_timeout`, cancellation by [`CancellationToken`], owned permits for
+//!   spawned tasks, [`Semaphore::with_permit`], `close`, `add_permits`, `stats`. See [`semaphore`].
+//! * [`RateLimiter`]: an instrumented [`governor`] GCRA limiter: `check`, `check_n`, `until_ready` with timeout,
+//!   cancellation and jitter. See [`rate_limiter`].
+//! * [`KeyedRateLimiter`]: one bucket per key, in a key store with a bound. See [`keyed`].
+//! * Feature `tower`: `ConcurrencyLimitLayer` and `RateLimitLayer`, so axum, tonic and hyper users get these
+//!   metrics with one layer (module `tower`).
 //!
 //! ```
-//! use otlp_sync::Semaphore;
+//! use std::time::Duration;
+//! use otlp_sync::{RateLimiter, Semaphore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let sem = Semaphore::new("downstream", 8)?;
-//! let _permit = sem.acquire().await?;
-//! assert_eq!(sem.stats().in_use, 1);
+//! let db = Semaphore::new("db", 8)?;
+//! let api = RateLimiter::per_second("partner-api", 50)?;
+//!
+//! let _conn = db.acquire_timeout(Duration::from_secs(1)).await?;
+//! api.until_ready().await;
+//! // ... call the partner API while holding a database connection slot ...
+//! assert_eq!(db.stats().in_use, 1);
 //! # Ok(()) }
 //! ```
 //!
-//! Instruments come from `opentelemetry::global::meter_with_scope` (scope `otlp-sync`) when an owner is built, or
-//! from the meter given to its builder; see [`telemetry::names`] and `docs/metrics.md`.
+//! # Cost and telemetry
+//!
+//! Calls that do not wait add a relaxed load and store on a per-thread counter to the wrapped crate's own cost: no
+//! clock read, no OpenTelemetry call, no allocation. Counters and gauges are observable instruments whose callbacks
+//! read those counters (the same ones `stats()` returns); only calls that waited read the clock, record a
+//! `*.wait.duration` histogram and open a debug-level span. Instruments come from
+//! `opentelemetry::global::meter_with_scope` (scope `otlp-sync` with this crate's version) when an owner is built,
+//! or from the meter given to its builder; see [`telemetry::names`] and `docs/metrics.md`.
+//!
+//! Every call ends as exactly one outcome, so the outcome counters add up to the calls. Errors are typed enums
+//! whose messages say what was wrong and how to fix it; bad configuration is an error at build, never a panic.
 
 pub mod clock;
 mod counters;

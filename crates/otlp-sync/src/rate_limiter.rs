@@ -35,6 +35,9 @@
 //! cancel-safe: dropping it takes no cell and counts the call as `cancelled`. With the default clock the limiter
 //! follows real time; build it with [`TokioClock`](crate::TokioClock) to test it under tokio's paused clock.
 //!
+//! Waits sleep on tokio's timer, so they must run inside a tokio runtime with the time driver enabled (tokio panics
+//! otherwise); `check` works anywhere.
+//!
 //! # Cost
 //!
 //! `check()` costs governor's `check()` plus a relaxed load and store on a per-thread counter. A throttled `check()`

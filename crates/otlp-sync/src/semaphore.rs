@@ -43,6 +43,13 @@
 //! the next waiter, and counts the acquire as `cancelled`. A cancellation token that is already cancelled makes
 //! the acquire fail even if permits are free.
 //!
+//! # Runtime
+//!
+//! Waiting needs no particular executor, except that timeouts ([`Semaphore::acquire_timeout`],
+//! [`AcquireOptions::timeout`]) sleep on tokio's timer, so they must run inside a tokio runtime with the time
+//! driver enabled (tokio panics otherwise). Wait times are measured with [`tokio::time::Instant`], so they follow
+//! tokio's paused clock in tests.
+//!
 //! # Cost
 //!
 //! An acquire that does not wait costs tokio's `try_acquire` plus a relaxed load and store on a per-thread counter:
