@@ -201,6 +201,99 @@ impl<'a> AcquireOptions<'a> {
     }
 }
 
+/// What may end a wait besides getting the permits. Each public method picks the smallest implementation, so
+/// that its future only carries the state it needs (a plain `acquire` holds no timer and no cancellation future).
+trait Limits: Copy {
+    type Cancel: Future<Output = ()>;
+    type Deadline: Future<Output = ()>;
+    fn token(&self) -> Option<&CancellationToken>;
+    fn timeout(&self) -> Option<Duration>;
+    /// Created only once the acquire has to wait.
+    fn cancelled(self) -> Option<Self::Cancel>;
+    /// Created only once the acquire has to wait (this reads the clock).
+    fn deadline(self) -> Option<Self::Deadline>;
+}
+
+/// Wait until the permits come or the semaphore closes.
+#[derive(Clone, Copy)]
+struct NoLimits;
+
+impl Limits for NoLimits {
+    type Cancel = std::future::Pending<()>;
+    type Deadline = std::future::Pending<()>;
+    fn token(&self) -> Option<&CancellationToken> {
+        None
+    }
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+    fn cancelled(self) -> Option<Self::Cancel> {
+        None
+    }
+    fn deadline(self) -> Option<Self::Deadline> {
+        None
+    }
+}
+
+/// Wait at most this long.
+#[derive(Clone, Copy)]
+struct Timeout(Duration);
+
+impl Limits for Timeout {
+    type Cancel = std::future::Pending<()>;
+    type Deadline = tokio::time::Sleep;
+    fn token(&self) -> Option<&CancellationToken> {
+        None
+    }
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.0)
+    }
+    fn cancelled(self) -> Option<Self::Cancel> {
+        None
+    }
+    fn deadline(self) -> Option<Self::Deadline> {
+        Some(tokio::time::sleep(self.0))
+    }
+}
+
+/// Wait until this token is cancelled.
+#[derive(Clone, Copy)]
+struct Cancel<'a>(&'a CancellationToken);
+
+impl<'a> Limits for Cancel<'a> {
+    type Cancel = tokio_util::sync::WaitForCancellationFuture<'a>;
+    type Deadline = std::future::Pending<()>;
+    fn token(&self) -> Option<&CancellationToken> {
+        Some(self.0)
+    }
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+    fn cancelled(self) -> Option<Self::Cancel> {
+        Some(self.0.cancelled())
+    }
+    fn deadline(self) -> Option<Self::Deadline> {
+        None
+    }
+}
+
+impl<'a> Limits for AcquireOptions<'a> {
+    type Cancel = tokio_util::sync::WaitForCancellationFuture<'a>;
+    type Deadline = tokio::time::Sleep;
+    fn token(&self) -> Option<&CancellationToken> {
+        self.cancel
+    }
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+    fn cancelled(self) -> Option<Self::Cancel> {
+        self.cancel.map(CancellationToken::cancelled)
+    }
+    fn deadline(self) -> Option<Self::Deadline> {
+        self.timeout.map(tokio::time::sleep)
+    }
+}
+
 /// Builds a [`Semaphore`]: `Semaphore::builder("name").permits(8).build()`.
 #[derive(Debug)]
 pub struct SemaphoreBuilder {
@@ -435,18 +528,17 @@ impl Semaphore {
 
     /// Waits for one permit. Cancel-safe. Fails only if the semaphore is closed.
     pub async fn acquire(&self) -> Result<Permit<'_>, AcquireError> {
-        self.acquire_with(1, AcquireOptions::new()).await
+        self.acquire_limited(1, NoLimits).await
     }
 
     /// Waits for `n` permits at once. Cancel-safe. Fails if the semaphore is closed or `n` is above the limit.
     pub async fn acquire_many(&self, n: u32) -> Result<Permit<'_>, AcquireError> {
-        self.acquire_with(n, AcquireOptions::new()).await
+        self.acquire_limited(n, NoLimits).await
     }
 
     /// Waits at most `timeout` for one permit. Cancel-safe.
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_>, AcquireError> {
-        self.acquire_with(1, AcquireOptions::new().timeout(timeout))
-            .await
+        self.acquire_limited(1, Timeout(timeout)).await
     }
 
     /// Waits at most `timeout` for `n` permits. Cancel-safe.
@@ -455,8 +547,7 @@ impl Semaphore {
         n: u32,
         timeout: Duration,
     ) -> Result<Permit<'_>, AcquireError> {
-        self.acquire_with(n, AcquireOptions::new().timeout(timeout))
-            .await
+        self.acquire_limited(n, Timeout(timeout)).await
     }
 
     /// Waits for one permit until `token` is cancelled (Go's `Acquire(ctx, 1)`). Fails at once if it already is.
@@ -464,8 +555,7 @@ impl Semaphore {
         &self,
         token: &CancellationToken,
     ) -> Result<Permit<'_>, AcquireError> {
-        self.acquire_with(1, AcquireOptions::new().cancel_on(token))
-            .await
+        self.acquire_limited(1, Cancel(token)).await
     }
 
     /// Waits for `n` permits until `token` is cancelled (Go's `Acquire(ctx, n)`).
@@ -474,8 +564,7 @@ impl Semaphore {
         n: u32,
         token: &CancellationToken,
     ) -> Result<Permit<'_>, AcquireError> {
-        self.acquire_with(n, AcquireOptions::new().cancel_on(token))
-            .await
+        self.acquire_limited(n, Cancel(token)).await
     }
 
     /// Waits for `n` permits within the limits of `opts` (timeout, cancellation). Cancel-safe.
@@ -484,10 +573,16 @@ impl Semaphore {
         n: u32,
         opts: AcquireOptions<'_>,
     ) -> Result<Permit<'_>, AcquireError> {
+        self.acquire_limited(n, opts).await
+    }
+
+    async fn acquire_limited<L: Limits>(
+        &self,
+        n: u32,
+        limits: L,
+    ) -> Result<Permit<'_>, AcquireError> {
         let inner = &*self.inner;
-        if let Some(token) = opts.cancel
-            && token.is_cancelled()
-        {
+        if limits.token().is_some_and(CancellationToken::is_cancelled) {
             inner.count(Outcome::Cancelled);
             return Err(AcquireError::Cancelled);
         }
@@ -501,7 +596,7 @@ impl Semaphore {
                 Err(AcquireError::Closed)
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {
-                let permit = self.wait(n, opts, || inner.sem.acquire_many(n)).await?;
+                let permit = self.wait(n, limits, || inner.sem.acquire_many(n)).await?;
                 Ok(Permit { permit })
             }
         }
@@ -509,12 +604,12 @@ impl Semaphore {
 
     /// Waits for one permit that keeps the semaphore alive, for spawned tasks. Cancel-safe.
     pub async fn acquire_owned(&self) -> Result<OwnedPermit, AcquireError> {
-        self.acquire_owned_with(1, AcquireOptions::new()).await
+        self.acquire_owned_limited(1, NoLimits).await
     }
 
     /// Waits for `n` permits that keep the semaphore alive. Cancel-safe.
     pub async fn acquire_many_owned(&self, n: u32) -> Result<OwnedPermit, AcquireError> {
-        self.acquire_owned_with(n, AcquireOptions::new()).await
+        self.acquire_owned_limited(n, NoLimits).await
     }
 
     /// Waits for `n` owned permits within the limits of `opts`. Cancel-safe.
@@ -523,10 +618,16 @@ impl Semaphore {
         n: u32,
         opts: AcquireOptions<'_>,
     ) -> Result<OwnedPermit, AcquireError> {
+        self.acquire_owned_limited(n, opts).await
+    }
+
+    async fn acquire_owned_limited<L: Limits>(
+        &self,
+        n: u32,
+        limits: L,
+    ) -> Result<OwnedPermit, AcquireError> {
         let inner = &*self.inner;
-        if let Some(token) = opts.cancel
-            && token.is_cancelled()
-        {
+        if limits.token().is_some_and(CancellationToken::is_cancelled) {
             inner.count(Outcome::Cancelled);
             return Err(AcquireError::Cancelled);
         }
@@ -541,7 +642,7 @@ impl Semaphore {
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 let permit = self
-                    .wait(n, opts, || Arc::clone(&inner.sem).acquire_many_owned(n))
+                    .wait(n, limits, || Arc::clone(&inner.sem).acquire_many_owned(n))
                     .await?;
                 Ok(OwnedPermit { permit })
             }
@@ -647,13 +748,9 @@ impl Semaphore {
     }
 
     /// The waiting path: the only one that reads the clock, opens a span and records the histogram.
-    async fn wait<P, F, Fut>(
-        &self,
-        n: u32,
-        opts: AcquireOptions<'_>,
-        acquire: F,
-    ) -> Result<P, AcquireError>
+    async fn wait<L, P, F, Fut>(&self, n: u32, limits: L, acquire: F) -> Result<P, AcquireError>
     where
+        L: Limits,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<P, tokio::sync::AcquireError>>,
     {
@@ -662,7 +759,8 @@ impl Semaphore {
             inner.count(Outcome::Rejected);
             return Err(err);
         }
-        if opts.timeout == Some(Duration::ZERO) {
+        let timeout = limits.timeout();
+        if timeout == Some(Duration::ZERO) {
             inner.count(Outcome::Timeout);
             return Err(AcquireError::Timeout {
                 timeout: Duration::ZERO,
@@ -677,9 +775,9 @@ impl Semaphore {
         async move {
             let mut guard = WaitGuard::new(inner);
             let mut acquire = pin!(acquire());
-            let mut cancelled = pin!(opts.cancel.map(|t| t.cancelled()));
-            let mut deadline = pin!(opts.timeout.map(tokio::time::sleep));
-            let result = poll_fn(|cx| {
+            let mut cancelled = pin!(limits.cancelled());
+            let mut deadline = pin!(limits.deadline());
+            let (outcome, result) = poll_fn(|cx| {
                 if let Some(c) = cancelled.as_mut().as_pin_mut()
                     && c.poll(cx).is_ready()
                 {
@@ -695,14 +793,14 @@ impl Semaphore {
                 if let Some(d) = deadline.as_mut().as_pin_mut()
                     && d.poll(cx).is_ready()
                 {
-                    let timeout = opts.timeout.unwrap_or_default();
+                    let timeout = timeout.unwrap_or_default();
                     return Poll::Ready((Outcome::Timeout, Err(AcquireError::Timeout { timeout })));
                 }
                 Poll::Pending
             })
             .await;
-            guard.outcome = result.0;
-            result.1
+            guard.outcome = outcome;
+            result
         }
         .instrument(span)
         .await
