@@ -331,7 +331,7 @@ impl SemaphoreBuilder {
         let name = self.name;
         let permits = self.permits;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
-            sem: Arc::new(tokio::sync::Semaphore::new(permits)),
+            sem: tokio::sync::Semaphore::new(permits),
             limit: AtomicUsize::new(permits),
             counters: Counters::new(),
             waiting: Gauge::new(),
@@ -351,7 +351,7 @@ pub struct Semaphore {
 }
 
 struct Inner {
-    sem: Arc<tokio::sync::Semaphore>,
+    sem: tokio::sync::Semaphore,
     /// Total permits: the initial ones plus every `add_permits`.
     limit: AtomicUsize,
     counters: Counters<COUNTERS>,
@@ -631,20 +631,18 @@ impl Semaphore {
             inner.count(Outcome::Cancelled);
             return Err(AcquireError::Cancelled);
         }
-        match Arc::clone(&inner.sem).try_acquire_many_owned(n) {
+        match inner.sem.try_acquire_many(n) {
             Ok(permit) => {
                 inner.count(Outcome::Acquired);
-                Ok(OwnedPermit { permit })
+                Ok(self.own(permit))
             }
             Err(tokio::sync::TryAcquireError::Closed) => {
                 inner.count(Outcome::Closed);
                 Err(AcquireError::Closed)
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {
-                let permit = self
-                    .wait(n, limits, || Arc::clone(&inner.sem).acquire_many_owned(n))
-                    .await?;
-                Ok(OwnedPermit { permit })
+                let permit = self.wait(n, limits, || inner.sem.acquire_many(n)).await?;
+                Ok(self.own(permit))
             }
         }
     }
@@ -653,10 +651,10 @@ impl Semaphore {
     #[cfg(feature = "tower")]
     pub(crate) fn acquire_owned_now(&self) -> Option<Result<OwnedPermit, AcquireError>> {
         let inner = &*self.inner;
-        match Arc::clone(&inner.sem).try_acquire_owned() {
+        match inner.sem.try_acquire() {
             Ok(permit) => {
                 inner.count(Outcome::Acquired);
-                Some(Ok(OwnedPermit { permit }))
+                Some(Ok(self.own(permit)))
             }
             Err(tokio::sync::TryAcquireError::Closed) => {
                 inner.count(Outcome::Closed);
@@ -695,12 +693,25 @@ impl Semaphore {
     #[inline]
     pub fn try_acquire_many_owned(&self, n: u32) -> Result<OwnedPermit, TryAcquireError> {
         let inner = &*self.inner;
-        match Arc::clone(&inner.sem).try_acquire_many_owned(n) {
+        match inner.sem.try_acquire_many(n) {
             Ok(permit) => {
                 inner.count(Outcome::Acquired);
-                Ok(OwnedPermit { permit })
+                Ok(self.own(permit))
             }
             Err(e) => Err(self.try_failed(n, e)),
+        }
+    }
+
+    /// Turns a borrowed tokio permit into an owned one: tokio's permit is forgotten and [`OwnedPermit`] gives the
+    /// permits back to the same tokio semaphore on drop (exactly what tokio's own permit drop does). This keeps
+    /// the tokio semaphore inline in our state, one pointer away on every call, instead of behind a second `Arc`.
+    #[inline]
+    fn own(&self, permit: tokio::sync::SemaphorePermit<'_>) -> OwnedPermit {
+        let permits = permit.num_permits();
+        permit.forget();
+        OwnedPermit {
+            inner: Arc::clone(&self.inner),
+            permits,
         }
     }
 
@@ -902,13 +913,23 @@ impl fmt::Debug for Permit<'_> {
 /// Permits that keep their [`Semaphore`] alive (`'static`, for spawned tasks), given back on drop.
 #[must_use = "the permit is given back as soon as it is dropped"]
 pub struct OwnedPermit {
-    permit: tokio::sync::OwnedSemaphorePermit,
+    inner: Arc<Inner>,
+    permits: usize,
 }
 
 impl OwnedPermit {
     /// How many permits this guard holds.
     pub fn num_permits(&self) -> usize {
-        self.permit.num_permits()
+        self.permits
+    }
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        if self.permits > 0 {
+            // Gives back permits taken from this semaphore: the total never passes the limit.
+            self.inner.sem.add_permits(self.permits);
+        }
     }
 }
 
