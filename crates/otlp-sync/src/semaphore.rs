@@ -53,7 +53,8 @@
 //! # Cost
 //!
 //! An acquire that does not wait costs tokio's `try_acquire` plus a relaxed load and store on a per-thread counter:
-//! no clock read, no OpenTelemetry call, no allocation. Only an acquire that has to queue reads the clock, opens a
+//! no clock read, no OpenTelemetry call, no allocation (a thread's first call on a semaphore allocates that
+//! thread's counter block, once). Only an acquire that has to queue reads the clock, opens a
 //! debug-level `tracing` span and records `semaphore.wait.duration`.
 //!
 //! # Telemetry
@@ -134,7 +135,8 @@ pub struct SemaphoreStats {
     pub rejected: u64,
     /// Calls that had to wait (a subset of the above).
     pub waited: u64,
-    /// Permits held right now (`limit - available`).
+    /// Permits not free right now (`limit - available`): held, or set aside by tokio for the front waiter while
+    /// it waits for the rest of what it asked.
     pub in_use: usize,
     /// Calls waiting right now.
     pub waiting: usize,
@@ -406,7 +408,7 @@ impl Telemetry {
         let _used = gauge(
             names::SEMAPHORE_PERMITS_USED,
             "{permit}",
-            "Permits held right now.",
+            "Permits not free right now (held, or set aside for the front waiter).",
             |i| i.in_use() as u64,
         );
         let _waiting = gauge(
