@@ -111,7 +111,11 @@ impl MpscWorkers {
 fn pool_group(c: &mut Criterion, group: &str, tiny: bool) {
     let rt = runtime();
     let _enter = rt.enter();
-    let ours = Arc::new(WorkerPool::builder(group).workers(WORKERS).queue(QUEUE).build().expect("pool"));
+    let mut builder = WorkerPool::builder(group).workers(WORKERS).queue(QUEUE);
+    if std::env::var_os("PATTERNS_NO_TIMEOUT").is_some() {
+        builder = builder.task_timeout(Duration::MAX);
+    }
+    let ours = Arc::new(builder.build().expect("pool"));
     let base = Arc::new(MpscWorkers::new(&rt, WORKERS, QUEUE));
     let work = move |i: u64| if tiny { tiny_work(i) } else { i };
 

@@ -277,8 +277,19 @@ impl FanOut {
         let make = move |item: I::Item| {
             let fut = f(item);
             async move {
-                let Ok(_permit) = sem.acquire().await else {
-                    return Err(TaskError::Cancelled);
+                // Fast path without the (large) acquire future; the wait, when there is one, is boxed so that
+                // every item future stays small (they are moved into the `FuturesUnordered`).
+                let fast = if sem.available() > 0 {
+                    sem.try_acquire().ok()
+                } else {
+                    None
+                };
+                let _permit = match fast {
+                    Some(p) => p,
+                    None => match Box::pin(sem.acquire()).await {
+                        Ok(p) => p,
+                        Err(_) => return Err(TaskError::Cancelled),
+                    },
                 };
                 let start = Instant::now();
                 let out = CatchPanic::new(fut).await;

@@ -1,21 +1,28 @@
 //! The worker pool's bounded multi-producer multi-consumer queue.
 //!
-//! [`QueueCore`] is the synchronous part, modelled with loom: a deque and a `closed` flag under one lock, so a push
-//! either lands before the close (and is drained by a worker) or is refused (and counted as rejected); nothing
-//! falls in between. [`Queue`] adds two tokio semaphores: `space` (free slots, for backpressure) and `items`
-//! (queued jobs, for waking idle workers). The deque never holds more than `capacity` jobs, because a job enters
-//! only with a `space` permit, which comes back only when a worker takes a job out.
+//! [`QueueCore`] is the synchronous part, modelled with loom: the jobs, a `closed` flag, the number of idle workers
+//! and of producers waiting for room, all under one short lock. A push either lands before the close (and is
+//! drained by a worker) or is refused (and counted as rejected); nothing falls in between, and the deque never
+//! holds more than `capacity` jobs.
+//!
+//! [`Queue`] adds the waiting, with two tokio `Notify`s: an idle worker (or a producer facing a full queue) registers
+//! itself under the lock before it sleeps, and the other side wakes it only when the counts say someone sleeps. In
+//! steady state a task costs one uncontended lock to push and one to pop, and no wake-up at all. A producer waiting
+//! for room is woken once the queue is down to half its capacity, so it refills in a burst instead of waking once
+//! per task.
 
 use std::collections::VecDeque;
+use std::pin::pin;
 
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 
 use crate::sync::{Mutex, lock};
 
 /// Why a push was refused; the job comes back.
-#[derive(Debug)]
-pub(crate) enum PushError<J> {
-    /// No free slot (only from `try_push`).
+#[derive(Debug, PartialEq, Eq)]
+#[doc(hidden)]
+pub enum PushError<J> {
+    /// No free slot.
     Full(J),
     /// The queue is closed.
     Closed(J),
@@ -39,6 +46,10 @@ struct State<J> {
     closed: bool,
     /// Jobs ever accepted (a plain integer: it only changes under the lock the push takes anyway).
     accepted: u64,
+    /// Workers that registered to be woken by the next push.
+    idle_workers: usize,
+    /// Producers that registered to be woken when room frees up.
+    waiting_producers: usize,
 }
 
 /// The lock-protected state of the queue: the part whose interleavings the loom model explores.
@@ -46,39 +57,111 @@ struct State<J> {
 #[doc(hidden)]
 pub struct QueueCore<J> {
     state: Mutex<State<J>>,
+    capacity: usize,
+}
+
+/// A successful push: whether an idle worker must be woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[doc(hidden)]
+pub struct Pushed {
+    /// An idle worker was registered: wake one.
+    pub wake_worker: bool,
 }
 
 impl<J> QueueCore<J> {
-    /// An open, empty queue with room reserved for `capacity` jobs.
+    /// An open, empty queue holding at most `capacity` jobs.
     pub fn new(capacity: usize) -> Self {
         Self {
             state: Mutex::new(State {
                 jobs: VecDeque::with_capacity(capacity),
                 closed: false,
                 accepted: 0,
+                idle_workers: 0,
+                waiting_producers: 0,
             }),
+            capacity,
         }
     }
 
-    /// Appends `job` unless the queue is closed (then it comes back).
-    pub fn push(&self, job: J) -> Result<(), J> {
+    /// Appends `job` if the queue is open and not full; when full and `register` is set, the caller is counted as
+    /// a waiting producer (it must then wait to be woken) and `register` is called under the lock.
+    pub fn push_or_register(
+        &self,
+        job: J,
+        register: impl FnOnce(),
+    ) -> Result<Pushed, PushError<J>> {
         let mut s = lock(&self.state);
         if s.closed {
-            return Err(job);
+            return Err(PushError::Closed(job));
+        }
+        if s.jobs.len() >= self.capacity {
+            s.waiting_producers += 1;
+            register();
+            return Err(PushError::Full(job));
         }
         s.jobs.push_back(job);
         s.accepted += 1;
-        Ok(())
+        let wake_worker = s.idle_workers > 0;
+        if wake_worker {
+            s.idle_workers -= 1;
+        }
+        Ok(Pushed { wake_worker })
     }
 
-    /// Takes the oldest job.
-    pub fn pop(&self) -> Pop<J> {
+    /// Appends `job` if the queue is open and not full.
+    pub fn push(&self, job: J) -> Result<Pushed, PushError<J>> {
+        let mut s = lock(&self.state);
+        if s.closed {
+            return Err(PushError::Closed(job));
+        }
+        if s.jobs.len() >= self.capacity {
+            return Err(PushError::Full(job));
+        }
+        s.jobs.push_back(job);
+        s.accepted += 1;
+        let wake_worker = s.idle_workers > 0;
+        if wake_worker {
+            s.idle_workers -= 1;
+        }
+        Ok(Pushed { wake_worker })
+    }
+
+    /// Takes the oldest job; when there is none and the queue is open, the caller is counted as an idle worker and
+    /// `register` is called under the lock. The flag says whether a waiting producer must be woken.
+    pub fn pop_or_register(&self, register: impl FnOnce()) -> (Pop<J>, bool) {
+        self.take(Some(register))
+    }
+
+    /// Takes the oldest job without registering; the flag says whether a waiting producer must be woken.
+    pub fn try_take(&self) -> (Pop<J>, bool) {
+        self.take(None::<fn()>)
+    }
+
+    fn take(&self, register: Option<impl FnOnce()>) -> (Pop<J>, bool) {
         let mut s = lock(&self.state);
         match s.jobs.pop_front() {
-            Some(job) => Pop::Job(job),
-            None if s.closed => Pop::Closed,
-            None => Pop::Empty,
+            Some(job) => {
+                let wake_producer = s.waiting_producers > 0 && s.jobs.len() <= self.capacity / 2;
+                if wake_producer {
+                    s.waiting_producers -= 1;
+                }
+                (Pop::Job(job), wake_producer)
+            }
+            None if s.closed => (Pop::Closed, false),
+            None => {
+                if let Some(register) = register {
+                    s.idle_workers += 1;
+                    register();
+                }
+                (Pop::Empty, false)
+            }
         }
+    }
+
+    /// Takes the oldest job (no registration).
+    #[cfg_attr(not(any(test, otlp_loom)), allow(dead_code))]
+    pub fn pop(&self) -> Pop<J> {
+        self.try_take().0
     }
 
     /// Refuses every later push. Returns whether this call closed it.
@@ -112,114 +195,110 @@ impl<J> QueueCore<J> {
     pub fn is_closed(&self) -> bool {
         lock(&self.state).closed
     }
+
+    /// The most jobs it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
 }
 
-/// The bounded async queue: [`QueueCore`] plus backpressure and wake-ups.
+/// The bounded async queue: [`QueueCore`] plus waiting.
 #[derive(Debug)]
 pub(crate) struct Queue<J> {
     core: QueueCore<J>,
-    space: Semaphore,
-    items: Semaphore,
-    capacity: usize,
+    /// Idle workers wait here.
+    items: Notify,
+    /// Producers facing a full queue wait here.
+    space: Notify,
 }
 
 impl<J> Queue<J> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             core: QueueCore::new(capacity),
-            space: Semaphore::new(capacity),
-            items: Semaphore::new(0),
-            capacity,
+            items: Notify::new(),
+            space: Notify::new(),
         }
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity
+        self.core.capacity()
     }
 
     pub(crate) fn core(&self) -> &QueueCore<J> {
         &self.core
     }
 
-    /// Waits for a free slot, then appends `job`. Cancel-safe: dropped while waiting, it takes no slot (and drops
+    /// Waits for a free slot, then appends `job`. Cancel-safe: dropped while waiting, it queues nothing (and drops
     /// `job` with the future).
-    pub(crate) async fn push(&self, job: J) -> Result<(), PushError<J>> {
-        match self.space.acquire().await {
-            Ok(permit) => {
-                permit.forget();
-                self.push_with_slot(job)
+    pub(crate) async fn push(&self, mut job: J) -> Result<(), PushError<J>> {
+        loop {
+            let mut notified = pin!(self.space.notified());
+            match self.core.push_or_register(job, || {
+                notified.as_mut().enable();
+            }) {
+                Ok(pushed) => {
+                    if pushed.wake_worker {
+                        self.items.notify_one();
+                    }
+                    // No coop yield here: measured, yielding the producer every 128 pushes let the queue run dry
+                    // and the workers park and unpark once per task or so. Producers yield when the queue is full.
+                    return Ok(());
+                }
+                Err(PushError::Full(back)) => {
+                    job = back;
+                    notified.await;
+                }
+                Err(closed) => return Err(closed),
             }
-            Err(_) => Err(PushError::Closed(job)),
         }
     }
 
     /// Appends `job` if a slot is free now.
     pub(crate) fn try_push(&self, job: J) -> Result<(), PushError<J>> {
-        match self.space.try_acquire() {
-            Ok(permit) => {
-                permit.forget();
-                self.push_with_slot(job)
-            }
-            Err(tokio::sync::TryAcquireError::NoPermits) => Err(PushError::Full(job)),
-            Err(tokio::sync::TryAcquireError::Closed) => Err(PushError::Closed(job)),
+        let pushed = self.core.push(job)?;
+        if pushed.wake_worker {
+            self.items.notify_one();
         }
-    }
-
-    fn push_with_slot(&self, job: J) -> Result<(), PushError<J>> {
-        match self.core.push(job) {
-            Ok(()) => {
-                self.items.add_permits(1);
-                Ok(())
-            }
-            Err(job) => {
-                self.space.add_permits(1);
-                Err(PushError::Closed(job))
-            }
-        }
+        Ok(())
     }
 
     /// Waits for a job. `None` once the queue is closed and empty. Cancel-safe: dropped while waiting, it takes
     /// nothing.
     pub(crate) async fn pop(&self) -> Option<J> {
         loop {
-            // After `close`, `items` is closed too: workers then take what is left without waiting.
-            if let Ok(permit) = self.items.acquire().await {
-                permit.forget();
+            let mut notified = pin!(self.items.notified());
+            let (pop, wake_producer) = self.core.pop_or_register(|| {
+                notified.as_mut().enable();
+            });
+            if wake_producer {
+                self.space.notify_one();
             }
-            match self.core.pop() {
-                Pop::Job(job) => {
-                    self.space.add_permits(1);
-                    return Some(job);
-                }
+            match pop {
+                Pop::Job(job) => return Some(job),
                 Pop::Closed => return None,
-                // Another worker (draining after close) took the job this permit stood for.
-                Pop::Empty => continue,
+                Pop::Empty => notified.await,
             }
         }
     }
 
-    /// Takes a job if one is queued now, without waiting (`None` also when closed: use `pop` to drain).
+    /// Takes a job if one is queued now, without waiting.
     pub(crate) fn try_pop(&self) -> Option<J> {
-        let permit = self.items.try_acquire().ok()?;
-        permit.forget();
-        match self.core.pop() {
-            Pop::Job(job) => {
-                self.space.add_permits(1);
-                Some(job)
-            }
-            // Unreachable before close (a permit stands for a queued job); give the permit back to be safe.
-            Pop::Empty | Pop::Closed => {
-                self.items.add_permits(1);
-                None
-            }
+        let (pop, wake_producer) = self.core.try_take();
+        if wake_producer {
+            self.space.notify_one();
+        }
+        match pop {
+            Pop::Job(job) => Some(job),
+            Pop::Empty | Pop::Closed => None,
         }
     }
 
     /// Refuses new jobs and wakes every waiting producer and worker. Queued jobs stay for the workers to drain.
     pub(crate) fn close(&self) {
         self.core.close();
-        self.space.close();
-        self.items.close();
+        self.space.notify_waiters();
+        self.items.notify_waiters();
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -242,11 +321,12 @@ mod tests {
     #[test]
     fn core_refuses_after_close_and_drains_in_order() {
         let q = QueueCore::new(2);
-        assert_eq!(q.push(1), Ok(()));
-        assert_eq!(q.push(2), Ok(()));
+        assert_eq!(q.push(1), Ok(Pushed { wake_worker: false }));
+        assert_eq!(q.push(2), Ok(Pushed { wake_worker: false }));
+        assert_eq!(q.push(9), Err(PushError::Full(9)));
         assert!(q.close());
         assert!(!q.close());
-        assert_eq!(q.push(3), Err(3));
+        assert_eq!(q.push(3), Err(PushError::Closed(3)));
         assert_eq!(q.pop(), Pop::Job(1));
         assert_eq!(q.drain(), vec![2]);
         assert_eq!(q.pop(), Pop::Closed);
@@ -259,6 +339,7 @@ mod tests {
             let q = Queue::new(2);
             q.push(1).await.unwrap();
             q.try_push(2).unwrap();
+            assert_eq!(q.core().len(), 2);
             assert!(matches!(q.try_push(3), Err(PushError::Full(3))));
             assert_eq!(q.len(), 2);
             assert_eq!(q.pop().await, Some(1));

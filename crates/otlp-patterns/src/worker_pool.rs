@@ -312,7 +312,11 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
     // When a job is waiting as the previous one ends, the previous end is the next start: one clock read saved.
     let mut last_end: Option<Instant> = None;
     loop {
+        // Give the runtime a chance to run other tasks (the submitters this worker woke sit in this thread's
+        // LIFO slot) when the coop budget is out; free otherwise.
+        tokio::task::coop::consume_budget().await;
         let (job, start) = match shared.queue.try_pop() {
+            // The previous task just ended and this one was already waiting: the previous end is this start.
             Some(job) => (job, last_end.unwrap_or_else(Instant::now)),
             None => match shared.queue.pop().await {
                 Some(job) => (job, Instant::now()),

@@ -82,7 +82,7 @@ fn concurrent_drain_takes_each_job_once() {
             .collect();
         all.sort_unstable();
         assert_eq!(all, vec![1, 2]);
-        assert_eq!(q.push(3), Err(3));
+        assert!(q.push(3).is_err());
     });
 }
 

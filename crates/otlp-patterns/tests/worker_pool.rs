@@ -72,8 +72,13 @@ fn bad_configuration_is_a_typed_error() {
         .unwrap();
     rt.block_on(pool.shutdown_now());
     // A runtime without timers cannot enforce deadlines: a typed error, not a panic in a worker.
-    let no_timer = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let err = WorkerPool::builder("x").runtime(no_timer.handle().clone()).build().unwrap_err();
+    let no_timer = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let err = WorkerPool::builder("x")
+        .runtime(no_timer.handle().clone())
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::NoTimer);
     assert!(err.to_string().contains("enable_time"), "{err}");
 }
