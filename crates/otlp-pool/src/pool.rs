@@ -103,6 +103,7 @@ impl<T: Send> Pool<T> {
             batch: (local_max / 2).max(1),
         };
         let stats = Arc::new(StatsCell::new(parts.capacity));
+        let locals = Locals::new(&stats);
         let shared = Shared::new(parts.capacity);
         let prefill = shared.reserve(parts.prefill);
         shared.spill((0..prefill).map(|_| Box::new((parts.factory)())));
@@ -116,7 +117,7 @@ impl<T: Send> Pool<T> {
             capacity: parts.capacity,
             limits,
             shared,
-            locals: Locals::new(),
+            locals,
             stats,
             _metrics: registration,
         }
@@ -146,10 +147,7 @@ impl<T: Send> Pool<T> {
     /// Takes an idle object if there is one; never creates, never allocates. A `None` is not counted as a get.
     #[inline]
     pub fn try_get(&self) -> Option<Pooled<'_, T>> {
-        let local = self.local();
-        let object = self.take(local)?;
-        local.counters.bump(Counter::Gets);
-        Some(Pooled::new(self, object))
+        Some(Pooled::new(self, self.take()?))
     }
 
     /// Like [`get`](Pool::get), but the guard holds the pool by `Arc`, so it is `'static` and can move into a
@@ -170,55 +168,112 @@ impl<T: Send> Pool<T> {
         OwnedPooled::new(self.clone(), self.take_or_create())
     }
 
-    #[inline]
-    fn local(&self) -> &Local<T> {
-        self.locals.get(&self.shared, &self.stats)
+    /// This thread's cache, if it has one (created on first use).
+    fn local(&self) -> Option<&Local<T>> {
+        self.locals.slow(&self.stats)
     }
 
     #[inline]
-    fn take(&self, local: &Local<T>) -> Option<Box<T>> {
-        if self.limits.local_max == 0 {
-            self.shared.take_one()
-        } else {
-            local.pop(&self.shared, self.limits)
+    fn count(&self, local: Option<&Local<T>>, counter: Counter) {
+        self.locals.bump(local, counter);
+    }
+
+    /// Takes an idle object: this thread's hot slot (the fast path), else its stack or the shared store.
+    #[inline(always)]
+    fn take(&self) -> Option<Box<T>> {
+        if let Some(local) = self.locals.fast()
+            && let Some(object) = local.take_hot()
+        {
+            local.counters.bump(Counter::Gets);
+            return Some(object);
         }
+        self.take_slow()
     }
 
-    #[inline]
-    fn take_or_create(&self) -> Box<T> {
+    /// Counts a get if it finds an object (the caller counts a get that creates one).
+    #[inline(never)]
+    fn take_slow(&self) -> Option<Box<T>> {
         let local = self.local();
-        local.counters.bump(Counter::Gets);
-        match self.take(local) {
-            Some(object) => object,
-            None => {
-                local.counters.bump(Counter::Misses);
-                Box::new((self.factory)())
-            }
+        let object = match local {
+            Some(local) => local.pop(&self.shared, self.limits),
+            None => self.shared.take_one(),
+        };
+        if object.is_some() {
+            self.count(local, Counter::Gets);
         }
+        object
+    }
+
+    #[inline(always)]
+    fn take_or_create(&self) -> Box<T> {
+        match self.take() {
+            Some(object) => object,
+            None => self.create(),
+        }
+    }
+
+    /// A miss: counts a get and a miss, and creates an object with the factory.
+    #[inline(never)]
+    fn create(&self) -> Box<T> {
+        let local = self.local();
+        self.count(local, Counter::Gets);
+        self.count(local, Counter::Misses);
+        Box::new((self.factory)())
     }
 
     /// Returns an object: checks it may be kept, resets it, and keeps it if a slot is free.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn put(&self, mut object: Box<T>) {
-        let local = self.local();
-        if let Some(retain) = &self.retain
-            && !retain(&object)
-        {
-            local.counters.bump(Counter::Discards);
-            return;
+        if self.retain.is_some() {
+            return self.put_checked(object);
         }
         if let Some(reset) = &self.reset {
             reset(&mut object);
         }
-        let rejected = if self.limits.local_max == 0 {
-            self.shared.put_one(object)
-        } else {
-            local.push(&self.shared, self.limits, object)
+        self.keep(object);
+    }
+
+    /// `put` for a pool with a retain check (out of line, to keep the common `put` small enough to inline).
+    #[inline(never)]
+    fn put_checked(&self, mut object: Box<T>) {
+        if let Some(retain) = &self.retain
+            && !retain(&object)
+        {
+            self.count(self.local(), Counter::Discards);
+            return drop(object);
+        }
+        if let Some(reset) = &self.reset {
+            reset(&mut object);
+        }
+        self.keep(object);
+    }
+
+    /// Keeps a returned object (already checked and reset) if a slot is free: this thread's hot slot first.
+    #[inline(always)]
+    fn keep(&self, mut object: Box<T>) {
+        // Looked up after the user's code ran: no reference to the cache is held across it.
+        if let Some(local) = self.locals.fast() {
+            match local.swap_hot(object) {
+                None => return local.counters.bump(Counter::Puts),
+                // The hot slot was full: the object that was there takes the slow path (same count).
+                Some(previous) => object = previous,
+            }
+        }
+        self.put_slow(object);
+    }
+
+    #[inline(never)]
+    fn put_slow(&self, object: Box<T>) {
+        let local = self.local();
+        let rejected = match local {
+            Some(local) => self.locals.push(local, &self.shared, self.limits, object),
+            None => self.shared.put_one(object),
         };
         match rejected {
-            None => local.counters.bump(Counter::Puts),
+            None => self.count(local, Counter::Puts),
             Some(object) => {
-                local.counters.bump(Counter::Discards);
+                self.count(local, Counter::Discards);
+                // Dropped after the cache and the shared store were let go: `T`'s `Drop` is user code.
                 drop(object);
             }
         }
@@ -226,19 +281,19 @@ impl<T: Send> Pool<T> {
 
     /// Counts an object taken out for good.
     pub(crate) fn count_detached(&self) {
-        self.local().counters.bump(Counter::Detached);
+        self.count(self.local(), Counter::Detached);
     }
 
     /// Counts a get that no pooled object could serve (an oversized byte slice): a get and a miss.
     pub(crate) fn count_unpooled(&self) {
         let local = self.local();
-        local.counters.bump(Counter::Gets);
-        local.counters.bump(Counter::Misses);
+        self.count(local, Counter::Gets);
+        self.count(local, Counter::Misses);
     }
 
     /// Counts a return that the pool will not keep and never saw (an oversized or shrunk byte slice).
     pub(crate) fn count_discard(&self) {
-        self.local().counters.bump(Counter::Discards);
+        self.count(self.local(), Counter::Discards);
     }
 
     /// Takes an object as `get` does, without a guard (for guards of pools built on this one).

@@ -55,8 +55,10 @@ impl PoolStats {
     }
 }
 
-/// Counters written by one thread only (the owner of the block), read by any thread.
+/// Counters written by one thread at a time (the owner of the block), read by any thread. Aligned to their own cache
+/// lines, so that two threads' blocks never share one.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct Counters {
     gets: AtomicU64,
     misses: AtomicU64,
@@ -86,8 +88,9 @@ impl Counters {
         }
     }
 
-    /// Adds one. Only the owning thread writes a block, so a relaxed load and store suffice: no other writer can
-    /// interleave, and readers only need each value to be some recent one.
+    /// Adds one. Only the owning thread writes a block (a block passes to another thread only with its thread index,
+    /// which synchronises), so a relaxed load and store suffice: no other writer can interleave, and readers only
+    /// need each value to be some recent one.
     #[inline]
     #[cfg(not(otlp_loom))]
     pub(crate) fn bump(&self, counter: Counter) {
@@ -99,6 +102,13 @@ impl Counters {
     #[inline]
     #[cfg(otlp_loom)]
     pub(crate) fn bump(&self, counter: Counter) {
+        self.cell(counter).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds one to a block that several threads write (the threads without a cache of their own).
+    #[inline]
+    #[cfg_attr(otlp_loom, allow(dead_code))] // loom builds bump every block atomically with `bump`
+    pub(crate) fn bump_shared(&self, counter: Counter) {
         self.cell(counter).fetch_add(1, Ordering::Relaxed);
     }
 
