@@ -18,7 +18,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime};
+use criterion::{
+    BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
+};
 use futures::StreamExt;
 use otlp_benches::{CountingAlloc, allocations, record_allocs};
 use otlp_patterns::{FanOut, Pipeline, WorkerPool};
@@ -35,11 +37,17 @@ const QUEUE: usize = 1024;
 const FAN_K: usize = 16;
 
 fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn small(g: &mut BenchmarkGroup<'_, WallTime>) {
-    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
 }
 
 /// About 1 µs of work that the optimiser cannot remove.
@@ -80,7 +88,10 @@ impl MpscWorkers {
                 })
             })
             .collect();
-        MpscWorkers { tx: Some(tx), workers }
+        MpscWorkers {
+            tx: Some(tx),
+            workers,
+        }
     }
 
     async fn submit<F, T>(&self, fut: F) -> oneshot::Receiver<T>
@@ -111,11 +122,13 @@ impl MpscWorkers {
 fn pool_group(c: &mut Criterion, group: &str, tiny: bool) {
     let rt = runtime();
     let _enter = rt.enter();
-    let mut builder = WorkerPool::builder(group).workers(WORKERS).queue(QUEUE);
-    if std::env::var_os("PATTERNS_NO_TIMEOUT").is_some() {
-        builder = builder.task_timeout(Duration::MAX);
-    }
-    let ours = Arc::new(builder.build().expect("pool"));
+    let ours = Arc::new(
+        WorkerPool::builder(group)
+            .workers(WORKERS)
+            .queue(QUEUE)
+            .build()
+            .expect("pool"),
+    );
     let base = Arc::new(MpscWorkers::new(&rt, WORKERS, QUEUE));
     let work = move |i: u64| if tiny { tiny_work(i) } else { i };
 
@@ -128,7 +141,11 @@ fn pool_group(c: &mut Criterion, group: &str, tiny: bool) {
             rt.block_on(rt.spawn(async move {
                 let mut handles = Vec::with_capacity(TASKS as usize);
                 for i in 0..TASKS {
-                    handles.push(pool.submit(async move { Ok::<_, ()>(work(i)) }).await.expect("open"));
+                    handles.push(
+                        pool.submit(async move { Ok::<_, ()>(work(i)) })
+                            .await
+                            .expect("open"),
+                    );
                 }
                 let mut sum = 0u64;
                 for h in handles {
@@ -186,14 +203,27 @@ fn worker_pool(c: &mut Criterion) {
 
 /// Allocations per submitted task (submit + run + await) and per `execute`, in steady state.
 fn worker_pool_allocs(_c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let pool = rt.block_on(async { WorkerPool::builder("allocs").workers(WORKERS).queue(QUEUE).build().expect("pool") });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pool = rt.block_on(async {
+        WorkerPool::builder("allocs")
+            .workers(WORKERS)
+            .queue(QUEUE)
+            .build()
+            .expect("pool")
+    });
     let n = 20_000u64;
     let mut handles = Vec::with_capacity(n as usize);
     let submit_batch = |handles: &mut Vec<_>| {
         rt.block_on(async {
             for i in 0..n {
-                handles.push(pool.submit(async move { Ok::<_, ()>(i) }).await.expect("open"));
+                handles.push(
+                    pool.submit(async move { Ok::<_, ()>(i) })
+                        .await
+                        .expect("open"),
+                );
             }
             for h in handles.drain(..) {
                 black_box(h.await.expect("ok"));
@@ -203,7 +233,11 @@ fn worker_pool_allocs(_c: &mut Criterion) {
     submit_batch(&mut handles); // warm up: queue, histograms, attribute sets
     let before = allocations();
     submit_batch(&mut handles);
-    record_allocs("patterns_pool_submit", "ours", (allocations() - before) as f64 / n as f64);
+    record_allocs(
+        "patterns_pool_submit",
+        "ours",
+        (allocations() - before) as f64 / n as f64,
+    );
 
     let execute_batch = || {
         rt.block_on(async {
@@ -224,7 +258,11 @@ fn worker_pool_allocs(_c: &mut Criterion) {
     execute_batch();
     let before = allocations();
     execute_batch();
-    record_allocs("patterns_pool_execute", "ours", (allocations() - before) as f64 / n as f64);
+    record_allocs(
+        "patterns_pool_execute",
+        "ours",
+        (allocations() - before) as f64 / n as f64,
+    );
     rt.block_on(pool.shutdown_now());
 }
 
@@ -232,37 +270,68 @@ fn worker_pool_allocs(_c: &mut Criterion) {
 
 fn fan_out_group(c: &mut Criterion, group: &str, tiny: bool) {
     let rt = runtime();
-    let fan = FanOut::builder(group).concurrency(FAN_K).build().expect("fan-out");
+    let fan = FanOut::builder(group)
+        .concurrency(FAN_K)
+        .build()
+        .expect("fan-out");
     let work = move |i: u64| async move { if tiny { tiny_work(i) } else { black_box(i) } };
     let mut g = c.benchmark_group(group);
     small(&mut g);
     g.throughput(criterion::Throughput::Elements(ITEMS));
     g.bench_function("ours", |b| {
-        b.iter(|| rt.block_on(async { fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(work(i).await) }).await.len() }))
+        b.iter(|| {
+            rt.block_on(async {
+                fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(work(i).await) })
+                    .await
+                    .len()
+            })
+        })
     });
     g.bench_function("buffered", |b| {
         b.iter(|| {
             rt.block_on(async {
-                futures::stream::iter(0..ITEMS).map(work).buffered(FAN_K).collect::<Vec<_>>().await.len()
+                futures::stream::iter(0..ITEMS)
+                    .map(work)
+                    .buffered(FAN_K)
+                    .collect::<Vec<_>>()
+                    .await
+                    .len()
             })
         })
     });
     g.bench_function("buffer_unordered", |b| {
         b.iter(|| {
             rt.block_on(async {
-                futures::stream::iter(0..ITEMS).map(work).buffer_unordered(FAN_K).collect::<Vec<_>>().await.len()
+                futures::stream::iter(0..ITEMS)
+                    .map(work)
+                    .buffer_unordered(FAN_K)
+                    .collect::<Vec<_>>()
+                    .await
+                    .len()
             })
         })
     });
     g.finish();
 
     if !tiny {
-        let local = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        let once = || local.block_on(async { fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(i) }).await.len() });
+        let local = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let once = || {
+            local.block_on(async {
+                fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(i) })
+                    .await
+                    .len()
+            })
+        };
         once();
         let before = allocations();
         once();
-        record_allocs(group, "ours", (allocations() - before) as f64 / ITEMS as f64);
+        record_allocs(
+            group,
+            "ours",
+            (allocations() - before) as f64 / ITEMS as f64,
+        );
     }
 }
 
@@ -339,7 +408,9 @@ fn pipeline(c: &mut Criterion) {
     });
     g.finish();
 
-    let local = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let local = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let once = || {
         local.block_on(async {
             let mut out = ours.run(futures::stream::iter(0..ITEMS));
@@ -349,7 +420,11 @@ fn pipeline(c: &mut Criterion) {
     once();
     let before = allocations();
     once();
-    record_allocs(group, "ours", (allocations() - before) as f64 / ITEMS as f64);
+    record_allocs(
+        group,
+        "ours",
+        (allocations() - before) as f64 / ITEMS as f64,
+    );
 }
 
 fn benches(c: &mut Criterion) {

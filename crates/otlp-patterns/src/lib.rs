@@ -55,5 +55,5 @@ pub use worker_pool::{
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::outcome::OutcomeCounters;
-    pub use crate::queue::{Pop, QueueCore};
+    pub use crate::queue::{Pop, PushError, Pushed, QueueCore};
 }

@@ -681,11 +681,12 @@ impl WorkerPool {
             handles.supervisor = None;
         }
         let after = self.stats();
-        let cancelled = after.cancelled - before.cancelled;
+        let cancelled = after.cancelled.saturating_sub(before.cancelled);
+        let finished = |s: &WorkerPoolStats| s.finished().saturating_sub(s.rejected);
         ShutdownReport {
-            completed: (after.finished() - after.rejected)
-                - (before.finished() - before.rejected)
-                - cancelled,
+            completed: finished(&after)
+                .saturating_sub(finished(&before))
+                .saturating_sub(cancelled),
             cancelled,
             deadline_reached: !drained,
         }

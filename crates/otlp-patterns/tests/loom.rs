@@ -104,3 +104,48 @@ fn outcome_counters_add_up() {
         assert_eq!(c.snapshot(), [2, 0, 0, 0, 2, 1]);
     });
 }
+
+/// No lost wake-up for workers: a worker that registered as idle before a push is always told to be woken.
+#[test]
+fn idle_worker_is_always_woken_by_a_later_push() {
+    loom::model(|| {
+        let q = Arc::new(QueueCore::<u32>::new(2));
+        let producer = {
+            let q = q.clone();
+            thread::spawn(move || q.push(1).map(|p| p.wake_worker))
+        };
+        let (pop, _) = q.pop_or_register(|| {});
+        let wake = producer.join().unwrap().expect("room for one job");
+        match pop {
+            Pop::Job(j) => assert_eq!(j, 1),
+            // We registered before the push: the push must say to wake us.
+            Pop::Empty => assert!(wake, "lost wake-up"),
+            Pop::Closed => unreachable!("never closed"),
+        }
+    });
+}
+
+/// No lost wake-up for producers: a producer that found the queue full and registered is woken by the pop that
+/// frees room.
+#[test]
+fn waiting_producer_is_always_woken_by_a_later_pop() {
+    loom::model(|| {
+        let q = Arc::new(QueueCore::<u32>::new(1));
+        q.push(1).unwrap();
+        let worker = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let (pop, wake) = q.try_take();
+                assert_eq!(pop, Pop::Job(1));
+                wake
+            })
+        };
+        let pushed = q.push_or_register(2, || {});
+        let wake = worker.join().unwrap();
+        match pushed {
+            Ok(_) => {}
+            Err(otlp_patterns::__loom::PushError::Full(_)) => assert!(wake, "lost wake-up"),
+            Err(e) => panic!("{e:?}"),
+        }
+    });
+}
