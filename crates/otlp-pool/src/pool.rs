@@ -170,7 +170,7 @@ impl<T: Send> Pool<T> {
 
     /// This thread's cache, if it has one (created on first use).
     fn local(&self) -> Option<&Local<T>> {
-        self.locals.slow(&self.stats)
+        self.locals.slow()
     }
 
     #[inline]
@@ -402,6 +402,25 @@ mod tests {
             });
         });
         assert_budget(&pool);
+    }
+
+    #[test]
+    fn counts_outlive_the_pool() {
+        // A metrics callback may still hold the stats after the pool (and its per-thread caches, which hold the
+        // counters) is gone: the counts are kept, not lost or read from freed memory.
+        let pool = vec_pool(8, 4);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| drop((pool.get(), pool.get())));
+            }
+        });
+        drop(pool.get());
+        let stats = pool.stats.clone();
+        let before = stats.snapshot();
+        drop(pool);
+        let after = stats.snapshot();
+        assert_eq!(before, after);
+        assert_eq!((after.gets, after.puts + after.discards), (5, 5));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!
 //! These use `std::sync` even in loom builds: statistics are not part of the protocol the loom models check.
 
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -55,10 +56,9 @@ impl PoolStats {
     }
 }
 
-/// Counters written by one thread at a time (the owner of the block), read by any thread. Aligned to their own cache
-/// lines, so that two threads' blocks never share one.
+/// Counters written by one thread at a time (the owner of the block), read by any thread. A thread's block lives in
+/// its (cache-line aligned) per-thread cache, next to what the same operations touch.
 #[derive(Debug, Default)]
-#[repr(align(128))]
 pub(crate) struct Counters {
     gets: AtomicU64,
     misses: AtomicU64,
@@ -124,26 +124,73 @@ impl Counters {
 /// Every counter block of one pool, plus what is needed to derive `idle`.
 #[derive(Debug)]
 pub(crate) struct StatsCell {
-    blocks: Mutex<Vec<Arc<Counters>>>,
+    blocks: Mutex<Blocks>,
     /// Objects created by `prefill`: idle without a put.
     prefilled: AtomicU64,
     capacity: u64,
 }
 
+/// The counter blocks of one pool.
+#[derive(Debug, Default)]
+struct Blocks {
+    /// Blocks of their own (shared ones, and loom builds' one block).
+    owned: Vec<Arc<Counters>>,
+    /// Blocks inside the pool's per-thread caches (so that bumping one needs no pointer of its own), registered by
+    /// address until the caches are freed with the pool.
+    borrowed: Vec<Borrowed>,
+    /// What the borrowed blocks had counted when they were retired (the pool was dropped while this cell lives
+    /// on in a metrics callback): counters never go backwards.
+    retired: PoolStats,
+}
+
+/// The address of a registered counter block inside a per-thread cache.
+#[derive(Debug)]
+struct Borrowed(NonNull<Counters>);
+
+// SAFETY: a `Borrowed` is only dereferenced into a `&Counters` (atomics, which are `Sync`), in `snapshot` under the
+// blocks lock, while it is registered; `StatsCell::register`'s contract keeps it valid until `retire_borrowed`, which
+// takes that lock. Handing the address to another thread is then no different from sharing a `&Counters`.
+unsafe impl Send for Borrowed {}
+
 impl StatsCell {
     pub(crate) fn new(capacity: usize) -> Self {
         StatsCell {
-            blocks: Mutex::new(Vec::new()),
+            blocks: Mutex::new(Blocks::default()),
             prefilled: AtomicU64::new(0),
             capacity: capacity as u64,
         }
     }
 
-    /// Registers a new counter block (once per thread per pool).
+    /// Registers a new counter block of its own.
     pub(crate) fn new_block(&self) -> Arc<Counters> {
         let block = Arc::new(Counters::default());
-        lock(&self.blocks).push(block.clone());
+        lock(&self.blocks).owned.push(block.clone());
         block
+    }
+
+    /// Registers a counter block that lives inside a per-thread cache (once per thread index per pool).
+    ///
+    /// # Safety
+    /// `block` must stay where it is, valid, until [`retire_borrowed`](StatsCell::retire_borrowed) returns.
+    #[cfg_attr(otlp_loom, allow(dead_code))] // loom builds have no per-thread caches
+    pub(crate) unsafe fn register(&self, block: &Counters) {
+        lock(&self.blocks)
+            .borrowed
+            .push(Borrowed(NonNull::from(block)));
+    }
+
+    /// Folds the borrowed blocks' counts into the retired sums and forgets their addresses: after this, the caches
+    /// holding them may be freed.
+    #[cfg_attr(otlp_loom, allow(dead_code))]
+    pub(crate) fn retire_borrowed(&self) {
+        let mut blocks = lock(&self.blocks);
+        let Blocks {
+            borrowed, retired, ..
+        } = &mut *blocks;
+        for block in borrowed.drain(..) {
+            // SAFETY: registered, so still valid (`register`'s contract), and we hold the lock that `snapshot` takes.
+            unsafe { block.0.as_ref() }.add_to(retired);
+        }
     }
 
     pub(crate) fn add_prefilled(&self, n: u64) {
@@ -158,9 +205,17 @@ impl StatsCell {
             capacity: self.capacity,
             ..PoolStats::default()
         };
-        for block in lock(&self.blocks).iter() {
+        let blocks = lock(&self.blocks);
+        for block in &blocks.owned {
             block.add_to(&mut stats);
         }
+        for block in &blocks.borrowed {
+            // SAFETY: a registered block stays valid until `retire_borrowed` (`register`'s contract), which needs the
+            // lock we hold; only atomics are read through the shared reference.
+            unsafe { block.0.as_ref() }.add_to(&mut stats);
+        }
+        stats.merge(&blocks.retired);
+        drop(blocks);
         let entered = self.prefilled.load(Ordering::Relaxed) + stats.puts;
         // Blocks are read one after another, so a reuse may be seen before the put that fed it: clamp to 0..=cap.
         stats.idle = entered.saturating_sub(stats.reuses()).min(self.capacity);
