@@ -28,14 +28,14 @@
 mod catch;
 mod context;
 mod error;
-mod fan_out;
+pub mod fan_out;
 mod outcome;
-mod pipeline;
+pub mod pipeline;
 mod queue;
 mod sync;
 mod task;
 mod telemetry;
-mod worker_pool;
+pub mod worker_pool;
 
 pub use context::current_token;
 pub use error::{BuildError, SubmitError, TaskError};
