@@ -23,6 +23,9 @@
 //! * **Accounting**: every submission is counted as exactly one outcome; once the pool is shut down,
 //!   `submitted = completed + failed + panicked + timed_out + cancelled + rejected` ([`WorkerPoolStats`]).
 //!
+//! A task that `submit`s to its own pool and awaits the result can deadlock once every worker does so (the
+//! classic pool-within-pool trap): use `try_submit`, or another pool, for nested work.
+//!
 //! Cancellation drops futures at their `.await` points: a task that blocks its thread (a CPU loop with no
 //! `.await`) cannot be interrupted, and `shutdown` waits for it. Use `spawn_blocking` for such work.
 //!
