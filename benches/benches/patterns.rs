@@ -61,6 +61,18 @@ fn tiny_work(i: u64) -> u64 {
     x
 }
 
+/// Steady-state allocations per operation: `batch(n)` runs `n` operations; the difference between a batch of
+/// `2n` and one of `n` cancels what a batch allocates once (runtime wake-ups, a growing buffer).
+fn allocs_per_op_batched(n: u64, mut batch: impl FnMut(u64)) -> f64 {
+    batch(n); // warm up: queues, histograms, attribute sets
+    let a = allocations();
+    batch(n);
+    let b = allocations();
+    batch(2 * n);
+    let c = allocations();
+    ((c - b) as f64 - (b - a) as f64) / n as f64
+}
+
 // ---------------------------------------------------------------- hand-rolled worker pool (the baseline)
 
 type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -214,9 +226,8 @@ fn worker_pool_allocs(_c: &mut Criterion) {
             .build()
             .expect("pool")
     });
-    let n = 20_000u64;
-    let mut handles = Vec::with_capacity(n as usize);
-    let submit_batch = |handles: &mut Vec<_>| {
+    let mut handles = Vec::with_capacity(40_000);
+    let submit = allocs_per_op_batched(10_000, |n| {
         rt.block_on(async {
             for i in 0..n {
                 handles.push(
@@ -229,17 +240,9 @@ fn worker_pool_allocs(_c: &mut Criterion) {
                 black_box(h.await.expect("ok"));
             }
         })
-    };
-    submit_batch(&mut handles); // warm up: queue, histograms, attribute sets
-    let before = allocations();
-    submit_batch(&mut handles);
-    record_allocs(
-        "patterns_pool_submit",
-        "ours",
-        (allocations() - before) as f64 / n as f64,
-    );
-
-    let execute_batch = || {
+    });
+    record_allocs("patterns_pool_submit", "ours", submit);
+    let execute = allocs_per_op_batched(10_000, |n| {
         rt.block_on(async {
             for i in 0..n {
                 pool.execute(async move {
@@ -254,15 +257,8 @@ fn worker_pool_allocs(_c: &mut Criterion) {
                 tokio::task::yield_now().await;
             }
         })
-    };
-    execute_batch();
-    let before = allocations();
-    execute_batch();
-    record_allocs(
-        "patterns_pool_execute",
-        "ours",
-        (allocations() - before) as f64 / n as f64,
-    );
+    });
+    record_allocs("patterns_pool_execute", "ours", execute);
     rt.block_on(pool.shutdown_now());
 }
 
@@ -317,21 +313,12 @@ fn fan_out_group(c: &mut Criterion, group: &str, tiny: bool) {
         let local = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
-        let once = || {
+        let per_item = allocs_per_op_batched(ITEMS, |n| {
             local.block_on(async {
-                fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(i) })
-                    .await
-                    .len()
-            })
-        };
-        once();
-        let before = allocations();
-        once();
-        record_allocs(
-            group,
-            "ours",
-            (allocations() - before) as f64 / ITEMS as f64,
-        );
+                black_box(fan.run(0..n, |i| async move { Ok::<_, ()>(i) }).await.len())
+            });
+        });
+        record_allocs(group, "ours", per_item);
     }
 }
 
@@ -411,20 +398,13 @@ fn pipeline(c: &mut Criterion) {
     let local = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let once = || {
+    let per_item = allocs_per_op_batched(ITEMS, |n| {
         local.block_on(async {
-            let mut out = ours.run(futures::stream::iter(0..ITEMS));
+            let mut out = ours.run(futures::stream::iter(0..n));
             while out.next().await.is_some() {}
         })
-    };
-    once();
-    let before = allocations();
-    once();
-    record_allocs(
-        group,
-        "ours",
-        (allocations() - before) as f64 / ITEMS as f64,
-    );
+    });
+    record_allocs(group, "ours", per_item);
 }
 
 fn benches(c: &mut Criterion) {
