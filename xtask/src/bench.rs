@@ -51,7 +51,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     let root = workspace::root();
     let criterion_home = root.join("target/criterion");
     let out = root.join("target/otlp-bench");
-    let mut cmd = Cmd::new("cargo", &["bench", "-p", "otlp-benches", "--"])
+    let mut cmd = Cmd::new("cargo", &["bench", "-p", "otlp-benches", "--benches", "--"])
         .env("CRITERION_HOME", criterion_home.display().to_string())
         .env("OTLP_BENCH_OUT", out.display().to_string());
     if quick {
