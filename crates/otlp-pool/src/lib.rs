@@ -10,11 +10,17 @@
 //! [`PoolStats`]; the same numbers are exported as OpenTelemetry metrics (scope `otlp-pool`, see [`metrics`](crate#metrics)).
 //!
 //! # How it is fast
-//! Each thread keeps a small stack of idle objects and a little credit of free slots. A `get` followed by a `put`
-//! on the same thread pops and pushes that stack: no lock, no atomic read-modify-write, no allocation (objects
-//! live in boxes the pool keeps, so a guard is two pointers). Threads exchange objects through a shared overflow
-//! store in batches, and one budget of `capacity` slots bounds the idle objects of all threads together. Counters
-//! are per-thread too, summed only when someone asks.
+//! Each thread that uses a pool gets its own cache: a *hot slot* holding the object it returned last, then a small
+//! stack of idle objects and a little credit of free slots. A `get` followed by a `put` on the same thread swaps a
+//! pointer in and out of the hot slot: no lock, no atomic read-modify-write, no allocation (objects live in boxes
+//! the pool keeps, so a guard is two pointers). A thread finds its cache through a small per-thread index into a
+//! per-pool array (one thread-local load). Threads exchange objects through a shared overflow store in batches,
+//! and one budget of `capacity` slots bounds the idle objects of all threads together. Counters live in each
+//! thread's cache and are summed only when someone asks.
+//!
+//! Threads beyond the array's size (256) and threads that are exiting use the shared store directly: correct, just
+//! slower. A cache holds at most `min(thread_cache, capacity / 4)` slots; pools with a capacity below 4 have no
+//! per-thread caches at all.
 //!
 //! # Example
 //! ```
