@@ -93,13 +93,13 @@ impl<T> Shared<T> {
     }
 
     /// Objects in the overflow store (idle, not in any thread's cache).
-    #[cfg(test)]
+    #[cfg(all(test, not(otlp_loom)))]
     pub(crate) fn overflow_len(&self) -> usize {
         lock(&self.overflow).len()
     }
 
     /// Slots nobody holds.
-    #[cfg(test)]
+    #[cfg(all(test, not(otlp_loom)))]
     pub(crate) fn free_slots(&self) -> usize {
         self.free.load(Ordering::Relaxed)
     }
