@@ -320,90 +320,65 @@ mod export {
         config.headers.iter().cloned().collect()
     }
 
-    #[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
+    /// Builds an OTLP exporter of either signal: the span and metric exporter builders have the same methods but
+    /// no common trait, so one macro spells the chain once for both.
+    macro_rules! otlp_exporter {
+        ($exporter:ident, $signal:literal, $config:expr, $endpoint:expr, $runtime:expr) => {{
+            #[allow(unused_imports)]
+            use opentelemetry_otlp::WithExportConfig as _;
+            let (config, endpoint): (&TelemetryConfig, &str) = ($config, $endpoint);
+            #[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
+            let runtime: Option<&ExporterRuntime> = $runtime;
+            let built = match config.protocol {
+                #[cfg(feature = "grpc")]
+                Protocol::Grpc => {
+                    use opentelemetry_otlp::WithTonicConfig as _;
+                    let _entered = runtime.map(|rt| rt.handle().enter());
+                    opentelemetry_otlp::$exporter::builder()
+                        .with_tonic()
+                        .with_endpoint(endpoint)
+                        .with_timeout(config.export_timeout)
+                        .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
+                            config,
+                        )))
+                        .build()
+                }
+                #[cfg(feature = "http")]
+                Protocol::HttpProtobuf => {
+                    use opentelemetry_otlp::WithHttpConfig as _;
+                    opentelemetry_otlp::$exporter::builder()
+                        .with_http()
+                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                        .with_endpoint(endpoint)
+                        .with_timeout(config.export_timeout)
+                        .with_headers(http_headers(config))
+                        .build()
+                }
+                #[allow(unreachable_patterns)]
+                other => return Err(not_compiled(other)),
+            };
+            built.map_err(|source| TelemetryError::Exporter {
+                signal: $signal,
+                endpoint: endpoint.to_owned(),
+                source,
+            })
+        }};
+    }
+
     fn span_exporter(
         config: &TelemetryConfig,
         endpoint: &str,
         runtime: Option<&ExporterRuntime>,
     ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-        #[allow(unused_imports)]
-        use opentelemetry_otlp::WithExportConfig as _;
-        let built = match config.protocol {
-            #[cfg(feature = "grpc")]
-            Protocol::Grpc => {
-                use opentelemetry_otlp::WithTonicConfig as _;
-                let _entered = runtime.map(|rt| rt.handle().enter());
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .with_timeout(config.export_timeout)
-                    .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
-                        config,
-                    )))
-                    .build()
-            }
-            #[cfg(feature = "http")]
-            Protocol::HttpProtobuf => {
-                use opentelemetry_otlp::WithHttpConfig as _;
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(endpoint)
-                    .with_timeout(config.export_timeout)
-                    .with_headers(http_headers(config))
-                    .build()
-            }
-            #[allow(unreachable_patterns)]
-            other => return Err(not_compiled(other)),
-        };
-        built.map_err(|source| TelemetryError::Exporter {
-            signal: "traces",
-            endpoint: endpoint.to_owned(),
-            source,
-        })
+        otlp_exporter!(SpanExporter, "traces", config, endpoint, runtime)
     }
 
-    #[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
     fn metric_exporter(
         config: &TelemetryConfig,
         endpoint: &str,
         runtime: Option<&ExporterRuntime>,
     ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
-        #[allow(unused_imports)]
-        use opentelemetry_otlp::WithExportConfig as _;
-        let built = match config.protocol {
-            #[cfg(feature = "grpc")]
-            Protocol::Grpc => {
-                use opentelemetry_otlp::WithTonicConfig as _;
-                let _entered = runtime.map(|rt| rt.handle().enter());
-                opentelemetry_otlp::MetricExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .with_timeout(config.export_timeout)
-                    .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
-                        config,
-                    )))
-                    .build()
-            }
-            #[cfg(feature = "http")]
-            Protocol::HttpProtobuf => {
-                use opentelemetry_otlp::WithHttpConfig as _;
-                opentelemetry_otlp::MetricExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(endpoint)
-                    .with_timeout(config.export_timeout)
-                    .with_headers(http_headers(config))
-                    .build()
-            }
-            #[allow(unreachable_patterns)]
-            other => return Err(not_compiled(other)),
-        };
-        built.map_err(|source| TelemetryError::Exporter {
-            signal: "metrics",
-            endpoint: endpoint.to_owned(),
-            source,
-        })
+        otlp_exporter!(MetricExporter, "metrics", config, endpoint, runtime)
     }
 }
 
