@@ -4,11 +4,10 @@
 //! Every pooled object is a `Vec<u8>` with capacity 4096, reset by `clear()`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use otlp_benches::{CountingAlloc, allocs_per_op, record_allocs};
+use otlp_benches::{CountingAlloc, allocs_per_op, on_threads, record_allocs};
 use otlp_pool::{ByteSlicePool, Pool};
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -76,27 +75,6 @@ fn one_thread(c: &mut Criterion) {
         "ours",
         allocs_per_op(100_000, || op_ours(&p)),
     );
-}
-
-/// Runs `op` `iters` times on each of `threads` threads, started together; returns the wall time per op per thread.
-fn on_threads<P: Sync>(pool: &P, threads: usize, iters: u64, op: fn(&P)) -> Duration {
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let barrier = &barrier;
-            s.spawn(move || {
-                barrier.wait();
-                for _ in 0..iters {
-                    op(pool);
-                }
-            });
-        }
-        barrier.wait();
-        let start = Instant::now();
-        // Scope end joins the threads.
-        start
-    })
-    .elapsed()
 }
 
 fn two_threads(c: &mut Criterion) {

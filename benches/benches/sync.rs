@@ -13,13 +13,11 @@ use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::pin::pin;
-use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::Quota;
-use otlp_benches::{CountingAlloc, allocs_per_op, record_allocs};
+use otlp_benches::{CountingAlloc, allocs_per_op, on_threads, record_allocs};
 use otlp_sync::{KeyedRateLimiter, RateLimiter, Semaphore};
 
 #[global_allocator]
@@ -58,25 +56,6 @@ fn op_ours_acquire(s: &Semaphore) {
 
 fn op_tokio_acquire(s: &tokio::sync::Semaphore) {
     drop(black_box(ready(s.acquire()).unwrap()));
-}
-
-/// Runs `op` `iters` times on each of `threads` threads, started together; returns the wall time per op per thread.
-fn on_threads<P: Sync>(target: &P, threads: usize, iters: u64, op: fn(&P)) -> Duration {
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let barrier = &barrier;
-            s.spawn(move || {
-                barrier.wait();
-                for _ in 0..iters {
-                    op(target);
-                }
-            });
-        }
-        barrier.wait();
-        Instant::now()
-    })
-    .elapsed()
 }
 
 fn semaphore(c: &mut Criterion) {

@@ -4,12 +4,15 @@
 //!   allocations one operation makes in steady state (`#[global_allocator] static A: CountingAlloc = CountingAlloc;`).
 //! * [`allocs_per_op`]: runs a closure `n` times and returns allocations per call.
 //! * [`record_allocs`]: writes that figure where `cargo xtask bench` reads it for its table.
+//! * [`on_threads`]: runs an operation on several threads started together, for `iter_custom` rows.
 //! * [`meter_provider`]: an SDK `MeterProvider` with an in-memory exporter and a manual reader, so "metrics on"
 //!   rows pay for real SDK instruments without a network.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
@@ -99,4 +102,26 @@ pub fn meter_provider() -> (
         .with_reader(reader)
         .build();
     (provider, exporter)
+}
+
+/// Runs `op` `iters` times on each of `threads` threads, started together behind a barrier; returns the wall time
+/// from the start to the last thread's end (so criterion's figure is the time per op per thread). For
+/// `Bencher::iter_custom`.
+pub fn on_threads<P: Sync>(target: &P, threads: usize, iters: u64, op: fn(&P)) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for _ in 0..iters {
+                    op(target);
+                }
+            });
+        }
+        barrier.wait();
+        // The scope's end joins the threads, so the elapsed time below covers all of them.
+        Instant::now()
+    })
+    .elapsed()
 }
