@@ -51,11 +51,10 @@ use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter, ObservableCounter};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use crate::catch::CatchPanic;
 use crate::outcome::OutcomeCounters;
-use crate::telemetry::{duration_histogram, outcome_counter, secs};
+use crate::telemetry::{DurationBuffer, Stopwatch, duration_histogram, outcome_counter};
 use crate::{BuildError, Outcome, TaskError};
 
 /// Configures a [`FanOut`]; see [`FanOut::builder`].
@@ -105,28 +104,33 @@ impl FanOutBuilder {
         })?;
         let meter = self.meter.unwrap_or_else(crate::telemetry::default_meter);
         let attrs = [KeyValue::new("fanout.name", self.name.clone())];
-        let counts = Arc::new(OutcomeCounters::new());
-        let tasks = outcome_counter(
-            &meter,
-            "fanout.tasks",
-            "{task}",
-            "Fan-out items, by outcome.",
-            &counts,
-            &attrs,
-            OutcomeCounters::snapshot,
-        );
-        Ok(FanOut {
+        let shared = Arc::new(Shared {
+            counts: OutcomeCounters::new(),
             hist: duration_histogram(
                 &meter,
                 "fanout.task.duration",
                 "Time fan-out items ran (after their permit).",
             ),
+            durations: DurationBuffer::default(),
+            clock: Stopwatch::new(),
+            attrs,
+        });
+        let tasks = outcome_counter(
+            &meter,
+            "fanout.tasks",
+            "{task}",
+            "Fan-out items, by outcome.",
+            &shared,
+            &shared.attrs,
+            |s: &Shared| s.counts.snapshot(),
+            Shared::flush,
+        );
+        Ok(FanOut {
             name: self.name,
             concurrency: self.concurrency,
             fail_fast: self.fail_fast,
             sem,
-            counts,
-            attrs,
+            shared,
             _tasks: tasks,
         })
     }
@@ -138,10 +142,30 @@ pub struct FanOut {
     concurrency: usize,
     fail_fast: bool,
     sem: otlp_sync::Semaphore,
-    counts: Arc<OutcomeCounters>,
-    hist: Histogram<f64>,
-    attrs: [KeyValue; 1],
+    shared: Arc<Shared>,
     _tasks: ObservableCounter<u64>,
+}
+
+/// The counters and the duration histogram, shared with the outcome counter's callback.
+struct Shared {
+    counts: OutcomeCounters,
+    hist: Histogram<f64>,
+    /// Item durations not yet in `hist`: flushed at each export and on drop.
+    durations: DurationBuffer,
+    clock: Stopwatch,
+    attrs: [KeyValue; 1],
+}
+
+impl Shared {
+    fn flush(&self) {
+        self.durations.flush(&self.hist, &self.attrs);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl fmt::Debug for FanOut {
@@ -204,7 +228,7 @@ impl FanOut {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> FanOutStats {
-        let [ok, error, panic, timeout, cancelled, rejected] = self.counts.snapshot();
+        let [ok, error, panic, timeout, cancelled, rejected] = self.shared.counts.snapshot();
         FanOutStats {
             submitted: ok + error + panic + timeout + cancelled + rejected,
             ok,
@@ -272,8 +296,7 @@ impl FanOut {
         E: 'a,
     {
         let sem = &self.sem;
-        let hist = &self.hist;
-        let attrs = &self.attrs;
+        let shared = &*self.shared;
         let make = move |item: I::Item| {
             let fut = f(item);
             async move {
@@ -291,9 +314,11 @@ impl FanOut {
                         Err(_) => return Err(TaskError::Cancelled),
                     },
                 };
-                let start = Instant::now();
+                let start = shared.clock.now();
                 let out = CatchPanic::new(fut).await;
-                hist.record(secs(start.elapsed()), attrs);
+                shared
+                    .durations
+                    .record(shared.clock.since(start), &shared.hist, &shared.attrs);
                 match out {
                     Ok(Ok(v)) => Ok(v),
                     Ok(Err(e)) => Err(TaskError::Failed(e)),
@@ -379,7 +404,7 @@ where
             next_index: 0,
             stopped: false,
             counted: Counted {
-                counts: &owner.counts,
+                counts: &owner.shared.counts,
                 started: 0,
                 finished: 0,
             },

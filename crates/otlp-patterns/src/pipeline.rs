@@ -395,6 +395,7 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
             &shared,
             &attrs,
             Shared::outcomes,
+            |_| {},
         );
         let weak = Arc::downgrade(&shared);
         let queue_length = meter

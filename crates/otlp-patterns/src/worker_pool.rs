@@ -71,7 +71,7 @@ use crate::outcome::{OutcomeCounters, sum};
 use crate::queue::{PushError, Queue};
 use crate::sync::{AtomicU64, Ordering};
 use crate::task::{BoxJob, RunJob, TaskJob};
-use crate::telemetry::{duration_histogram, gauge, outcome_counter, secs};
+use crate::telemetry::{DurationBuffer, duration_histogram, gauge, outcome_counter};
 use crate::{BuildError, Outcome, SubmitError, TaskHandle};
 
 /// The default per-task timeout (the Go original's 5 s).
@@ -232,6 +232,9 @@ fn drop_quietly(job: BoxJob) {
 struct WorkerShard {
     counts: OutcomeCounters,
     active: AtomicU64,
+    /// Run and wait durations not yet in the histograms: flushed at each export and when the pool is gone.
+    run: DurationBuffer,
+    wait: DurationBuffer,
 }
 
 /// State shared by the pool handle, its workers and its metric callbacks.
@@ -260,6 +263,14 @@ impl Shared {
             .chain(std::iter::once(&self.pool_counts)))
     }
 
+    /// Moves the workers' buffered durations into the histograms.
+    fn flush(&self) {
+        for shard in self.shards.iter() {
+            shard.run.flush(&self.run_hist, &self.attrs);
+            shard.wait.flush(&self.wait_hist, &self.attrs);
+        }
+    }
+
     fn active(&self) -> u64 {
         self.shards
             .iter()
@@ -280,6 +291,12 @@ impl Shared {
             self.pool_counts.add(Outcome::Cancelled, 1);
             drop_quietly(job);
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -326,8 +343,9 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
                 None => break,
             },
         };
-        shared.wait_hist.record(
-            secs(start.saturating_duration_since(job.enqueued_at())),
+        shard.wait.record(
+            start.saturating_duration_since(job.enqueued_at()),
+            &shared.wait_hist,
             &shared.attrs,
         );
         shard.active.store(1, Ordering::Relaxed);
@@ -360,9 +378,11 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         });
         let end = Instant::now();
         last_end = Some(end);
-        shared
-            .run_hist
-            .record(secs(end.saturating_duration_since(start)), &shared.attrs);
+        shard.run.record(
+            end.saturating_duration_since(start),
+            &shared.run_hist,
+            &shared.attrs,
+        );
         shard.counts.add(outcome, 1);
         shard.active.store(0, Ordering::Relaxed);
         if let Some(job) = slot.job.take() {
@@ -442,6 +462,7 @@ impl Instruments {
                 shared,
                 &attrs,
                 Shared::outcomes,
+                Shared::flush,
             ),
         }
     }
