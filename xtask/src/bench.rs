@@ -14,6 +14,7 @@ use crate::workspace;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 /// One row of the table, measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +76,8 @@ pub fn run(args: &[String]) -> Result<bool, String> {
             ""
         }
     );
+    // Only figures written by this run count: a row left over from an earlier run shows as not measured.
+    let started = SystemTime::now() - Duration::from_secs(1);
     let (ok, took) = cmd.run(&root);
     println!(
         "<== benches {} in {}",
@@ -89,6 +92,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         &criterion_home,
         &out.join("allocs"),
         filter.as_deref(),
+        Some(started),
     )?;
     let table = render(&rows);
     println!("\n{table}");
@@ -104,31 +108,47 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     Ok(ok)
 }
 
+/// Reads `path` if it was written at or after `since` (figures left by an earlier run are not this run's).
+fn read_fresh(path: &Path, since: Option<SystemTime>) -> Option<String> {
+    if let Some(since) = since {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+        if modified < since {
+            return None;
+        }
+    }
+    std::fs::read_to_string(path).ok()
+}
+
 /// Reads criterion's mean estimate (ns) of `group/function`.
-fn mean_ns(criterion_home: &Path, group: &str, function: &str) -> Option<f64> {
+fn mean_ns(
+    criterion_home: &Path,
+    group: &str,
+    function: &str,
+    since: Option<SystemTime>,
+) -> Option<f64> {
     let path = criterion_home
         .join(group)
         .join(function)
         .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = read_fresh(&path, since)?;
     let v: Value = serde_json::from_str(&text).ok()?;
     v["mean"]["point_estimate"].as_f64()
 }
 
-fn allocs(dir: &Path, group: &str, name: &str) -> Option<f64> {
-    std::fs::read_to_string(dir.join(format!("{group}__{name}.txt")))
-        .ok()?
+fn allocs(dir: &Path, group: &str, name: &str, since: Option<SystemTime>) -> Option<f64> {
+    read_fresh(&dir.join(format!("{group}__{name}.txt")), since)?
         .trim()
         .parse()
         .ok()
 }
 
-/// Builds the rows of `goals` from the figures on disk.
+/// Builds the rows of `goals` from the figures on disk written at or after `since` (all of them if `None`).
 pub fn measure(
     goals: &str,
     criterion_home: &Path,
     allocs_dir: &Path,
     filter: Option<&str>,
+    since: Option<SystemTime>,
 ) -> Result<Vec<Row>, String> {
     let goals: Value = serde_json::from_str(goals)
         .map_err(|e| format!("benches/goals.json is not valid JSON: {e}"))?;
@@ -149,15 +169,15 @@ pub fn measure(
                 bench: group.clone(),
                 ours: format!("{ours} (allocs/op)"),
                 baseline: "-".into(),
-                ratio: allocs(allocs_dir, &group, &ours),
+                ratio: allocs(allocs_dir, &group, &ours, since),
                 goal,
             });
             continue;
         }
         let baseline =
             field("baseline").ok_or(format!("goals.json row {i}: missing \"baseline\""))?;
-        let ours_ns = mean_ns(criterion_home, &group, &ours);
-        let base_ns = mean_ns(criterion_home, &group, &baseline);
+        let ours_ns = mean_ns(criterion_home, &group, &ours, since);
+        let base_ns = mean_ns(criterion_home, &group, &baseline, since);
         let ratio = match (ours_ns, base_ns) {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
@@ -255,7 +275,11 @@ mod tests {
             {"group": "g", "ours": "ours", "kind": "allocs", "goal": 0},
             {"group": "missing", "ours": "ours", "baseline": "base", "goal": 1.0}
         ]"#;
-        let rows = measure(goals, &dir, &dir.join("allocs"), None).unwrap();
+        let rows = measure(goals, &dir, &dir.join("allocs"), None, None).unwrap();
+        // Figures older than the run are not this run's.
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let stale = measure(goals, &dir, &dir.join("allocs"), None, Some(later)).unwrap();
+        assert!(stale.iter().all(|r| r.ratio.is_none()));
         assert_eq!(rows.len(), 4);
         assert_eq!(rows[0].ratio, Some(0.5));
         assert_eq!(rows[0].met(), "yes");
@@ -266,7 +290,7 @@ mod tests {
         assert_eq!(rows[3].met(), "not measured");
         let table = render(&rows);
         assert!(table.contains("2 of 4 goals met."), "{table}");
-        let filtered = measure(goals, &dir, &dir.join("allocs"), Some("h")).unwrap();
+        let filtered = measure(goals, &dir, &dir.join("allocs"), Some("h"), None).unwrap();
         assert_eq!(filtered.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -274,9 +298,9 @@ mod tests {
     #[test]
     fn bad_goals_file_is_an_error() {
         let dir = std::env::temp_dir();
-        assert!(measure("{}", &dir, &dir, None).is_err());
+        assert!(measure("{}", &dir, &dir, None, None).is_err());
         assert!(
-            measure("[{\"ours\": \"x\"}]", &dir, &dir, None)
+            measure("[{\"ours\": \"x\"}]", &dir, &dir, None, None)
                 .unwrap_err()
                 .contains("group")
         );
