@@ -16,6 +16,17 @@ use std::time::{Duration, Instant};
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Allocations made by this thread. Const-initialised with no destructor, so the allocator can touch it at
+    /// any time without allocating.
+    static THREAD_ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count() {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
 /// A global allocator that counts every allocation (and reallocation) made by the process.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CountingAlloc;
@@ -24,13 +35,13 @@ pub struct CountingAlloc;
 // atomic and does not touch the memory handed out.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded with the caller's guarantees about `layout`.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded with the caller's guarantees about `layout`.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -41,7 +52,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded with the caller's guarantees about `ptr`, `layout` and `new_size`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -52,14 +63,20 @@ pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
-/// Runs `f` `n` times and returns the allocations per call. Warm the code up first so that the figure is the
-/// steady state. Other threads allocating at the same time are counted too: call it while nothing else runs.
+/// Allocations counted so far on this thread.
+pub fn thread_allocations() -> u64 {
+    THREAD_ALLOCATIONS.try_with(std::cell::Cell::get).unwrap_or(0)
+}
+
+/// Runs `f` `n` times on this thread and returns the allocations *this thread* made per call. Warm the code up
+/// first so that the figure is the steady state. Other threads (an SDK's export thread, say) are not counted: for
+/// work that spreads over threads, compare [`allocations`] before and after instead.
 pub fn allocs_per_op(n: u64, mut f: impl FnMut()) -> f64 {
-    let before = allocations();
+    let before = thread_allocations();
     for _ in 0..n {
         f();
     }
-    (allocations() - before) as f64 / n.max(1) as f64
+    (thread_allocations() - before) as f64 / n.max(1) as f64
 }
 
 /// Where the benches write their side results (allocation counts) for `cargo xtask bench`.
