@@ -47,7 +47,7 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BuildError, CheckError, WaitError};
-use crate::rate_limiter::{Core, Outcome, RateLimiterBuilder, RateLimiterStats, Recheck};
+use crate::rate_limiter::{Core, Outcome, RateLimiterBuilder, RateLimiterStats};
 use crate::semaphore::AcquireOptions;
 
 /// One key's state: governor's GCRA state and when the key was last used (a tick of the store).
@@ -334,46 +334,17 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         opts: AcquireOptions<'_>,
     ) -> Result<(), WaitError> {
         let inner = &*self.inner;
-        if opts
-            .cancel_token()
-            .is_some_and(CancellationToken::is_cancelled)
-        {
-            return Err(inner.core.cancelled_early());
-        }
-        let Some(nz) = NonZeroU32::new(n) else {
-            inner.core.count(Outcome::Allowed);
-            return Ok(());
-        };
         let clock = inner.limiter.clock();
-        match inner.limiter.check_key_n(key, nz) {
-            Ok(Ok(())) => {
-                inner.core.count(Outcome::Allowed);
-                Ok(())
-            }
-            Ok(Err(not_until)) => {
-                let first = not_until.wait_time_from(clock.now());
-                inner
-                    .core
-                    .wait(first, n, opts, || {
-                        match inner.limiter.check_key_n(key, nz) {
-                            Ok(Ok(())) => Recheck::Allowed,
-                            Ok(Err(nu)) => Recheck::Wait(nu.wait_time_from(clock.now())),
-                            Err(_) => Recheck::Never(WaitError::InsufficientCapacity {
-                                requested: n,
-                                burst: inner.burst,
-                            }),
-                        }
-                    })
-                    .await
-            }
-            Err(_) => {
-                inner.core.insufficient(n, inner.burst);
-                Err(WaitError::InsufficientCapacity {
-                    requested: n,
-                    burst: inner.burst,
-                })
-            }
-        }
+        inner
+            .core
+            .until_ready(
+                n,
+                inner.burst,
+                opts,
+                || clock.now(),
+                |nz| inner.limiter.check_key_n(key, nz),
+            )
+            .await
     }
 
     /// Drops the keys whose state is indistinguishable from a fresh one (they would get a full burst anyway).

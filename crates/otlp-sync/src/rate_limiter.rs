@@ -243,6 +243,51 @@ impl Core {
         WaitError::Cancelled
     }
 
+    /// The whole `until_*_ready` protocol of the direct and keyed limiters: an already-cancelled token fails at
+    /// once, `n = 0` passes, `check` decides at once or gives the first wait, and the wait loop re-checks with it.
+    pub(crate) async fn until_ready<P: Reference>(
+        &self,
+        n: u32,
+        burst: u32,
+        opts: AcquireOptions<'_>,
+        now: impl Fn() -> P,
+        check: impl Fn(NonZeroU32) -> Result<Result<(), NotUntil<P>>, governor::InsufficientCapacity>,
+    ) -> Result<(), WaitError> {
+        if opts
+            .cancel_token()
+            .is_some_and(CancellationToken::is_cancelled)
+        {
+            return Err(self.cancelled_early());
+        }
+        let Some(nz) = NonZeroU32::new(n) else {
+            self.count(Outcome::Allowed);
+            return Ok(());
+        };
+        let insufficient = || WaitError::InsufficientCapacity {
+            requested: n,
+            burst,
+        };
+        match check(nz) {
+            Ok(Ok(())) => {
+                self.count(Outcome::Allowed);
+                Ok(())
+            }
+            Ok(Err(not_until)) => {
+                let first = not_until.wait_time_from(now());
+                self.wait(first, n, opts, || match check(nz) {
+                    Ok(Ok(())) => Recheck::Allowed,
+                    Ok(Err(nu)) => Recheck::Wait(nu.wait_time_from(now())),
+                    Err(_) => Recheck::Never(insufficient()),
+                })
+                .await
+            }
+            Err(_) => {
+                self.insufficient(n, burst);
+                Err(insufficient())
+            }
+        }
+    }
+
     pub(crate) fn stats(&self) -> RateLimiterStats {
         let c = self.counters.snapshot();
         RateLimiterStats {
@@ -732,44 +777,17 @@ impl<C: Clock> RateLimiter<C> {
         opts: AcquireOptions<'_>,
     ) -> Result<(), WaitError> {
         let inner = &*self.inner;
-        if opts
-            .cancel_token()
-            .is_some_and(CancellationToken::is_cancelled)
-        {
-            return Err(inner.core.cancelled_early());
-        }
-        let Some(nz) = NonZeroU32::new(n) else {
-            inner.core.count(Outcome::Allowed);
-            return Ok(());
-        };
         let clock = inner.limiter.clock();
-        match inner.limiter.check_n(nz) {
-            Ok(Ok(())) => {
-                inner.core.count(Outcome::Allowed);
-                Ok(())
-            }
-            Ok(Err(not_until)) => {
-                let first = not_until.wait_time_from(clock.now());
-                inner
-                    .core
-                    .wait(first, n, opts, || match inner.limiter.check_n(nz) {
-                        Ok(Ok(())) => Recheck::Allowed,
-                        Ok(Err(nu)) => Recheck::Wait(nu.wait_time_from(clock.now())),
-                        Err(_) => Recheck::Never(WaitError::InsufficientCapacity {
-                            requested: n,
-                            burst: inner.burst,
-                        }),
-                    })
-                    .await
-            }
-            Err(_) => {
-                inner.core.insufficient(n, inner.burst);
-                Err(WaitError::InsufficientCapacity {
-                    requested: n,
-                    burst: inner.burst,
-                })
-            }
-        }
+        inner
+            .core
+            .until_ready(
+                n,
+                inner.burst,
+                opts,
+                || clock.now(),
+                |nz| inner.limiter.check_n(nz),
+            )
+            .await
     }
 
     /// A snapshot of the counters (the same ones the metrics export).
