@@ -65,7 +65,9 @@ pub fn allocations() -> u64 {
 
 /// Allocations counted so far on this thread.
 pub fn thread_allocations() -> u64 {
-    THREAD_ALLOCATIONS.try_with(std::cell::Cell::get).unwrap_or(0)
+    THREAD_ALLOCATIONS
+        .try_with(std::cell::Cell::get)
+        .unwrap_or(0)
 }
 
 /// Runs `f` `n` times on this thread and returns the allocations *this thread* made per call. Warm the code up
