@@ -47,6 +47,8 @@ pub mod rate_limiter;
 pub mod semaphore;
 mod sync;
 pub mod telemetry;
+#[cfg(not(otlp_loom))]
+mod thread_index;
 
 /// The crate's own atomic protocols, exposed only to the loom models in `tests/loom.rs`.
 #[cfg(otlp_loom)]
