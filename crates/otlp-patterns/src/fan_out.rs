@@ -3,7 +3,13 @@
 //! A [`FanOut`] is a long-lived, named runner (build it once, use it for many calls). Its concurrency bound is an
 //! instrumented [`otlp_sync::Semaphore`] shared by every call, so `k` bounds the items running at once across all
 //! concurrent [`run`](FanOut::run)s of the same `FanOut`, and the semaphore's own metrics
-//! (`semaphore.*`, `semaphore.name` = the fan-out's name) show how long items waited for a slot.
+//! (`semaphore.*`, `semaphore.name` = the fan-out's name) show how long calls waited for a slot.
+//!
+//! A call hands the permit of a finished item straight to its next item, so the semaphore counts permits taken
+//! (at most `k` per call while nobody else waits), not items; when another call is waiting on the semaphore, a
+//! finished item's permit goes back to it instead, so concurrent calls share the slots in turn. Closing the
+//! semaphore ([`FanOut::semaphore`]) stops calls from taking new permits: items in flight finish, and items that
+//! then find no permit are reported as [`TaskError::Cancelled`].
 //!
 //! * [`run`](FanOut::run) returns one result per item, **in input order** whatever the completion order, in a
 //!   vector allocated once. Every error is kept ([`FanOutResults::into_result`] joins them, like Go's
@@ -14,6 +20,9 @@
 //! Items run as futures polled by the caller's task (no spawning), so `f` may borrow from the caller and items need
 //! not be `Send` or `'static`; for CPU-heavy items, spawn inside `f`. A panicking item is caught and reported as
 //! [`TaskError::Panicked`]. At most `k` item futures exist at a time: items are pulled from the input lazily.
+//! The first item in flight is polled in place and the others in a `FuturesUnordered`, so an item that finishes
+//! on its first poll (a cache hit, say) costs no allocation; a call that handles 1024 items in one poll yields to
+//! its runtime before it goes on.
 //!
 //! Cancel-safety: dropping a `run` future (or the stream) drops the items in flight; they and the started items are
 //! counted as `cancelled`, so the `fanout.tasks` counter still adds up.
@@ -47,14 +56,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use futures_util::stream::{FuturesUnordered, Stream};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter, ObservableCounter};
 use pin_project_lite::pin_project;
 
 use crate::catch::CatchPanic;
 use crate::outcome::OutcomeCounters;
-use crate::telemetry::{DurationBuffer, Stopwatch, duration_histogram, outcome_counter};
+use crate::telemetry::{DurationBuffer, Mark, Stopwatch, duration_histogram, outcome_counter};
 use crate::{BuildError, Outcome, TaskError};
 
 /// Configures a [`FanOut`]; see [`FanOut::builder`].
@@ -250,15 +259,18 @@ impl FanOut {
         let items = items.into_iter();
         let mut results: Vec<Result<T, TaskError<E>>> = Vec::with_capacity(items.size_hint().0);
         let mut stream = std::pin::pin!(self.stream(items, f));
-        // Every item taken from the input is yielded exactly once (done, failed or cancelled).
-        while let Some((index, result)) = stream.next().await {
+        // Every item taken from the input is reported exactly once (done, failed or cancelled), straight into its
+        // slot.
+        let mut store = |index: usize, result| {
             if index >= results.len() {
                 results.resize_with(index + 1, || Err(TaskError::Cancelled));
             }
             if let Some(slot) = results.get_mut(index) {
                 *slot = result;
             }
-        }
+            true
+        };
+        std::future::poll_fn(|cx| stream.as_mut().poll_drive(cx, &mut store)).await;
         FanOutResults { items: results }
     }
 
@@ -283,128 +295,27 @@ impl FanOut {
         self.stream(items.into_iter(), f)
     }
 
-    fn stream<'a, I, F, Fut, T, E>(
-        &'a self,
-        items: I,
-        mut f: F,
-    ) -> impl Stream<Item = (usize, Result<T, TaskError<E>>)> + 'a
+    fn stream<'a, I, F, Fut, T, E>(&'a self, items: I, f: F) -> FanOutStream<'a, I, F, Fut>
     where
-        I: Iterator + 'a,
-        F: FnMut(I::Item) -> Fut + 'a,
-        Fut: Future<Output = Result<T, E>> + 'a,
-        T: 'a,
-        E: 'a,
+        I: Iterator,
+        F: FnMut(I::Item) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
     {
-        let sem = &self.sem;
-        let shared = &*self.shared;
-        let make = move |item: I::Item| {
-            let fut = f(item);
-            async move {
-                // Fast path without the (large) acquire future; the wait, when there is one, is boxed so that
-                // every item future stays small (they are moved into the `FuturesUnordered`).
-                let fast = if sem.available() > 0 {
-                    sem.try_acquire().ok()
-                } else {
-                    None
-                };
-                let _permit = match fast {
-                    Some(p) => p,
-                    None => match Box::pin(sem.acquire()).await {
-                        Ok(p) => p,
-                        Err(_) => return Err(TaskError::Cancelled),
-                    },
-                };
-                let start = shared.clock.now();
-                let out = CatchPanic::new(fut).await;
-                shared
-                    .durations
-                    .record(shared.clock.since(start), &shared.hist, &shared.attrs);
-                match out {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(TaskError::Failed(e)),
-                    Err(msg) => Err(TaskError::Panicked(msg)),
-                }
-            }
-        };
-        FanOutStream::new(self, items, make)
-    }
-}
-
-pin_project! {
-    /// A running item: its index and its future.
-    struct Running<G> {
-        index: usize,
-        #[pin]
-        fut: G,
-    }
-}
-
-impl<G: Future> Future for Running<G> {
-    type Output = (usize, G::Output);
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let index = *this.index;
-        this.fut.poll(cx).map(|out| (index, out))
-    }
-}
-
-/// Counts items as they finish; counts started-but-unfinished items as cancelled when dropped.
-struct Counted<'a> {
-    counts: &'a OutcomeCounters,
-    started: u64,
-    finished: u64,
-}
-
-impl Counted<'_> {
-    fn finish(&mut self, outcome: Outcome) {
-        self.finished += 1;
-        self.counts.add(outcome, 1);
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        let left = self.started.saturating_sub(self.finished);
-        if left > 0 {
-            self.counts.add(Outcome::Cancelled, left);
-        }
-    }
-}
-
-pin_project! {
-    /// The fan-out state machine behind `run` and `run_unordered`.
-    struct FanOutStream<'a, I, M, G> {
-        concurrency: usize,
-        fail_fast: bool,
-        items: I,
-        make: M,
-        in_flight: FuturesUnordered<Running<G>>,
-        // Indices of items cancelled by fail-fast, still to be yielded.
-        cancelled: VecDeque<usize>,
-        next_index: usize,
-        stopped: bool,
-        counted: Counted<'a>,
-    }
-}
-
-impl<'a, I, M, G, T, E> FanOutStream<'a, I, M, G>
-where
-    I: Iterator,
-    M: FnMut(I::Item) -> G,
-    G: Future<Output = Result<T, TaskError<E>>>,
-{
-    fn new(owner: &'a FanOut, items: I, make: M) -> Self {
         FanOutStream {
-            concurrency: owner.concurrency,
-            fail_fast: owner.fail_fast,
+            owner: self,
             items,
-            make,
-            in_flight: FuturesUnordered::new(),
+            f,
+            exhausted: false,
+            inline: None,
+            rest: FuturesUnordered::new(),
+            permits: Vec::new(),
+            acquiring: None,
             cancelled: VecDeque::new(),
             next_index: 0,
             stopped: false,
-            counted: Counted {
-                counts: &owner.shared.counts,
+            tally: Tally {
+                counts: &self.shared.counts,
+                pending: [0; 6],
                 started: 0,
                 finished: 0,
             },
@@ -412,59 +323,342 @@ where
     }
 }
 
-impl<I, M, G, T, E> Stream for FanOutStream<'_, I, M, G>
+pin_project! {
+    /// A running item: its index, when it started, and its future.
+    struct Running<G> {
+        index: usize,
+        start: Mark,
+        #[pin]
+        fut: CatchPanic<G>,
+    }
+}
+
+/// A finished item, before it is counted.
+struct Finished<V> {
+    index: usize,
+    start: Mark,
+    out: Result<V, String>,
+}
+
+impl<G: Future> Future for Running<G> {
+    type Output = Finished<G::Output>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let (index, start) = (*this.index, *this.start);
+        this.fut.poll(cx).map(|out| Finished { index, start, out })
+    }
+}
+
+/// Outcome counts of one call, moved into the fan-out's shared counters in batches (when the call waits, ends,
+/// or has [`Tally::BATCH`] uncounted items), so that an item costs no shared atomic. Items started and not
+/// finished when the call is dropped are counted as cancelled.
+struct Tally<'a> {
+    counts: &'a OutcomeCounters,
+    pending: [u64; 6],
+    started: u64,
+    finished: u64,
+}
+
+impl Tally<'_> {
+    const BATCH: u64 = 64;
+
+    fn finish(&mut self, outcome: Outcome) {
+        self.finished += 1;
+        if let Some(n) = self.pending.get_mut(outcome.index()) {
+            *n += 1;
+        }
+    }
+
+    fn flush(&mut self) {
+        for (outcome, n) in Outcome::ALL.iter().zip(self.pending.iter_mut()) {
+            if *n > 0 {
+                self.counts.add(*outcome, std::mem::take(n));
+            }
+        }
+    }
+
+    fn flush_if_full(&mut self) {
+        if self.pending.iter().sum::<u64>() >= Self::BATCH {
+            self.flush();
+        }
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.flush();
+        let left = self.started.saturating_sub(self.finished);
+        if left > 0 {
+            self.counts.add(Outcome::Cancelled, left);
+        }
+    }
+}
+
+/// An acquire that had to wait: boxed, since the fan-out rarely needs it and the future is large.
+type Acquiring<'a> = Pin<
+    Box<dyn Future<Output = Result<otlp_sync::Permit<'a>, otlp_sync::AcquireError>> + Send + 'a>,
+>;
+
+/// How the next permit was obtained.
+enum NextPermit {
+    Got,
+    Wait,
+    Closed,
+}
+
+/// Items one call handles in one poll before it lets its task yield (an input of items that all finish at once
+/// would otherwise hold the thread for the whole call).
+const ITEMS_PER_POLL: u32 = 1024;
+
+pin_project! {
+    /// The fan-out state machine behind `run` and `run_unordered`.
+    ///
+    /// Permits: the call keeps the permit of a finished item for its next item (one semaphore operation per
+    /// call and concurrency slot, not per item), unless another caller is waiting on the semaphore, in which case
+    /// it gives the permit back. Items: the first one in flight is polled in place (`inline`), the others in a
+    /// `FuturesUnordered`, so that an item that finishes on its first poll costs no allocation.
+    struct FanOutStream<'a, I, F, G> {
+        owner: &'a FanOut,
+        items: I,
+        f: F,
+        exhausted: bool,
+        #[pin]
+        inline: Option<Running<G>>,
+        rest: FuturesUnordered<Running<G>>,
+        // One permit per item in flight, plus at most one kept for the next item.
+        permits: Vec<otlp_sync::Permit<'a>>,
+        acquiring: Option<Acquiring<'a>>,
+        // Indices of items cancelled by fail-fast, still to be yielded.
+        cancelled: VecDeque<usize>,
+        next_index: usize,
+        stopped: bool,
+        tally: Tally<'a>,
+    }
+}
+
+impl<'a, I, F, G, T, E> FanOutStream<'a, I, F, G>
 where
     I: Iterator,
-    M: FnMut(I::Item) -> G,
-    G: Future<Output = Result<T, TaskError<E>>>,
+    F: FnMut(I::Item) -> G,
+    G: Future<Output = Result<T, E>>,
 {
-    type Item = (usize, Result<T, TaskError<E>>);
+    /// Drives the call: finishes, starts and reports items, handing each result to `sink` (which returns whether
+    /// it wants more). `Ready(true)` once every item was reported, `Ready(false)` when the sink said stop.
+    fn poll_drive<S>(self: Pin<&mut Self>, cx: &mut Context<'_>, sink: &mut S) -> Poll<bool>
+    where
+        S: FnMut(usize, Result<T, TaskError<E>>) -> bool,
+    {
+        let mut this = self.project();
+        let owner: &'a FanOut = this.owner;
+        let shared = &*owner.shared;
+        // When the last item finished in this poll: the next item starts then (one clock read per item when
+        // items finish as fast as they start).
+        let mut mark: Option<Mark> = None;
+        let mut handled = 0u32;
+        loop {
+            if *this.stopped {
+                // Fail-fast or a closed semaphore: report the dropped in-flight items, then the rest of the input,
+                // as cancelled.
+                let index = match this.cancelled.pop_front() {
+                    Some(index) => index,
+                    None => match this.items.next() {
+                        Some(_) => {
+                            this.tally.started += 1;
+                            let index = *this.next_index;
+                            *this.next_index += 1;
+                            index
+                        }
+                        None => {
+                            this.tally.flush();
+                            return Poll::Ready(true);
+                        }
+                    },
+                };
+                this.tally.finish(Outcome::Cancelled);
+                if !sink(index, Err(TaskError::Cancelled)) {
+                    this.tally.flush_if_full();
+                    return Poll::Ready(false);
+                }
+                continue;
+            }
+            if handled >= ITEMS_PER_POLL {
+                this.tally.flush();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.project();
-        if *this.stopped {
-            // Fail-fast: report the dropped in-flight items, then the rest of the input, as cancelled.
-            let index = match this.cancelled.pop_front() {
-                Some(index) => index,
-                None => match this.items.next() {
-                    Some(_) => {
-                        this.counted.started += 1;
-                        let index = *this.next_index;
-                        *this.next_index += 1;
-                        index
-                    }
-                    None => return Poll::Ready(None),
-                },
-            };
-            this.counted.finish(Outcome::Cancelled);
-            return Poll::Ready(Some((index, Err(TaskError::Cancelled))));
-        }
-        while this.in_flight.len() < *this.concurrency {
-            let Some(item) = this.items.next() else { break };
-            let index = *this.next_index;
-            *this.next_index += 1;
-            this.counted.started += 1;
-            let fut = (this.make)(item);
-            this.in_flight.push(Running { index, fut });
-        }
-        match Pin::new(&mut *this.in_flight).poll_next(cx) {
-            Poll::Ready(Some((index, result))) => {
+            // 1. A finished item, polled in place or by the `FuturesUnordered`.
+            let mut finished = None;
+            if let Some(running) = this.inline.as_mut().as_pin_mut()
+                && let Poll::Ready(done) = running.poll(cx)
+            {
+                this.inline.set(None);
+                finished = Some(done);
+            }
+            if finished.is_none()
+                && !this.rest.is_empty()
+                && let Poll::Ready(Some(done)) = Pin::new(&mut *this.rest).poll_next(cx)
+            {
+                finished = Some(done);
+            }
+            if let Some(done) = finished {
+                handled += 1;
+                let end = shared.clock.now();
+                mark = Some(end);
+                shared.durations.record(
+                    end.saturating_duration_since(done.start),
+                    &shared.hist,
+                    &shared.attrs,
+                );
+                let result = match done.out {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(TaskError::Failed(e)),
+                    Err(msg) => Err(TaskError::Panicked(msg)),
+                };
                 let outcome = match &result {
                     Ok(_) => Outcome::Ok,
                     Err(e) => e.outcome(),
                 };
-                this.counted.finish(outcome);
-                if *this.fail_fast && matches!(outcome, Outcome::Error | Outcome::Panic) {
+                this.tally.finish(outcome);
+                if owner.fail_fast && matches!(outcome, Outcome::Error | Outcome::Panic) {
                     *this.stopped = true;
-                    let running = Pin::new(&*this.in_flight)
+                    if let Some(running) = this.inline.as_ref().as_pin_ref() {
+                        this.cancelled.push_back(running.index);
+                    }
+                    this.inline.set(None);
+                    let rest = Pin::new(&*this.rest)
                         .iter_pin_ref()
                         .map(|r| r.get_ref().index);
-                    this.cancelled.extend(running);
-                    this.in_flight.clear();
+                    this.cancelled.extend(rest);
+                    this.rest.clear();
+                    this.permits.clear();
+                    *this.acquiring = None;
                 }
-                Poll::Ready(Some((index, result)))
+                if !sink(done.index, result) {
+                    this.tally.flush_if_full();
+                    return Poll::Ready(false);
+                }
+                continue;
             }
-            Poll::Ready(None) => Poll::Ready(None),
+
+            // 2. Start one more item, if the bound, the input and a permit allow.
+            let in_flight = usize::from(this.inline.is_some()) + this.rest.len();
+            if !*this.exhausted && in_flight < owner.concurrency {
+                if this.permits.len() > in_flight && owner.sem.waiting() > 0 {
+                    // Another caller waits: give the spare permit back instead of keeping it.
+                    this.permits.truncate(in_flight);
+                }
+                if this.permits.len() <= in_flight {
+                    match next_permit(owner, this.permits, this.acquiring, in_flight, cx) {
+                        NextPermit::Got => {}
+                        NextPermit::Wait => {
+                            if in_flight == 0 {
+                                this.tally.flush();
+                                return Poll::Pending;
+                            }
+                        }
+                        NextPermit::Closed => {
+                            if in_flight == 0 {
+                                // No permit will come: the rest of the input is reported as cancelled.
+                                *this.stopped = true;
+                                continue;
+                            }
+                        }
+                    }
+                }
+                if this.permits.len() > in_flight {
+                    match this.items.next() {
+                        None => {
+                            *this.exhausted = true;
+                            this.permits.truncate(in_flight);
+                        }
+                        Some(item) => {
+                            let index = *this.next_index;
+                            *this.next_index += 1;
+                            this.tally.started += 1;
+                            let start = mark.unwrap_or_else(|| shared.clock.now());
+                            let running = Running {
+                                index,
+                                start,
+                                fut: CatchPanic::new((this.f)(item)),
+                            };
+                            if this.inline.is_none() {
+                                // Polled at the top of the loop, where it stays until it finishes.
+                                this.inline.set(Some(running));
+                            } else {
+                                this.rest.push(running);
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
+
+            // 3. Nothing can move until an item or the semaphore wakes this task.
+            this.tally.flush();
+            if in_flight == 0 && *this.exhausted {
+                return Poll::Ready(true);
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+/// Gets one more permit into `permits`: at once if one is free, else by waiting (only when no item of the call is
+/// in flight: otherwise a finishing item's permit is the next one).
+fn next_permit<'a>(
+    owner: &'a FanOut,
+    permits: &mut Vec<otlp_sync::Permit<'a>>,
+    acquiring: &mut Option<Acquiring<'a>>,
+    in_flight: usize,
+    cx: &mut Context<'_>,
+) -> NextPermit {
+    if acquiring.is_none() && owner.sem.available() > 0 {
+        match owner.sem.try_acquire() {
+            Ok(p) => {
+                permits.push(p);
+                return NextPermit::Got;
+            }
+            Err(otlp_sync::TryAcquireError::Closed) => return NextPermit::Closed,
+            Err(_) => {}
+        }
+    }
+    if owner.sem.is_closed() {
+        return NextPermit::Closed;
+    }
+    if in_flight > 0 {
+        return NextPermit::Wait;
+    }
+    let wait = acquiring.get_or_insert_with(|| Box::pin(owner.sem.acquire()));
+    match wait.as_mut().poll(cx) {
+        Poll::Ready(Ok(p)) => {
+            *acquiring = None;
+            permits.push(p);
+            NextPermit::Got
+        }
+        Poll::Ready(Err(_)) => {
+            *acquiring = None;
+            NextPermit::Closed
+        }
+        Poll::Pending => NextPermit::Wait,
+    }
+}
+
+impl<'a, I, F, G, T, E> Stream for FanOutStream<'a, I, F, G>
+where
+    I: Iterator,
+    F: FnMut(I::Item) -> G,
+    G: Future<Output = Result<T, E>>,
+{
+    type Item = (usize, Result<T, TaskError<E>>);
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut next = None;
+        match self.poll_drive(cx, &mut |index, result| {
+            next = Some((index, result));
+            false
+        }) {
+            Poll::Ready(_) => Poll::Ready(next),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -156,12 +156,6 @@ impl Stopwatch {
         #[cfg(any(test, miri))]
         return tokio::time::Instant::now();
     }
-
-    /// The time from `start` to now (zero if the clock went backwards).
-    #[inline]
-    pub(crate) fn since(&self, start: Mark) -> Duration {
-        self.now().saturating_duration_since(start)
-    }
 }
 
 /// Seconds as `f64`.

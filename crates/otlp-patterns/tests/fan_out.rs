@@ -171,6 +171,92 @@ async fn dropping_a_run_counts_items_in_flight_as_cancelled() {
     assert_eq!(fan.semaphore().available(), 2, "a permit was lost");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_run_gives_its_permit_to_a_waiting_run() {
+    // One permit, two runs: the first must not keep the permit for all its items while the second waits.
+    let fan = FanOut::new("handover", 1).unwrap();
+    let log = std::sync::Mutex::new(Vec::new());
+    let item = |run: char, i: u64| {
+        let log = &log;
+        async move {
+            log.lock().unwrap().push((run, i));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok::<_, ()>(i)
+        }
+    };
+    let (a, b) = tokio::join!(
+        fan.run(0..4u64, |i| item('a', i)),
+        fan.run(0..4u64, |i| item('b', i))
+    );
+    assert!(a.all_ok() && b.all_ok());
+    let log = log.into_inner().unwrap();
+    assert_eq!(log.len(), 8);
+    let first_b = log.iter().position(|(r, _)| *r == 'b').unwrap();
+    let last_a = log.iter().rposition(|(r, _)| *r == 'a').unwrap();
+    assert!(first_b < last_a, "run b waited for all of run a: {log:?}");
+    assert_accounted(&fan.stats(), 8);
+    assert_eq!(fan.semaphore().available(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_semaphore_cancels_the_items_left_and_counts_them() {
+    let fan = FanOut::new("closed", 2).unwrap();
+    fan.semaphore().close();
+    let results = fan.run(0..3u64, |i| async move { Ok::<_, ()>(i) }).await;
+    assert_eq!(results.len(), 3);
+    assert!(
+        results
+            .as_slice()
+            .iter()
+            .all(|r| matches!(r, Err(TaskError::Cancelled)))
+    );
+    assert_accounted(&fan.stats(), 3);
+    assert_eq!(fan.stats().cancelled, 3);
+
+    // Closed in the middle of a run: the items in flight finish with the permits they hold, and none is lost.
+    let fan = FanOut::new("closing", 2).unwrap();
+    let results = fan
+        .run(0..6u64, |i| {
+            let sem = fan.semaphore().clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if i == 1 {
+                    sem.close();
+                }
+                Ok::<_, ()>(i)
+            }
+        })
+        .await;
+    assert_eq!(results.len(), 6);
+    assert!(results.as_slice()[..2].iter().all(Result::is_ok));
+    assert_accounted(&fan.stats(), 6);
+    assert_eq!(fan.semaphore().available(), 2, "a permit was lost");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_long_run_of_ready_items_lets_other_tasks_run() {
+    // Items that finish on their first poll never make the run wait; it must still yield now and then.
+    let other_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = other_ran.clone();
+    let other = tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let fan = FanOut::new("ready", 4).unwrap();
+    let seen = fan
+        .run(0..5_000u64, |_| {
+            let other_ran = other_ran.clone();
+            async move { Ok::<_, ()>(other_ran.load(Ordering::SeqCst)) }
+        })
+        .await
+        .into_result()
+        .unwrap();
+    assert!(
+        !seen[0],
+        "the spawned task cannot run before the run yields"
+    );
+    assert!(seen[4_999], "the run never yielded to the spawned task");
+    other.await.unwrap();
+    assert_accounted(&fan.stats(), 5_000);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, ..ProptestConfig::default() })]
 
@@ -186,7 +272,10 @@ proptest! {
             let fan = FanOut::builder("prop").concurrency(k).fail_fast(fail_fast).build().unwrap();
             let results = fan
                 .run(delays.iter().copied().enumerate(), |(i, (d, kind))| async move {
-                    tokio::time::sleep(Duration::from_millis(d)).await;
+                    // d = 0: the item finishes on its first poll (the in-place path), else it waits.
+                    if d > 0 {
+                        tokio::time::sleep(Duration::from_millis(d)).await;
+                    }
                     match kind {
                         0 => Err(i),
                         1 => panic!("item {i}"),

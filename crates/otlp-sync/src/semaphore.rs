@@ -860,6 +860,12 @@ impl Semaphore {
         self.inner.sem.available_permits()
     }
 
+    /// Acquires waiting for permits right now (one relaxed load: cheap enough to ask before each hand-over, as
+    /// otlp-patterns' fan-out does to decide whether to keep a permit or give it back).
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.get()
+    }
+
     /// Total permits (initial plus added).
     pub fn limit(&self) -> usize {
         self.inner.limit()

@@ -236,6 +236,7 @@ async fn dropping_waiting_acquires_loses_no_permit() {
         assert!(poll_once(w2.as_mut()).is_pending());
         assert!(poll_once(w3.as_mut()).is_pending());
         assert_eq!(s.stats().waiting, 3);
+        assert_eq!(s.waiting(), 3);
         drop(a); // 3 free: w1 takes what it needs... but is dropped before being polled
     }
     assert_eq!(s.available(), 3, "no permit lost");
