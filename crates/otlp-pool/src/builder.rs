@@ -46,7 +46,9 @@ impl<T: Send + 'static> PoolBuilder<T> {
         self
     }
 
-    /// Runs on every object as it comes back, before it is kept (e.g. `Vec::clear`). Keep the allocation.
+    /// Runs on every object as it comes back, before it is kept (e.g. `Vec::clear`). Keep the allocation. If it
+    /// panics, the object is dropped and counted as a discard, and the panic goes on to the code that dropped the
+    /// guard.
     pub fn reset<F>(mut self, reset: F) -> Self
     where
         F: Fn(&mut T) + Send + Sync + 'static,

@@ -227,10 +227,19 @@ impl<T: Send> Pool<T> {
         if self.retain.is_some() {
             return self.put_checked(object);
         }
-        if let Some(reset) = &self.reset {
-            reset(&mut object);
-        }
+        self.reset(&mut object);
         self.keep(object);
+    }
+
+    /// Runs the user's reset. If it panics, the unwinding drops the object: it is counted as discarded, so that
+    /// gets still equal puts + discards + objects in use.
+    #[inline(always)]
+    fn reset(&self, object: &mut T) {
+        if let Some(reset) = &self.reset {
+            let discarded_if_unwinding = DiscardOnUnwind(self);
+            reset(object);
+            std::mem::forget(discarded_if_unwinding);
+        }
     }
 
     /// `put` for a pool with a retain check (out of line, to keep the common `put` small enough to inline).
@@ -242,9 +251,7 @@ impl<T: Send> Pool<T> {
             self.count(self.local(), Counter::Discards);
             return drop(object);
         }
-        if let Some(reset) = &self.reset {
-            reset(&mut object);
-        }
+        self.reset(&mut object);
         self.keep(object);
     }
 
@@ -306,6 +313,15 @@ impl<T: Send> Pool<T> {
     #[cfg(all(test, not(otlp_loom)))]
     pub(crate) fn shared_state(&self) -> (usize, usize) {
         (self.shared.overflow_len(), self.shared.free_slots())
+    }
+}
+
+/// Counts a discard when dropped: armed around a user's reset, forgotten when the reset returns.
+struct DiscardOnUnwind<'a, T: Send>(&'a Pool<T>);
+
+impl<T: Send> Drop for DiscardOnUnwind<'_, T> {
+    fn drop(&mut self) {
+        self.0.count(self.0.local(), Counter::Discards);
     }
 }
 
@@ -483,6 +499,24 @@ mod tests {
             drop(pool.get());
         }
         assert_eq!(resets.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn a_panicking_reset_counts_the_object_as_discarded() {
+        let pool = Pool::builder("p", Vec::<u8>::new)
+            .reset(|v: &mut Vec<u8>| {
+                assert!(v.is_empty(), "reset refuses a dirty buffer");
+            })
+            .build()
+            .unwrap();
+        let mut dirty = pool.get();
+        dirty.push(1);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(dirty)));
+        assert!(panicked.is_err());
+        drop(pool.get());
+        let s = pool.stats();
+        assert_eq!((s.gets, s.puts, s.discards), (2, 1, 1), "{s:?}");
+        assert_eq!(s.idle, 1);
     }
 
     #[test]
