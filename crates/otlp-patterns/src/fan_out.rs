@@ -24,6 +24,9 @@
 //! on its first poll (a cache hit, say) costs no allocation; a call that handles 1024 items in one poll yields to
 //! its runtime before it goes on.
 //!
+//! Tracing: each call runs in a debug-level `fanout.run` span (attribute `fanout.name`), a child of the span
+//! current when the call was made; spans the items open are its children.
+//!
 //! Cancel-safety: dropping a `run` future (or the stream) drops the items in flight; they and the started items are
 //! counted as `cancelled`, so the `fanout.tasks` counter still adds up.
 //!
@@ -303,6 +306,7 @@ impl FanOut {
     {
         FanOutStream {
             owner: self,
+            span: tracing::debug_span!("fanout.run", fanout.name = %self.name),
             items,
             f,
             exhausted: false,
@@ -419,6 +423,9 @@ pin_project! {
     /// `FuturesUnordered`, so that an item that finishes on its first poll costs no allocation.
     struct FanOutStream<'a, I, F, G> {
         owner: &'a FanOut,
+        // Entered while the call is polled, so spans of the items are its children (debug level: free when
+        // filtered out).
+        span: tracing::Span,
         items: I,
         f: F,
         exhausted: bool,
@@ -449,6 +456,7 @@ where
         S: FnMut(usize, Result<T, TaskError<E>>) -> bool,
     {
         let mut this = self.project();
+        let _entered = this.span.enter();
         let owner: &'a FanOut = this.owner;
         let shared = &*owner.shared;
         // When the last item finished in this poll: the next item starts then (one clock read per item when

@@ -17,6 +17,8 @@
 //!   [`ErrorPolicy::Stop`] (the default) it is yielded as `Err` and the run stops: the items in flight are yielded
 //!   as [`PipelineError::Cancelled`] and the stream ends. With [`ErrorPolicy::Skip`] it is counted (`outcome` =
 //!   `error` or `panic`), logged at debug level and left out of the output; the run goes on.
+//! * **Tracing**: each run is a debug-level `pipeline.run` span (attribute `pipeline.name`), entered while the
+//!   output stream is polled, so spans the stages open are its children.
 //! * **Cancellation**: when the [`parent`](PipelineBuilder::parent) token is cancelled, every stage stops and
 //!   every item in flight is yielded as [`PipelineError::Cancelled`] before the stream ends. Dropping the stream
 //!   drops everything in flight (counted as cancelled).
@@ -536,6 +538,7 @@ where
             _err: PhantomData,
         };
         PipelineRun {
+            span: tracing::debug_span!("pipeline.run", pipeline.name = %self.shared.name),
             inner: Some(Box::pin(self.stages.attach(source, &ctx))),
             shared: ctx.shared,
             pulled,
@@ -792,6 +795,8 @@ pin_project! {
     /// Dropping it drops every item in flight; they are counted as cancelled. It is `Unpin` (the stages live in
     /// one box per run), so `run.next().await` works without pinning.
     pub struct PipelineRun<C, E> {
+        // Entered while the run is polled: spans the stages' items open are its children.
+        span: tracing::Span,
         inner: Option<Pin<Box<C>>>,
         shared: Arc<Shared>,
         pulled: Arc<AtomicU64>,
@@ -848,6 +853,19 @@ where
     type Item = Slot<Out, E>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Moved out while entered (no reference count touched), so that the run stays mutably borrowable.
+        let span = std::mem::replace(self.as_mut().project().span, tracing::Span::none());
+        let polled = span.in_scope(|| self.as_mut().poll_run(cx));
+        *self.as_mut().project().span = span;
+        polled
+    }
+}
+
+impl<C, Out, E> PipelineRun<C, E>
+where
+    C: Stream<Item = Slot<Out, E>>,
+{
+    fn poll_run(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Slot<Out, E>>> {
         loop {
             if !self.stopping
                 && let Some(c) = self.as_mut().project().cancelled.as_mut()
