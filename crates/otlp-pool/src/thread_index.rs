@@ -1,25 +1,30 @@
-//! Small, dense, recycled thread indices: how a thread finds its cache in every pool with one thread-local read.
+//! Small, dense, recycled thread indices: how a thread finds its own block (a pool's per-thread cache, a
+//! semaphore's or limiter's counter block) in every owner with one thread-local read.
 //!
-//! Each thread that uses a pool is given the smallest-numbered free index (a process-wide registry), kept in a
-//! constant-initialised `thread_local!` `Cell` that needs no destructor, so reading it is a single load. Every pool
-//! keeps an array of per-thread caches indexed by it (`local.rs`), so finding this thread's cache is a bounds check
-//! and two loads.
+//! Each thread is given the smallest-numbered free index (a process-wide registry) on first use, kept in a
+//! constant-initialised `thread_local!` `Cell` that needs no destructor, so reading it is a single load. Every
+//! owner keeps an array of per-thread blocks indexed by it (otlp-pool's `local.rs`, otlp-sync's `sync.rs`), so
+//! finding this thread's block is a bounds check and two loads.
 //!
 //! Indices are recycled: when a thread exits, a second thread-local (the *holder*, which has a destructor) marks
-//! the thread's index dead and gives it back, and the next new thread reuses it, together with the caches the dead
-//! thread left in every pool. That hand-over is what makes the caches sound to access without a lock: an index
-//! belongs to one live thread at a time, and it passes from one thread to the next through the registry's mutex,
-//! so everything the old thread did to its caches happens before anything the new one does.
+//! the thread's index dead and gives it back, and the next new thread reuses it, together with the blocks the dead
+//! thread left in every owner. That hand-over is what makes a block single-writer, and so sound to use without a
+//! lock: an index belongs to one live thread at a time, and it passes from one thread to the next through the
+//! registry's mutex, so everything the old thread did to its blocks happens before anything the new one does.
 //!
-//! A thread whose holder has already been destroyed (a pool used from another thread-local's destructor, late in
-//! thread exit) never gets an index again: it is marked [`DEAD`] and pools serve it from their shared store.
+//! A thread whose holder has already been destroyed (an owner used from another thread-local's destructor, late
+//! in thread exit) never gets an index again: it is marked [`DEAD`] and owners serve it from their shared path.
+//!
+//! This file is compiled into otlp-pool and, through `#[path]`, into otlp-sync: the two bottom crates do not
+//! depend on each other. Each crate gets its own copy of the statics (its own registry), which is all either
+//! needs. The module has no `unsafe`.
 
 #![cfg(not(otlp_loom))]
 
 use std::cell::Cell;
 use std::sync::{Mutex, MutexGuard};
 
-/// The index of a thread that has not used a pool yet.
+/// The index of a thread that has not used an owner yet.
 pub(crate) const UNASSIGNED: usize = usize::MAX;
 /// The index of a thread whose index was given back (it is exiting): it must use the shared path from now on.
 pub(crate) const DEAD: usize = usize::MAX - 1;
@@ -86,8 +91,8 @@ impl Drop for Holder {
     fn drop(&mut self) {
         let index = self.0.replace(UNASSIGNED);
         if index < DEAD {
-            // Mark the thread dead *before* giving the index back: a pool used later in this thread's exit (from
-            // another thread-local's destructor) must not touch the caches of `index`, which another thread may
+            // Mark the thread dead *before* giving the index back: an owner used later in this thread's exit (from
+            // another thread-local's destructor) must not touch the blocks of `index`, which another thread may
             // own by then. `INDEX` has no destructor, so it is still there.
             INDEX.set(DEAD);
             registry().release(index);

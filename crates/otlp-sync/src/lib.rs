@@ -47,7 +47,9 @@ pub mod rate_limiter;
 pub mod semaphore;
 mod sync;
 pub mod telemetry;
+// One source for both bottom crates, which do not depend on each other: see the module's docs.
 #[cfg(not(otlp_loom))]
+#[path = "../../otlp-pool/src/thread_index.rs"]
 mod thread_index;
 
 /// The crate's own atomic protocols, exposed only to the loom models in `tests/loom.rs`.
