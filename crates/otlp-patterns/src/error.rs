@@ -27,6 +27,13 @@ pub enum BuildError {
     },
     /// `capacity(0)` on a pipeline: a stage needs room for at least one queued item.
     ZeroCapacity,
+    /// `max_workers(m)` below `workers(n)`: the pool could not even start with `n`.
+    MaxWorkersBelowWorkers {
+        /// The workers asked for.
+        workers: usize,
+        /// The most workers [`WorkerPool::resize`](crate::WorkerPool::resize) may set.
+        max: usize,
+    },
     /// No tokio runtime to spawn workers on.
     NoRuntime,
     /// The runtime has no timer, which task deadlines need.
@@ -59,6 +66,10 @@ impl fmt::Display for BuildError {
                 "the tokio runtime has timers disabled, which task timeouts need: build it with enable_time() \
                  (or enable_all(); #[tokio::main] does)",
             ),
+            BuildError::MaxWorkersBelowWorkers { workers, max } => write!(
+                f,
+                "worker pool with workers({workers}) above max_workers({max}): pass max_workers >= workers"
+            ),
             BuildError::NoRuntime => f.write_str(
                 "no tokio runtime: build inside a tokio runtime or pass one with .runtime(handle)",
             ),
@@ -67,6 +78,38 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+/// [`WorkerPool::resize`](crate::WorkerPool::resize) refused the new size; the pool kept its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResizeError {
+    /// The size is 0 or above the pool's `max_workers`.
+    OutOfRange {
+        /// The size asked for.
+        requested: usize,
+        /// The most allowed (the builder's `max_workers`).
+        max: usize,
+    },
+    /// The pool is shutting down (or was cancelled).
+    Closed,
+}
+
+impl fmt::Display for ResizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResizeError::OutOfRange { requested, max } => write!(
+                f,
+                "cannot resize a worker pool to {requested} workers: pass 1..={max}, or build it with a higher \
+                 max_workers"
+            ),
+            ResizeError::Closed => {
+                f.write_str("worker pool is shut down or cancelled and cannot be resized")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ResizeError {}
 
 /// A task was not accepted by the worker pool; it was dropped without running and counted as `rejected`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -38,7 +38,7 @@ mod telemetry;
 pub mod worker_pool;
 
 pub use context::current_token;
-pub use error::{BuildError, SubmitError, TaskError};
+pub use error::{BuildError, ResizeError, SubmitError, TaskError};
 pub use fan_out::{FanOut, FanOutBuilder, FanOutError, FanOutResults, FanOutStats};
 pub use outcome::Outcome;
 pub use pipeline::{

@@ -181,7 +181,6 @@ impl<J> QueueCore<J> {
     }
 
     /// Whether no job is queued now.
-    #[cfg_attr(not(otlp_loom), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -265,9 +264,26 @@ impl<J> Queue<J> {
 
     /// Waits for a job. `None` once the queue is closed and empty. Cancel-safe: dropped while waiting, it takes
     /// nothing.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn pop(&self) -> Option<J> {
+        self.pop_unless(|| false).await
+    }
+
+    /// [`pop`](Self::pop) for a worker that may be told to retire: `None` as well once `retire()` says so, checked
+    /// before each attempt to take a job (so a retiring worker never takes one) and after each wake-up;
+    /// [`wake_idle`](Self::wake_idle) wakes idle workers to check it.
+    pub(crate) async fn pop_unless(&self, retire: impl Fn() -> bool) -> Option<J> {
         loop {
+            // Created before `retire()` is read: a `wake_idle` after that read wakes this future even though it is
+            // not registered yet (tokio's `Notify` guarantees it for `notify_waiters`).
             let mut notified = pin!(self.items.notified());
+            if retire() {
+                // The wake-up that brought this worker here may have been meant for a job: pass it on.
+                if !self.core.is_empty() {
+                    self.items.notify_one();
+                }
+                return None;
+            }
             let (pop, wake_producer) = self.core.pop_or_register(|| {
                 notified.as_mut().enable();
             });
@@ -303,6 +319,12 @@ impl<J> Queue<J> {
 
     pub(crate) fn len(&self) -> usize {
         self.core.len()
+    }
+
+    /// Wakes every idle worker (to notice that it must retire). A woken worker that stays registers again: the
+    /// idle count may then be high by one per worker, which only costs a spurious wake-up on a later push.
+    pub(crate) fn wake_idle(&self) {
+        self.items.notify_waiters();
     }
 }
 

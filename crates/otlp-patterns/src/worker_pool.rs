@@ -20,6 +20,9 @@
 //!   cancels at once. When either returns, no task of the pool is alive. Dropping the pool without a shutdown
 //!   cancels everything (running tasks are dropped at their next `.await`, queued ones never run), without waiting.
 //!   Cancelling the `parent` token does the same.
+//! * **Resizing**: [`resize(n)`](WorkerPool::resize) changes the number of workers while the pool runs, up to the
+//!   builder's `max_workers`: new workers start at once; surplus ones finish the task they are running (nothing is
+//!   cancelled) and exit before taking another.
 //! * **Accounting**: every submission is counted as exactly one outcome; once the pool is shut down,
 //!   `submitted = completed + failed + panicked + timed_out + cancelled + rejected` ([`WorkerPoolStats`]).
 //!
@@ -72,7 +75,7 @@ use crate::queue::{PushError, Queue};
 use crate::sync::{AtomicU64, Ordering};
 use crate::task::{BoxJob, RunJob, TaskJob};
 use crate::telemetry::{DurationBuffer, duration_histogram, gauge, outcome_counter};
-use crate::{BuildError, Outcome, SubmitError, TaskHandle};
+use crate::{BuildError, Outcome, ResizeError, SubmitError, TaskHandle};
 
 /// The default per-task timeout (the Go original's 5 s).
 pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,6 +85,7 @@ pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct WorkerPoolBuilder {
     name: String,
     workers: usize,
+    max_workers: Option<usize>,
     queue: Option<usize>,
     task_timeout: Duration,
     parent: Option<CancellationToken>,
@@ -93,6 +97,13 @@ impl WorkerPoolBuilder {
     /// Number of workers, i.e. of tasks running at once (default: the available parallelism). 0 is an error.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// The most workers [`WorkerPool::resize`] may set (default: `workers`, i.e. no growth). Below `workers` is an
+    /// error. Each possible worker costs one small counter block, allocated at build.
+    pub fn max_workers(mut self, max: usize) -> Self {
+        self.max_workers = Some(max);
         self
     }
 
@@ -133,6 +144,13 @@ impl WorkerPoolBuilder {
         if self.workers == 0 {
             return Err(BuildError::ZeroWorkers);
         }
+        let max_workers = self.max_workers.unwrap_or(self.workers);
+        if max_workers < self.workers {
+            return Err(BuildError::MaxWorkersBelowWorkers {
+                workers: self.workers,
+                max: max_workers,
+            });
+        }
         let capacity = self.queue.unwrap_or(self.workers.saturating_mul(64));
         if capacity == 0 {
             return Err(BuildError::ZeroQueue);
@@ -152,10 +170,15 @@ impl WorkerPoolBuilder {
         let attrs = [KeyValue::new("workerpool.name", self.name.clone())];
         let shared = Arc::new(Shared {
             queue: Queue::new(capacity),
-            shards: (0..self.workers).map(|_| WorkerShard::default()).collect(),
+            shards: (0..max_workers).map(|_| WorkerShard::default()).collect(),
             pool_counts: OutcomeCounters::new(),
             alive: AtomicU64::new(0),
-            workers: self.workers,
+            target: std::sync::atomic::AtomicUsize::new(self.workers),
+            resize: std::sync::Mutex::new(ResizeState {
+                running: vec![false; max_workers],
+                spawned: Vec::new(),
+                runtime: runtime.clone(),
+            }),
             timeout: if self.task_timeout == Duration::MAX {
                 None
             } else {
@@ -179,19 +202,15 @@ impl WorkerPoolBuilder {
         let instruments = Instruments::register(&meter, &shared);
 
         // Every timer first: nothing is spawned unless all can be made.
-        let timers = (0..shared.workers)
+        let timers = (0..self.workers)
             .map(|_| deadline_timer(&runtime))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut workers = Vec::with_capacity(shared.workers);
-        for (index, sleep) in timers.into_iter().enumerate() {
-            shared.alive.fetch_add(1, Ordering::Relaxed);
-            let fut = crate::context::with_token(
-                shared.token.clone(),
-                worker(Arc::clone(&shared), index, sleep),
-            );
-            let handle = runtime.spawn(fut);
-            lock_std(&shared.aborts).push(handle.abort_handle());
-            workers.push(handle);
+        let mut workers = Vec::with_capacity(self.workers);
+        {
+            let mut resize = lock_std(&shared.resize);
+            for (index, sleep) in timers.into_iter().enumerate() {
+                workers.push(spawn_worker(&shared, &mut resize, index, sleep));
+            }
         }
         let supervisor = self.parent.map(|_| {
             let shared = Arc::clone(&shared);
@@ -209,6 +228,37 @@ impl WorkerPoolBuilder {
             _instruments: instruments,
         })
     }
+}
+
+/// Spawns worker `index` (whose slot is free) on the pool's runtime.
+fn spawn_worker(
+    shared: &Arc<Shared>,
+    resize: &mut ResizeState,
+    index: usize,
+    sleep: Sleep,
+) -> JoinHandle<()> {
+    if let Some(running) = resize.running.get_mut(index) {
+        *running = true;
+    }
+    shared.alive.fetch_add(1, Ordering::Relaxed);
+    let fut = crate::context::with_token(
+        shared.token.clone(),
+        worker(Arc::clone(shared), index, sleep),
+    );
+    let handle = resize.runtime.spawn(fut);
+    let mut aborts = lock_std(&shared.aborts);
+    // Workers that retired leave finished handles behind: drop those, so resizing does not grow the list.
+    aborts.retain(|a| !a.is_finished());
+    aborts.push(handle.abort_handle());
+    handle
+}
+
+/// Which worker slots have a live worker, and what `resize` needs to start more.
+struct ResizeState {
+    running: Vec<bool>,
+    /// Workers started by `resize`, for `shutdown` to wait for.
+    spawned: Vec<JoinHandle<()>>,
+    runtime: Handle,
 }
 
 /// A worker's reusable deadline timer. Fails (instead of panicking in the worker) if the runtime has no timer.
@@ -245,7 +295,9 @@ struct Shared {
     /// Outcomes decided outside a worker: rejections, and queued tasks cancelled before they ran.
     pool_counts: OutcomeCounters,
     alive: AtomicU64,
-    workers: usize,
+    /// The number of workers asked for: workers with an index at or above it retire.
+    target: std::sync::atomic::AtomicUsize,
+    resize: std::sync::Mutex<ResizeState>,
     timeout: Option<Duration>,
     token: CancellationToken,
     run_hist: Histogram<f64>,
@@ -294,6 +346,25 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Whether worker `index` must exit now; if so its slot is marked free (under the resize lock, so that a
+    /// `resize` racing with it either keeps it or starts a new worker in its slot, never neither).
+    fn retire(&self, index: usize) -> bool {
+        // SeqCst pairs with `resize`: a worker that reads the old size has its wake-up future already created.
+        if index < self.target.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        let mut resize = lock_std(&self.resize);
+        if index < self.target.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(running) = resize.running.get_mut(index) {
+            *running = false;
+        }
+        true
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         self.flush();
@@ -335,10 +406,13 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         // Give the runtime a chance to run other tasks (the submitters this worker woke sit in this thread's
         // LIFO slot) when the coop budget is out; free otherwise.
         tokio::task::coop::consume_budget().await;
+        if shared.retire(index) {
+            break;
+        }
         let (job, start) = match shared.queue.try_pop() {
             // The previous task just ended and this one was already waiting: the previous end is this start.
             Some(job) => (job, last_end.unwrap_or_else(Instant::now)),
-            None => match shared.queue.pop().await {
+            None => match shared.queue.pop_unless(|| shared.retire(index)).await {
                 Some(job) => (job, Instant::now()),
                 None => break,
             },
@@ -492,6 +566,8 @@ pub struct WorkerPoolStats {
     pub queued: u64,
     /// Tasks running now.
     pub active: u64,
+    /// Workers alive now (the `workerpool.workers` gauge).
+    pub workers: u64,
 }
 
 impl WorkerPoolStats {
@@ -528,7 +604,8 @@ impl std::fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerPool")
             .field("name", &self.shared.name)
-            .field("workers", &self.shared.workers)
+            .field("workers", &self.workers())
+            .field("max_workers", &self.max_workers())
             .field("capacity", &self.shared.queue.capacity())
             .field("task_timeout", &self.shared.timeout)
             .field("stats", &self.stats())
@@ -542,6 +619,7 @@ impl WorkerPool {
         WorkerPoolBuilder {
             name: name.into(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            max_workers: None,
             queue: None,
             task_timeout: DEFAULT_TASK_TIMEOUT,
             parent: None,
@@ -555,9 +633,70 @@ impl WorkerPool {
         &self.shared.name
     }
 
-    /// The number of workers.
+    /// The number of workers asked for (at build, or by the last [`resize`](Self::resize)). Right after a
+    /// shrink, surplus workers may still be finishing their task: [`WorkerPoolStats::workers`] counts the live ones.
     pub fn workers(&self) -> usize {
-        self.shared.workers
+        self.shared.target.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The most workers [`resize`](Self::resize) may set (the builder's `max_workers`).
+    pub fn max_workers(&self) -> usize {
+        self.shared.shards.len()
+    }
+
+    /// Sets the number of workers to `workers` (1 to [`max_workers`](Self::max_workers)) while the pool runs.
+    ///
+    /// Growing starts the new workers at once. Shrinking never cancels anything: each surplus worker finishes the
+    /// task it is running, then exits instead of taking another (idle ones exit at once). Returns at once in both
+    /// cases; [`WorkerPoolStats::workers`] shows the live workers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use otlp_patterns::{ResizeError, WorkerPool};
+    ///
+    /// let pool = WorkerPool::builder("resizable").workers(2).max_workers(8).build()?;
+    /// pool.resize(8)?; // a burst: more workers
+    /// pool.resize(1)?; // quiet again
+    /// assert_eq!(pool.workers(), 1);
+    /// assert_eq!(pool.resize(9), Err(ResizeError::OutOfRange { requested: 9, max: 8 }));
+    /// pool.shutdown_now().await;
+    /// assert_eq!(pool.resize(2), Err(ResizeError::Closed));
+    /// # Ok(()) }
+    /// ```
+    pub fn resize(&self, workers: usize) -> Result<(), ResizeError> {
+        let max = self.max_workers();
+        if workers == 0 || workers > max {
+            return Err(ResizeError::OutOfRange {
+                requested: workers,
+                max,
+            });
+        }
+        let shared = &self.shared;
+        let mut resize = lock_std(&shared.resize);
+        // Under the resize lock: `shutdown` closes the queue, then takes this lock to collect what was spawned.
+        if shared.queue.core().is_closed() {
+            return Err(ResizeError::Closed);
+        }
+        let before = shared
+            .target
+            .swap(workers, std::sync::atomic::Ordering::SeqCst);
+        for index in 0..workers {
+            if resize.running.get(index).copied().unwrap_or(true) {
+                continue;
+            }
+            let Ok(sleep) = deadline_timer(&resize.runtime) else {
+                return Err(ResizeError::Closed);
+            };
+            let handle = spawn_worker(shared, &mut resize, index, sleep);
+            resize.spawned.retain(|h| !h.is_finished());
+            resize.spawned.push(handle);
+        }
+        drop(resize);
+        if workers < before {
+            shared.queue.wake_idle();
+        }
+        Ok(())
     }
 
     /// How many tasks the queue holds at most.
@@ -681,6 +820,7 @@ impl WorkerPool {
             rejected,
             queued: self.shared.queue.len() as u64,
             active: self.shared.active(),
+            workers: self.shared.alive.load(Ordering::Relaxed),
         }
     }
 
@@ -695,6 +835,10 @@ impl WorkerPool {
         let before = self.stats();
         self.shared.queue.close();
         let mut handles = self.handles.lock().await;
+        // Workers started by `resize`: none can start once the queue is closed (it checks under this lock).
+        handles
+            .workers
+            .append(&mut lock_std(&self.shared.resize).spawned);
         let drained = tokio::time::timeout_at(deadline, join_all(&mut handles.workers))
             .await
             .is_ok();

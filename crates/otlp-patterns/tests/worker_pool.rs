@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use otlp_patterns::{
-    BuildError, SubmitError, TaskError, WorkerPool, WorkerPoolStats, current_token,
+    BuildError, ResizeError, SubmitError, TaskError, WorkerPool, WorkerPoolStats, current_token,
 };
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -435,6 +435,147 @@ async fn many_tasks_on_a_multi_thread_runtime_are_all_accounted() {
     assert_accounted(&s);
 }
 
+/// Yields until `cond` holds (bounded: the pool's workers are tasks on this runtime that need turns to run).
+async fn settle(mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(cond(), "condition never held");
+}
+
+/// A task that counts itself running (and the peak) for `ms` of (paused) time.
+fn counted(
+    running: &Arc<AtomicUsize>,
+    peak: &Arc<AtomicUsize>,
+    ms: u64,
+) -> impl std::future::Future<Output = Result<(), ()>> + Send + 'static {
+    let (running, peak) = (running.clone(), peak.clone());
+    async move {
+        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        running.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn resize_grows_at_once_and_shrinks_without_cancelling() {
+    let before = alive();
+    let pool = WorkerPool::builder("resize")
+        .workers(1)
+        .max_workers(3)
+        .queue(16)
+        .build()
+        .unwrap();
+    assert_eq!((pool.workers(), pool.max_workers()), (1, 3));
+    let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        handles.push(pool.submit(counted(&running, &peak, 10)).await.unwrap());
+    }
+    settle(|| running.load(Ordering::SeqCst) == 1).await;
+
+    pool.resize(3).unwrap();
+    settle(|| running.load(Ordering::SeqCst) == 3).await;
+    assert_eq!(pool.stats().workers, 3);
+
+    // Shrink while all three run: they finish their tasks, the queue still drains, then two workers exit.
+    pool.resize(1).unwrap();
+    assert_eq!(pool.workers(), 1);
+    for h in handles {
+        assert_eq!(h.await, Ok(()));
+    }
+    settle(|| pool.stats().workers == 1).await;
+    assert_eq!(peak.load(Ordering::SeqCst), 3);
+
+    // One worker from now on.
+    peak.store(0, Ordering::SeqCst);
+    let mut handles = Vec::new();
+    for _ in 0..3 {
+        handles.push(pool.submit(counted(&running, &peak, 5)).await.unwrap());
+    }
+    for h in handles {
+        assert_eq!(h.await, Ok(()));
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 1);
+
+    let report = pool.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    assert_eq!(report.cancelled, 0);
+    assert_accounted(&pool.stats());
+    assert_eq!(pool.stats().completed, 9);
+    assert_eq!(pool.stats().workers, 0);
+    assert_eq!(alive(), before, "a worker outlived shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_workers_retire_at_once_and_a_quick_regrow_starts_no_extra_worker() {
+    let before = alive();
+    let pool = WorkerPool::builder("idle")
+        .workers(3)
+        .max_workers(4)
+        .build()
+        .unwrap();
+    // Let the workers start and wait for work: idle, blocked on the empty queue.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.stats().workers, 3);
+    pool.resize(1).unwrap();
+    settle(|| pool.stats().workers == 1).await;
+    assert_eq!(alive(), before + 1);
+
+    // Shrink and grow back before any worker had a turn: the same workers stay, none is added.
+    pool.resize(4).unwrap();
+    pool.resize(2).unwrap();
+    pool.resize(4).unwrap();
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.stats().workers, 4);
+    assert_eq!(alive(), before + 4);
+
+    pool.shutdown_now().await;
+    assert_eq!(alive(), before, "a worker outlived shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn resize_refuses_bad_sizes_and_a_closed_pool() {
+    let pool = WorkerPool::builder("bad").workers(2).build().unwrap();
+    assert_eq!(
+        pool.resize(0),
+        Err(ResizeError::OutOfRange {
+            requested: 0,
+            max: 2
+        })
+    );
+    let err = pool.resize(3).unwrap_err();
+    assert_eq!(
+        err,
+        ResizeError::OutOfRange {
+            requested: 3,
+            max: 2
+        }
+    );
+    assert!(err.to_string().contains("max_workers"), "{err}");
+    assert_eq!(pool.workers(), 2);
+    pool.shutdown_now().await;
+    assert_eq!(pool.resize(1), Err(ResizeError::Closed));
+    let err = WorkerPool::builder("bad")
+        .workers(4)
+        .max_workers(2)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::MaxWorkersBelowWorkers { workers: 4, max: 2 }
+    );
+    assert!(err.to_string().contains("max_workers"), "{err}");
+}
+
 mod prop {
     use super::*;
     use otlp_patterns::Outcome;
@@ -473,12 +614,14 @@ mod prop {
             queue in 1usize..6,
             shutdown_at in 0usize..40,
             deadline_ms in 0u64..60,
+            resizes in proptest::collection::vec((0usize..40, 1usize..5), 0..3),
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
             rt.block_on(async {
                 let before = alive();
                 let pool = WorkerPool::builder("prop")
                     .workers(workers)
+                    .max_workers(4)
                     .queue(queue)
                     .task_timeout(Duration::from_millis(25))
                     .build()
@@ -489,6 +632,12 @@ mod prop {
                 for (i, (kind, wait)) in tasks.iter().copied().enumerate() {
                     if i == shutdown_at {
                         report = Some(pool.shutdown(Instant::now() + Duration::from_millis(deadline_ms)).await);
+                    }
+                    for (at, n) in &resizes {
+                        if *at == i {
+                            let resized = pool.resize(*n);
+                            prop_assert_eq!(resized.is_err(), report.is_some(), "{:?}", resized);
+                        }
                     }
                     let fut = async move {
                         match kind {
