@@ -282,6 +282,28 @@ impl FanOut {
     /// Every item taken from the input is yielded exactly once; in fail-fast mode, after the first error the items
     /// in flight and the rest of the input are yielded as [`TaskError::Cancelled`] (the rest of the input is
     /// consumed, without calling `f`). Dropping the stream drops the items in flight (counted as cancelled).
+    ///
+    /// The stream holds an item future in place, so it is not `Unpin`: pin it (`std::pin::pin!` or `Box::pin`) to
+    /// call `next()` on it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures::StreamExt;
+    /// use otlp_patterns::FanOut;
+    ///
+    /// let fan = FanOut::new("probe", 2)?;
+    /// let mut done = std::pin::pin!(fan.run_unordered(["a", "b", "c"], |host| async move {
+    ///     Ok::<_, std::io::Error>(host.len())
+    /// }));
+    /// let mut seen = Vec::new();
+    /// while let Some((index, result)) = done.next().await {
+    ///     seen.push((index, result?));
+    /// }
+    /// seen.sort();
+    /// assert_eq!(seen, vec![(0, 1), (1, 1), (2, 1)]);
+    /// # Ok(()) }
+    /// ```
     pub fn run_unordered<'a, I, F, Fut, T, E>(
         &'a self,
         items: I,
