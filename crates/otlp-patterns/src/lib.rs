@@ -32,6 +32,7 @@ pub mod fan_out;
 mod outcome;
 pub mod pipeline;
 mod queue;
+mod roster;
 mod sync;
 mod task;
 mod telemetry;
@@ -56,4 +57,5 @@ pub use worker_pool::{
 pub mod __loom {
     pub use crate::outcome::OutcomeCounters;
     pub use crate::queue::{Pop, PushError, Pushed, QueueCore};
+    pub use crate::roster::Roster;
 }

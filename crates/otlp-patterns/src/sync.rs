@@ -6,12 +6,12 @@
 #[cfg(otlp_loom)]
 pub(crate) use loom::sync::Mutex;
 #[cfg(otlp_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(otlp_loom))]
 pub(crate) use std::sync::Mutex;
 #[cfg(not(otlp_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Locks `m`, recovering the guard if a panic poisoned it: our state stays consistent across a panic because
 /// every critical section is a handful of infallible field updates.

@@ -72,6 +72,7 @@ use tracing::Span;
 
 use crate::outcome::{OutcomeCounters, sum};
 use crate::queue::{PushError, Queue};
+use crate::roster::Roster;
 use crate::sync::{AtomicU64, Ordering};
 use crate::task::{BoxJob, RunJob, TaskJob};
 use crate::telemetry::{DurationBuffer, duration_histogram, gauge, outcome_counter};
@@ -173,9 +174,8 @@ impl WorkerPoolBuilder {
             shards: (0..max_workers).map(|_| WorkerShard::default()).collect(),
             pool_counts: OutcomeCounters::new(),
             alive: AtomicU64::new(0),
-            target: std::sync::atomic::AtomicUsize::new(self.workers),
+            roster: Roster::new(max_workers),
             resize: std::sync::Mutex::new(ResizeState {
-                running: vec![false; max_workers],
                 spawned: Vec::new(),
                 runtime: runtime.clone(),
             }),
@@ -205,13 +205,15 @@ impl WorkerPoolBuilder {
         let timers = (0..self.workers)
             .map(|_| deadline_timer(&runtime))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut workers = Vec::with_capacity(self.workers);
-        {
-            let mut resize = lock_std(&shared.resize);
-            for (index, sleep) in timers.into_iter().enumerate() {
-                workers.push(spawn_worker(&shared, &mut resize, index, sleep));
-            }
-        }
+        let (_, slots) = shared.roster.resize(self.workers);
+        let workers = {
+            let resize = lock_std(&shared.resize);
+            slots
+                .into_iter()
+                .zip(timers)
+                .map(|(index, sleep)| spawn_worker(&shared, &resize, index, sleep))
+                .collect()
+        };
         let supervisor = self.parent.map(|_| {
             let shared = Arc::clone(&shared);
             runtime.spawn(async move {
@@ -230,16 +232,13 @@ impl WorkerPoolBuilder {
     }
 }
 
-/// Spawns worker `index` (whose slot is free) on the pool's runtime.
+/// Spawns the worker of slot `index` (which the roster just gave out) on the pool's runtime.
 fn spawn_worker(
     shared: &Arc<Shared>,
-    resize: &mut ResizeState,
+    resize: &ResizeState,
     index: usize,
     sleep: Sleep,
 ) -> JoinHandle<()> {
-    if let Some(running) = resize.running.get_mut(index) {
-        *running = true;
-    }
     shared.alive.fetch_add(1, Ordering::Relaxed);
     let fut = crate::context::with_token(
         shared.token.clone(),
@@ -253,9 +252,8 @@ fn spawn_worker(
     handle
 }
 
-/// Which worker slots have a live worker, and what `resize` needs to start more.
+/// What `resize` needs to start workers, under a lock that `shutdown` takes too.
 struct ResizeState {
-    running: Vec<bool>,
     /// Workers started by `resize`, for `shutdown` to wait for.
     spawned: Vec<JoinHandle<()>>,
     runtime: Handle,
@@ -295,8 +293,8 @@ struct Shared {
     /// Outcomes decided outside a worker: rejections, and queued tasks cancelled before they ran.
     pool_counts: OutcomeCounters,
     alive: AtomicU64,
-    /// The number of workers asked for: workers with an index at or above it retire.
-    target: std::sync::atomic::AtomicUsize,
+    /// Which worker slots are live and how many are wanted (`roster.rs`).
+    roster: Roster,
     resize: std::sync::Mutex<ResizeState>,
     timeout: Option<Duration>,
     token: CancellationToken,
@@ -346,25 +344,6 @@ impl Shared {
     }
 }
 
-impl Shared {
-    /// Whether worker `index` must exit now; if so its slot is marked free (under the resize lock, so that a
-    /// `resize` racing with it either keeps it or starts a new worker in its slot, never neither).
-    fn retire(&self, index: usize) -> bool {
-        // SeqCst pairs with `resize`: a worker that reads the old size has its wake-up future already created.
-        if index < self.target.load(std::sync::atomic::Ordering::SeqCst) {
-            return false;
-        }
-        let mut resize = lock_std(&self.resize);
-        if index < self.target.load(std::sync::atomic::Ordering::SeqCst) {
-            return false;
-        }
-        if let Some(running) = resize.running.get_mut(index) {
-            *running = false;
-        }
-        true
-    }
-}
-
 impl Drop for Shared {
     fn drop(&mut self) {
         self.flush();
@@ -406,13 +385,17 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         // Give the runtime a chance to run other tasks (the submitters this worker woke sit in this thread's
         // LIFO slot) when the coop budget is out; free otherwise.
         tokio::task::coop::consume_budget().await;
-        if shared.retire(index) {
+        if shared.roster.retire(index) {
             break;
         }
         let (job, start) = match shared.queue.try_pop() {
             // The previous task just ended and this one was already waiting: the previous end is this start.
             Some(job) => (job, last_end.unwrap_or_else(Instant::now)),
-            None => match shared.queue.pop_unless(|| shared.retire(index)).await {
+            None => match shared
+                .queue
+                .pop_unless(|| shared.roster.retire(index))
+                .await
+            {
                 Some(job) => (job, Instant::now()),
                 None => break,
             },
@@ -636,12 +619,12 @@ impl WorkerPool {
     /// The number of workers asked for (at build, or by the last [`resize`](Self::resize)). Right after a
     /// shrink, surplus workers may still be finishing their task: [`WorkerPoolStats::workers`] counts the live ones.
     pub fn workers(&self) -> usize {
-        self.shared.target.load(std::sync::atomic::Ordering::SeqCst)
+        self.shared.roster.target()
     }
 
     /// The most workers [`resize`](Self::resize) may set (the builder's `max_workers`).
     pub fn max_workers(&self) -> usize {
-        self.shared.shards.len()
+        self.shared.roster.max()
     }
 
     /// Sets the number of workers to `workers` (1 to [`max_workers`](Self::max_workers)) while the pool runs.
@@ -678,21 +661,26 @@ impl WorkerPool {
         if shared.queue.core().is_closed() {
             return Err(ResizeError::Closed);
         }
-        let before = shared
-            .target
-            .swap(workers, std::sync::atomic::Ordering::SeqCst);
-        for index in 0..workers {
-            if resize.running.get(index).copied().unwrap_or(true) {
-                continue;
+        let (before, slots) = shared.roster.resize(workers);
+        resize.spawned.retain(|h| !h.is_finished());
+        let mut failed = false;
+        for index in slots {
+            match deadline_timer(&resize.runtime) {
+                Ok(sleep) if !failed => {
+                    let handle = spawn_worker(shared, &resize, index, sleep);
+                    resize.spawned.push(handle);
+                }
+                // The runtime lost its timer (it is shutting down): give the slots back.
+                _ => {
+                    failed = true;
+                    shared.roster.vacate(index);
+                }
             }
-            let Ok(sleep) = deadline_timer(&resize.runtime) else {
-                return Err(ResizeError::Closed);
-            };
-            let handle = spawn_worker(shared, &mut resize, index, sleep);
-            resize.spawned.retain(|h| !h.is_finished());
-            resize.spawned.push(handle);
         }
         drop(resize);
+        if failed {
+            return Err(ResizeError::Closed);
+        }
         if workers < before {
             shared.queue.wake_idle();
         }

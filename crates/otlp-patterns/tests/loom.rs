@@ -1,12 +1,13 @@
 //! Loom models of the worker pool's own protocols: the queue's push/close/drain under one lock (a job is either
-//! accepted and then taken exactly once, or refused), and the outcome counters (no count lost).
+//! accepted and then taken exactly once, or refused), the outcome counters (no count lost), and the roster of
+//! worker slots under resizing (never two workers in a slot, never a wanted slot left empty).
 //!
 //! Run with `RUSTFLAGS="--cfg otlp_loom" cargo test --release -p otlp-patterns --test loom`.
 #![cfg(otlp_loom)]
 
 use loom::sync::Arc;
 use loom::thread;
-use otlp_patterns::__loom::{OutcomeCounters, Pop, QueueCore};
+use otlp_patterns::__loom::{OutcomeCounters, Pop, QueueCore, Roster};
 use otlp_patterns::Outcome;
 
 /// A producer pushes while the queue is closed and drained concurrently: every job is accepted and then taken
@@ -147,5 +148,64 @@ fn waiting_producer_is_always_woken_by_a_later_pop() {
             Err(otlp_patterns::__loom::PushError::Full(_)) => assert!(wake, "lost wake-up"),
             Err(e) => panic!("{e:?}"),
         }
+    });
+}
+
+/// Slot 1's worker checks whether to retire while the pool shrinks to 1 and grows back to 2: whatever the
+/// interleaving, slot 1 ends with exactly one worker (the old one stayed, or it left and a new one was started).
+#[test]
+fn retire_racing_shrink_and_regrow_keeps_one_worker_per_wanted_slot() {
+    loom::model(|| {
+        let roster = Arc::new(Roster::new(2));
+        assert_eq!(roster.resize(2).1, vec![0, 1]);
+        let resizer = {
+            let roster = roster.clone();
+            thread::spawn(move || {
+                let (_, shrink_starts) = roster.resize(1);
+                assert!(shrink_starts.is_empty());
+                roster.resize(2).1
+            })
+        };
+        // Worker 1, which may be told to retire at this check.
+        let retired = roster.retire(1);
+        let starts = resizer.join().unwrap();
+        let new_in_slot_1 = starts.iter().filter(|&&i| i == 1).count();
+        assert_eq!(
+            usize::from(!retired) + new_in_slot_1,
+            1,
+            "slot 1 has two workers or none"
+        );
+        assert!(!starts.contains(&0), "slot 0 was never free");
+        assert_eq!(roster.target(), 2);
+    });
+}
+
+/// Two workers above a shrunken target retire concurrently with a grow that wants one of them back: each slot
+/// ends with at most one worker, and every wanted slot with exactly one.
+#[test]
+fn concurrent_retires_and_a_grow_fill_each_wanted_slot_once() {
+    loom::model(|| {
+        let roster = Arc::new(Roster::new(3));
+        roster.resize(3);
+        roster.resize(1); // slots 1 and 2 must go
+        let workers: Vec<_> = [1usize, 2]
+            .into_iter()
+            .map(|index| {
+                let roster = roster.clone();
+                thread::spawn(move || (index, roster.retire(index)))
+            })
+            .collect();
+        let (_, starts) = roster.resize(2);
+        let mut live = [1usize, 0, 0]; // slot 0 never retires
+        for w in workers {
+            let (index, retired) = w.join().unwrap();
+            live[index] += usize::from(!retired);
+        }
+        for i in starts {
+            live[i] += 1;
+        }
+        assert_eq!(live[0], 1);
+        assert_eq!(live[1], 1, "wanted slot 1: {live:?}");
+        assert!(live[2] <= 1, "slot 2 doubled: {live:?}");
     });
 }
