@@ -5,9 +5,11 @@
 //! concurrent [`run`](FanOut::run)s of the same `FanOut`, and the semaphore's own metrics
 //! (`semaphore.*`, `semaphore.name` = the fan-out's name) show how long calls waited for a slot.
 //!
-//! A call hands the permit of a finished item straight to its next item, so the semaphore counts permits taken
-//! (at most `k` per call while nobody else waits), not items; when another call is waiting on the semaphore, a
-//! finished item's permit goes back to it instead, so concurrent calls share the slots in turn. Closing the
+//! [`run`](FanOut::run) hands the permit of a finished item straight to its next item, so the semaphore counts
+//! permits taken (at most `k` per call while nobody else waits), not items; when another call is waiting on the
+//! semaphore, a finished item's permit goes back to it instead, so concurrent calls share the slots in turn.
+//! ([`run_unordered`](FanOut::run_unordered) gives a finished item's permit back as it yields the result, since
+//! its consumer may pause before it asks for more.) Closing the
 //! semaphore ([`FanOut::semaphore`]) stops calls from taking new permits: items in flight finish, and items that
 //! then find no permit are reported as [`TaskError::Cancelled`].
 //!
@@ -441,7 +443,8 @@ pin_project! {
     ///
     /// Permits: the call keeps the permit of a finished item for its next item (one semaphore operation per
     /// call and concurrency slot, not per item), unless another caller is waiting on the semaphore, in which case
-    /// it gives the permit back. Items: the first one in flight is polled in place (`inline`), the others in a
+    /// it gives the permit back. A stream gives it back whenever it yields (its consumer may pause), so only
+    /// `run` keeps permits across items. Items: the first one in flight is polled in place (`inline`), the others in a
     /// `FuturesUnordered`, so that an item that finishes on its first poll costs no allocation.
     struct FanOutStream<'a, I, F, G> {
         owner: &'a FanOut,
@@ -566,6 +569,10 @@ where
                 }
                 if !sink(done.index, result) {
                     this.tally.flush_if_full();
+                    // The consumer of a stream may not poll again for a while: the permit of the item that just
+                    // finished must not wait with it (another call may need it).
+                    let in_flight = usize::from(this.inline.is_some()) + this.rest.len();
+                    this.permits.truncate(in_flight);
                     return Poll::Ready(false);
                 }
                 continue;

@@ -199,6 +199,31 @@ async fn a_run_gives_its_permit_to_a_waiting_run() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_paused_stream_holds_no_permit_of_a_finished_item() {
+    // One permit. A stream yields its first result and its consumer pauses: another call must still run.
+    let fan = FanOut::new("paused", 1).unwrap();
+    let mut stream = std::pin::pin!(fan.run_unordered(0..3u64, |i| async move { Ok::<_, ()>(i) }));
+    let (index, first) = stream.next().await.unwrap();
+    assert_eq!((index, first), (0, Ok(0)));
+    assert_eq!(
+        fan.semaphore().available(),
+        1,
+        "the finished item's permit was kept"
+    );
+    let other = tokio::time::timeout(
+        Duration::from_secs(1),
+        fan.run(0..2u64, |i| async move { Ok::<_, ()>(i) }),
+    )
+    .await
+    .expect("a paused stream blocked another call");
+    assert!(other.all_ok());
+    // The stream goes on where it stopped.
+    let rest: Vec<_> = stream.map(|(i, _)| i).collect().await;
+    assert_eq!(rest, vec![1, 2]);
+    assert_accounted(&fan.stats(), 5);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_closed_semaphore_cancels_the_items_left_and_counts_them() {
     let fan = FanOut::new("closed", 2).unwrap();
     fan.semaphore().close();
