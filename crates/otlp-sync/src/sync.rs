@@ -8,7 +8,7 @@ pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// How many threads get a block of their own in each owner; threads with a higher index (or exiting ones) share
-/// one block updated with atomic adds. 64 pointers (512 bytes) per owner; blocks are created on a thread's first
+/// one block updated with atomic adds. 64 slots of 16 bytes (1 KiB) per owner; blocks are created on a thread's first
 /// use.
 #[cfg(not(otlp_loom))]
 pub(crate) const OWN_BLOCKS: usize = 64;
