@@ -12,21 +12,13 @@ use tracing_subscriber::layer::SubscriberExt;
 
 #[tokio::test(flavor = "current_thread")]
 async fn task_span_is_a_child_of_the_submitter_span() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("otlp-patterns-test")));
-    // current_thread runtime: the workers are polled on this thread, under this default subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    // current_thread runtime: the workers are polled on this thread, under the test's default subscriber.
     let pool = WorkerPool::builder("traced")
         .workers(1)
         .queue(4)
         .build()
         .unwrap();
-    async {
+    let spans = traced(async {
         let h = pool
             .submit(async {
                 tracing::info_span!("inner.work").in_scope(|| {});
@@ -35,18 +27,14 @@ async fn task_span_is_a_child_of_the_submitter_span() {
             .await
             .unwrap();
         h.await.unwrap();
-    }
-    .instrument(tracing::info_span!("request"))
+    })
     .await;
     pool.shutdown_now().await;
-    provider.force_flush().unwrap();
-
-    let spans = exporter.get_finished_spans().unwrap();
     let find = |name: &str| {
         spans
             .iter()
             .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no span {name} in {:?}", spans))
+            .unwrap_or_else(|| panic!("no span {name} in {spans:?}"))
     };
     let request = find("request");
     let task = find("workerpool.task");
