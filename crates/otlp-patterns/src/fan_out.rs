@@ -335,8 +335,8 @@ impl FanOut {
             f,
             exhausted: false,
             inline: None,
-            rest: FuturesUnordered::new(),
-            permits: Vec::new(),
+            rest: Rest::default(),
+            permits: Permits::default(),
             acquiring: None,
             cancelled: VecDeque::new(),
             next_index: 0,
@@ -422,6 +422,78 @@ impl Drop for Tally<'_> {
     }
 }
 
+/// The items in flight beyond the one polled in place: a `FuturesUnordered`, created on first use (creating one
+/// allocates twice, which a call whose items finish on their first poll never needs).
+struct Rest<G>(Option<FuturesUnordered<G>>);
+
+impl<G> Default for Rest<G> {
+    fn default() -> Self {
+        Rest(None)
+    }
+}
+
+impl<G> Rest<G> {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn push(&mut self, running: G) {
+        self.0
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(running);
+    }
+}
+
+impl<G: Future> Rest<Running<G>> {
+    /// The next finished item, if one is ready (`Pending` when none is, or when there are none).
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Finished<G::Output>>> {
+        match self.0.as_mut() {
+            Some(rest) if !rest.is_empty() => Pin::new(rest).poll_next(cx),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Drops every item (fail-fast), appending their indices to `out`.
+    fn cancel_into(&mut self, out: &mut VecDeque<usize>) {
+        if let Some(rest) = self.0.take() {
+            out.extend(Pin::new(&rest).iter_pin_ref().map(|r| r.get_ref().index));
+        }
+    }
+}
+
+/// The permits a call holds, the first inline (a call whose items finish on their first poll needs only that one).
+#[derive(Default)]
+struct Permits<'a> {
+    first: Option<otlp_sync::Permit<'a>>,
+    more: Vec<otlp_sync::Permit<'a>>,
+}
+
+impl<'a> Permits<'a> {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    fn push(&mut self, permit: otlp_sync::Permit<'a>) {
+        if self.first.is_none() {
+            self.first = Some(permit);
+        } else {
+            self.more.push(permit);
+        }
+    }
+
+    /// Gives back all permits but `n`.
+    fn truncate(&mut self, n: usize) {
+        self.more.truncate(n.saturating_sub(1));
+        if n == 0 {
+            self.first = None;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.truncate(0);
+    }
+}
+
 /// An acquire that had to wait: boxed, since the fan-out rarely needs it and the future is large.
 type Acquiring<'a> = Pin<
     Box<dyn Future<Output = Result<otlp_sync::Permit<'a>, otlp_sync::AcquireError>> + Send + 'a>,
@@ -456,9 +528,9 @@ pin_project! {
         exhausted: bool,
         #[pin]
         inline: Option<Running<G>>,
-        rest: FuturesUnordered<Running<G>>,
+        rest: Rest<Running<G>>,
         // One permit per item in flight, plus at most one kept for the next item.
-        permits: Vec<otlp_sync::Permit<'a>>,
+        permits: Permits<'a>,
         acquiring: Option<Acquiring<'a>>,
         // Indices of items cancelled by fail-fast, still to be yielded.
         cancelled: VecDeque<usize>,
@@ -529,8 +601,7 @@ where
                 finished = Some(done);
             }
             if finished.is_none()
-                && !this.rest.is_empty()
-                && let Poll::Ready(Some(done)) = Pin::new(&mut *this.rest).poll_next(cx)
+                && let Poll::Ready(Some(done)) = this.rest.poll_next(cx)
             {
                 finished = Some(done);
             }
@@ -559,11 +630,7 @@ where
                         this.cancelled.push_back(running.index);
                     }
                     this.inline.set(None);
-                    let rest = Pin::new(&*this.rest)
-                        .iter_pin_ref()
-                        .map(|r| r.get_ref().index);
-                    this.cancelled.extend(rest);
-                    this.rest.clear();
+                    this.rest.cancel_into(this.cancelled);
                     this.permits.clear();
                     *this.acquiring = None;
                 }
@@ -645,7 +712,7 @@ where
 /// in flight: otherwise a finishing item's permit is the next one).
 fn next_permit<'a>(
     owner: &'a FanOut,
-    permits: &mut Vec<otlp_sync::Permit<'a>>,
+    permits: &mut Permits<'a>,
     acquiring: &mut Option<Acquiring<'a>>,
     in_flight: usize,
     cx: &mut Context<'_>,
