@@ -63,7 +63,7 @@ use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, Stream};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, ObservableCounter};
+use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter};
 use pin_project_lite::pin_project;
 
 use crate::catch::CatchPanic;
@@ -124,6 +124,7 @@ impl FanOutBuilder {
                 &meter,
                 "fanout.task.duration",
                 "Time fan-out items ran (after their permit).",
+                &attrs,
             ),
             durations: DurationBuffer::default(),
             clock: Stopwatch::new(),
@@ -163,7 +164,7 @@ pub struct FanOut {
 /// The counters and the duration histogram, shared with the outcome counter's callback.
 struct Shared {
     counts: OutcomeCounters,
-    hist: Histogram<f64>,
+    hist: BoundHistogram<f64>,
     /// Item durations not yet in `hist`: flushed at each export and on drop.
     durations: DurationBuffer,
     clock: Stopwatch,
@@ -172,7 +173,7 @@ struct Shared {
 
 impl Shared {
     fn flush(&self) {
-        self.durations.flush(&self.hist, &self.attrs);
+        self.durations.flush(&self.hist);
     }
 }
 
@@ -609,11 +610,9 @@ where
                 handled += 1;
                 let end = shared.clock.now();
                 mark = Some(end);
-                shared.durations.record(
-                    end.saturating_duration_since(done.start),
-                    &shared.hist,
-                    &shared.attrs,
-                );
+                shared
+                    .durations
+                    .record(end.saturating_duration_since(done.start), &shared.hist);
                 let result = match done.out {
                     Ok(Ok(v)) => Ok(v),
                     Ok(Err(e)) => Err(TaskError::Failed(e)),

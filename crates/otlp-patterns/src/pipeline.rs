@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, Stream};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, ObservableCounter, ObservableGauge};
+use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter, ObservableGauge};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -147,6 +147,8 @@ struct StageMeta {
     name: Arc<str>,
     concurrency: usize,
     attrs: [KeyValue; 2],
+    /// `pipeline.stage.duration`, bound to `attrs`.
+    hist: BoundHistogram<f64>,
     queued: AtomicU64,
 }
 
@@ -156,7 +158,6 @@ struct Shared {
     name: String,
     counts: OutcomeCounters,
     stages: Vec<StageMeta>,
-    hist: Histogram<f64>,
 }
 
 impl Shared {
@@ -368,24 +369,28 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
         let stages = self
             .metas
             .iter()
-            .map(|(stage, k)| StageMeta {
-                name: Arc::clone(stage),
-                concurrency: *k,
-                attrs: [
+            .map(|(stage, k)| {
+                let attrs = [
                     KeyValue::new("pipeline.name", self.name.clone()),
                     KeyValue::new("pipeline.stage", stage.to_string()),
-                ],
-                queued: AtomicU64::new(0),
+                ];
+                StageMeta {
+                    name: Arc::clone(stage),
+                    concurrency: *k,
+                    hist: duration_histogram(
+                        &meter,
+                        "pipeline.stage.duration",
+                        "Time an item spent in a stage's function.",
+                        &attrs,
+                    ),
+                    attrs,
+                    queued: AtomicU64::new(0),
+                }
             })
             .collect();
         let shared = Arc::new(Shared {
             counts: OutcomeCounters::new(),
             stages,
-            hist: duration_histogram(
-                &meter,
-                "pipeline.stage.duration",
-                "Time an item spent in a stage's function.",
-            ),
             name: self.name,
         });
         let attrs = [KeyValue::new("pipeline.name", shared.name.clone())];
@@ -764,7 +769,7 @@ where
                 let out = match done {
                     StageDone::Ran(out, took) => {
                         if let Some(m) = meta {
-                            this.shared.hist.record(secs(took), &m.attrs);
+                            m.hist.record(secs(took));
                         }
                         match out {
                             Ok(Ok(v)) => Ok(v),

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Histogram, Meter};
+use opentelemetry::metrics::{BoundHistogram, Meter};
 use opentelemetry::{InstrumentationScope, KeyValue};
 
 use crate::Outcome;
@@ -24,18 +24,21 @@ const DURATION_BOUNDARIES: [f64; 16] = [
     2.5, 5.0, 10.0,
 ];
 
-/// A histogram named `name` in seconds.
+/// A histogram named `name` in seconds, bound to `attrs`: a record is then one SDK update without hashing the
+/// attributes (~21 ns, against 76–118 ns with an attribute slice).
 pub(crate) fn duration_histogram(
     meter: &Meter,
     name: &'static str,
     description: &'static str,
-) -> Histogram<f64> {
+    attrs: &[KeyValue],
+) -> BoundHistogram<f64> {
     meter
         .f64_histogram(name)
         .with_unit("s")
         .with_description(description)
         .with_boundaries(DURATION_BOUNDARIES.to_vec())
         .build()
+        .bind(attrs)
 }
 
 /// Durations of at least this many nanoseconds (about 18 minutes) bypass the buffer.
@@ -47,10 +50,10 @@ const SUB: u64 = 1 << SUB_BITS;
 const BUCKETS: usize = (SUB + (40 - SUB_BITS as u64) * SUB) as usize;
 
 /// A lock-free local log-linear histogram of durations in nanoseconds, for the per-task and per-item paths: one
-/// relaxed atomic add instead of an OpenTelemetry `Histogram::record` (which hashes the attribute set and
-/// locks). The owner moves the counts into its OTel histogram off the hot path, at each export (from its
-/// observable counter's callback) and when dropped, replaying each buffered duration as its bucket's midpoint:
-/// no data point is lost, and each keeps its value to within 1/16.
+/// relaxed atomic add instead of an OpenTelemetry record (a lock in the SDK, ~21 ns bound). The owner moves the
+/// counts into its OTel histogram off the hot path, at each export (from its observable counter's callback) and
+/// when dropped, replaying each buffered duration as its bucket's midpoint: no data point is lost, and each keeps
+/// its value to within 1/16.
 #[derive(Debug)]
 pub(crate) struct DurationBuffer {
     buckets: Box<[AtomicU64]>,
@@ -67,18 +70,18 @@ impl Default for DurationBuffer {
 impl DurationBuffer {
     /// Buffers `d`; a duration too long for the buffer is recorded in `hist` at once.
     #[inline]
-    pub(crate) fn record(&self, d: Duration, hist: &Histogram<f64>, attrs: &[KeyValue]) {
+    pub(crate) fn record(&self, d: Duration, hist: &BoundHistogram<f64>) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         match self.buckets.get(bucket_of(nanos)) {
             Some(b) if nanos < BUFFERED_BELOW_NANOS => {
                 b.fetch_add(1, Ordering::Relaxed);
             }
-            _ => hist.record(secs(d), attrs),
+            _ => hist.record(secs(d)),
         }
     }
 
-    /// Moves every buffered duration into `hist` with `attrs`.
-    pub(crate) fn flush(&self, hist: &Histogram<f64>, attrs: &[KeyValue]) {
+    /// Moves every buffered duration into `hist`.
+    pub(crate) fn flush(&self, hist: &BoundHistogram<f64>) {
         for (i, b) in self.buckets.iter().enumerate() {
             if b.load(Ordering::Relaxed) == 0 {
                 continue;
@@ -86,7 +89,7 @@ impl DurationBuffer {
             let n = b.swap(0, Ordering::Relaxed);
             let value = midpoint_secs(i);
             for _ in 0..n {
-                hist.record(value, attrs);
+                hist.record(value);
             }
         }
     }

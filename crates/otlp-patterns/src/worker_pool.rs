@@ -63,7 +63,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, ObservableCounter, ObservableGauge};
+use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter, ObservableGauge};
 use tokio::runtime::Handle;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, Sleep};
@@ -189,11 +189,13 @@ impl WorkerPoolBuilder {
                 &meter,
                 "workerpool.task.duration",
                 "Time tasks ran, until their outcome.",
+                &attrs,
             ),
             wait_hist: duration_histogram(
                 &meter,
                 "workerpool.task.wait.duration",
                 "Time tasks waited in the queue before a worker took them.",
+                &attrs,
             ),
             aborts: std::sync::Mutex::new(Vec::with_capacity(self.workers)),
             attrs,
@@ -298,8 +300,8 @@ struct Shared {
     resize: std::sync::Mutex<ResizeState>,
     timeout: Option<Duration>,
     token: CancellationToken,
-    run_hist: Histogram<f64>,
-    wait_hist: Histogram<f64>,
+    run_hist: BoundHistogram<f64>,
+    wait_hist: BoundHistogram<f64>,
     attrs: [KeyValue; 1],
     aborts: std::sync::Mutex<Vec<AbortHandle>>,
 }
@@ -316,8 +318,8 @@ impl Shared {
     /// Moves the workers' buffered durations into the histograms.
     fn flush(&self) {
         for shard in self.shards.iter() {
-            shard.run.flush(&self.run_hist, &self.attrs);
-            shard.wait.flush(&self.wait_hist, &self.attrs);
+            shard.run.flush(&self.run_hist);
+            shard.wait.flush(&self.wait_hist);
         }
     }
 
@@ -403,7 +405,6 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         shard.wait.record(
             start.saturating_duration_since(job.enqueued_at()),
             &shared.wait_hist,
-            &shared.attrs,
         );
         shard.active.store(1, Ordering::Relaxed);
         let job = slot.job.insert(job);
@@ -435,11 +436,9 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         });
         let end = Instant::now();
         last_end = Some(end);
-        shard.run.record(
-            end.saturating_duration_since(start),
-            &shared.run_hist,
-            &shared.attrs,
-        );
+        shard
+            .run
+            .record(end.saturating_duration_since(start), &shared.run_hist);
         shard.counts.add(outcome, 1);
         shard.active.store(0, Ordering::Relaxed);
         if let Some(job) = slot.job.take() {
