@@ -22,7 +22,7 @@ use criterion::{
     BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
 };
 use futures::StreamExt;
-use otlp_benches::{CountingAlloc, allocations, record_allocs};
+use otlp_benches::{CountingAlloc, allocs_per_op_batched, record_allocs, runtime};
 use otlp_patterns::{FanOut, Pipeline, WorkerPool};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
@@ -35,14 +35,6 @@ const ITEMS: u64 = 10_000;
 const WORKERS: usize = 2;
 const QUEUE: usize = 1024;
 const FAN_K: usize = 16;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn small(g: &mut BenchmarkGroup<'_, WallTime>) {
     g.sample_size(10)
@@ -59,18 +51,6 @@ fn tiny_work(i: u64) -> u64 {
         x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
     }
     x
-}
-
-/// Steady-state allocations per operation: `batch(n)` runs `n` operations; the difference between a batch of
-/// `2n` and one of `n` cancels what a batch allocates once (runtime wake-ups, a growing buffer).
-fn allocs_per_op_batched(n: u64, mut batch: impl FnMut(u64)) -> f64 {
-    batch(n); // warm up: queues, histograms, attribute sets
-    let a = allocations();
-    batch(n);
-    let b = allocations();
-    batch(2 * n);
-    let c = allocations();
-    ((c - b) as f64 - (b - a) as f64) / n as f64
 }
 
 // ---------------------------------------------------------------- hand-rolled worker pool (the baseline)

@@ -24,7 +24,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
-use otlp_benches::{CountingAlloc, allocations, record_allocs};
+use otlp_benches::{CountingAlloc, allocs_per_op_batched, record_allocs, runtime};
 use otlp_patterns::{FanOut, WorkerPool};
 use otlp_pool::BufferPool;
 use otlp_sync::{RateLimiter, Semaphore};
@@ -177,25 +177,6 @@ where
     rt.block_on(async { tokio::spawn(fut).await.expect("serve") })
 }
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Heap allocations per request, all threads, on a current-thread runtime: the difference of two batch sizes.
-fn allocs_per_request(rt: &Runtime, mut batch: impl FnMut(&Runtime, u64)) -> f64 {
-    batch(rt, REQUESTS); // warm up: pools, queues, attribute sets
-    let a = allocations();
-    batch(rt, REQUESTS);
-    let b = allocations();
-    batch(rt, 2 * REQUESTS);
-    let c = allocations();
-    ((c - b) as f64 - (b - a) as f64) / REQUESTS as f64
-}
-
 fn benches(c: &mut Criterion) {
     let (provider, _exporter) = otlp_benches::meter_provider();
     opentelemetry::global::set_meter_provider(provider.clone());
@@ -228,14 +209,14 @@ fn benches(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let ours = Ours::new(&local);
-    let per_request = allocs_per_request(&local, |rt, n| {
-        rt.block_on(serve(n, |id| ours.handle(id)));
+    let per_request = allocs_per_op_batched(REQUESTS, |n| {
+        local.block_on(serve(n, |id| ours.handle(id)));
     });
     record_allocs(GROUP, "ours", per_request);
     local.block_on(ours.writes.shutdown_now());
     for (name, variant) in [("raw", raw), ("naive_metrics", naive)] {
-        let per_request = allocs_per_request(&local, |rt, n| {
-            rt.block_on(serve(n, |id| variant.handle(id)));
+        let per_request = allocs_per_op_batched(REQUESTS, |n| {
+            local.block_on(serve(n, |id| variant.handle(id)));
         });
         record_allocs(GROUP, name, per_request);
     }

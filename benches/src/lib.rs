@@ -2,7 +2,9 @@
 //!
 //! * [`CountingAlloc`]: a global allocator that counts allocations, so a bench can show how many heap
 //!   allocations one operation makes in steady state (`#[global_allocator] static A: CountingAlloc = CountingAlloc;`).
-//! * [`allocs_per_op`]: runs a closure `n` times and returns allocations per call.
+//! * [`allocs_per_op`]: runs a closure `n` times and returns allocations per call; [`allocs_per_op_batched`] does
+//!   the same for work that spreads over threads.
+//! * [`runtime`]: the 2-worker multi-thread tokio runtime the async rows run on.
 //! * [`record_allocs`]: writes that figure where `cargo xtask bench` reads it for its table.
 //! * [`on_threads`]: runs an operation on several threads started together, for `iter_custom` rows.
 //! * [`meter_provider`]: an SDK `MeterProvider` with an in-memory exporter and a manual reader, so "metrics on"
@@ -143,4 +145,26 @@ pub fn on_threads<P: Sync>(target: &P, threads: usize, iters: u64, op: fn(&P)) -
         Instant::now()
     })
     .elapsed()
+}
+
+/// Allocations per operation of work that spreads over threads (all threads counted): runs `batch(n)` once to
+/// warm up, then `batch(n)` and `batch(2n)`, and divides the difference of the two counts by `n`, so that fixed
+/// costs of a batch cancel out.
+pub fn allocs_per_op_batched(n: u64, mut batch: impl FnMut(u64)) -> f64 {
+    batch(n);
+    let a = allocations();
+    batch(n);
+    let b = allocations();
+    batch(2 * n);
+    let c = allocations();
+    ((c - b) as f64 - (b - a) as f64) / n.max(1) as f64
+}
+
+/// The runtime of the async rows: multi-thread with 2 workers (one per core of the reference machine), timers on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
