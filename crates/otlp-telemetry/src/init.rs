@@ -7,7 +7,7 @@
 //!    [`RatioSampler`], parent-based unless configured otherwise;
 //! 3. a meter provider with a periodic reader (its own thread) and the `*.duration` [views](crate::views);
 //! 4. a `Resource` with `service.name`, `service.version`, `telemetry.sdk.*` and the configured attributes;
-//! 5. the global `tracing` subscriber: `EnvFilter` (`RUST_LOG`), fmt output, and the
+//! 5. the global `tracing` subscriber: `EnvFilter` (`RUST_LOG`), fmt output to stderr, and the
 //!    `tracing-opentelemetry` layer (which ignores the exporter's own `h2`/`hyper`/`tonic`/`reqwest` spans);
 //! 6. the global tracer provider, meter provider and text-map propagator (W3C Trace Context + Baggage), so
 //!    the instruments of `otlp-pool`, `otlp-sync`, `otlp-patterns` and any other library flow with no code.
@@ -111,7 +111,10 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
             .unwrap_or(&config.log_filter);
         // Validated already; an unparsable filter falls back to `info` rather than failing late.
         let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
-        let fmt = config.fmt_output.then(tracing_subscriber::fmt::layer);
+        // stderr: services pipe stdout as data.
+        let fmt = config
+            .fmt_output
+            .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
         let otel = parts.tracer_provider.as_ref().map(|tp| {
             let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
                 .with_version(env!("CARGO_PKG_VERSION"))
