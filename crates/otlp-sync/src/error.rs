@@ -7,8 +7,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The semaphore was given zero permits: every acquire would wait forever.
-    ZeroPermits {
+    /// The semaphore's builder was not told how many permits to hold.
+    PermitsNotSet {
         /// The semaphore's name.
         name: String,
     },
@@ -50,10 +50,10 @@ pub enum BuildError {
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BuildError::ZeroPermits { name } => write!(
+            BuildError::PermitsNotSet { name } => write!(
                 f,
-                "semaphore `{name}` was built with 0 permits, so every acquire would wait forever; \
-                 give it at least 1 permit"
+                "semaphore `{name}` was built without a number of permits; call `.permits(n)` on its builder \
+                 (0 makes a closed gate that `add_permits` opens)"
             ),
             BuildError::TooManyPermits { name, permits, max } => write!(
                 f,

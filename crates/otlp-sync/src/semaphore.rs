@@ -29,6 +29,20 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A semaphore built with 0 permits is a closed gate: its acquires wait until [`Semaphore::add_permits`] opens it
+//! (or [`Semaphore::close`] fails them), for work that must not start before something is ready.
+//!
+//! ```
+//! # use otlp_sync::Semaphore;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let warmed_up = Semaphore::new("warm-up", 0)?;
+//! assert!(warmed_up.try_acquire().is_err()); // closed until the cache is loaded
+//! warmed_up.add_permits(4)?; // open: 4 at once from now on
+//! let _p = warmed_up.acquire().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Handles
 //!
 //! `Semaphore` is a cheap handle (one `Arc`): clone it to share it; [`Semaphore::acquire_owned`] works on `&self`
@@ -300,14 +314,15 @@ impl<'a> Limits for AcquireOptions<'a> {
 #[derive(Debug)]
 pub struct SemaphoreBuilder {
     name: String,
-    permits: usize,
+    permits: Option<usize>,
     meter: Option<Meter>,
 }
 
 impl SemaphoreBuilder {
-    /// The number of permits (required, at least 1).
+    /// The number of permits (required). 0 makes a closed gate: acquires wait until
+    /// [`Semaphore::add_permits`] opens it (or [`Semaphore::close`] fails them).
     pub fn permits(mut self, permits: usize) -> Self {
-        self.permits = permits;
+        self.permits = Some(permits);
         self
     }
 
@@ -319,19 +334,18 @@ impl SemaphoreBuilder {
 
     /// Validates the configuration and builds the semaphore with its instruments.
     pub fn build(self) -> Result<Semaphore, BuildError> {
-        if self.permits == 0 {
-            return Err(BuildError::ZeroPermits { name: self.name });
-        }
-        if self.permits > Semaphore::MAX_PERMITS {
+        let Some(permits) = self.permits else {
+            return Err(BuildError::PermitsNotSet { name: self.name });
+        };
+        if permits > Semaphore::MAX_PERMITS {
             return Err(BuildError::TooManyPermits {
                 name: self.name,
-                permits: self.permits,
+                permits,
                 max: Semaphore::MAX_PERMITS,
             });
         }
         let meter = self.meter.unwrap_or_else(default_meter);
         let name = self.name;
-        let permits = self.permits;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             sem: tokio::sync::Semaphore::new(permits),
             limit: AtomicUsize::new(permits),
@@ -472,9 +486,10 @@ impl Inner {
     }
 
     /// The error for asking `n` permits when none could be given right now, or `None` when waiting could help.
+    /// A semaphore without permits is a closed gate: its waiters wait for `add_permits`, as tokio's do.
     fn hopeless(&self, n: u32) -> Option<AcquireError> {
         let limit = self.limit();
-        if n as usize > limit {
+        if limit > 0 && n as usize > limit {
             Some(AcquireError::TooManyPermits {
                 requested: n,
                 limit,
@@ -523,7 +538,8 @@ impl Semaphore {
     pub const MAX_PERMITS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
     /// A semaphore named `name` (the `semaphore.name` attribute) with `permits` permits, instrumented through the
-    /// global meter provider. Fails if `permits` is 0 or above [`Semaphore::MAX_PERMITS`].
+    /// global meter provider. Fails if `permits` is above [`Semaphore::MAX_PERMITS`]. With 0 permits it is a closed
+    /// gate: acquires wait until [`Semaphore::add_permits`] opens it.
     pub fn new(name: impl Into<String>, permits: usize) -> Result<Semaphore, BuildError> {
         Semaphore::builder(name).permits(permits).build()
     }
@@ -532,7 +548,7 @@ impl Semaphore {
     pub fn builder(name: impl Into<String>) -> SemaphoreBuilder {
         SemaphoreBuilder {
             name: name.into(),
-            permits: 0,
+            permits: None,
             meter: None,
         }
     }

@@ -49,17 +49,63 @@ fn acquire_futures_are_send() {
 
 #[test]
 fn bad_configuration_is_a_typed_error() {
-    let err = Semaphore::new("db", 0).unwrap_err();
-    assert_eq!(err, BuildError::ZeroPermits { name: "db".into() });
-    assert!(err.to_string().contains("at least 1 permit"), "{err}");
+    let err = Semaphore::builder("db").build().unwrap_err();
+    assert_eq!(err, BuildError::PermitsNotSet { name: "db".into() });
+    assert!(err.to_string().contains(".permits(n)"), "{err}");
 
     let err = Semaphore::new("db", Semaphore::MAX_PERMITS + 1).unwrap_err();
     assert!(matches!(err, BuildError::TooManyPermits { .. }), "{err:?}");
     assert!(Semaphore::new("db", Semaphore::MAX_PERMITS).is_ok());
-    assert!(
-        Semaphore::builder("db").build().is_err(),
-        "permits are required"
+}
+
+/// A semaphore with 0 permits is a closed gate: acquires wait (they are not rejected) until `add_permits` opens
+/// it, as with tokio's semaphore.
+#[tokio::test(start_paused = true)]
+async fn zero_permits_is_a_gate_opened_by_add_permits() {
+    let gate = Semaphore::new("gate", 0).expect("0 permits is a valid gate");
+    assert_eq!((gate.limit(), gate.available()), (0, 0));
+    assert_eq!(gate.try_acquire().unwrap_err(), TryAcquireError::NoPermits);
+
+    let mut one = pin!(gate.acquire());
+    let mut two = pin!(gate.acquire_many(2));
+    assert!(poll_once(one.as_mut()).is_pending());
+    assert!(poll_once(two.as_mut()).is_pending());
+    assert_eq!(gate.stats().waiting, 2);
+
+    gate.add_permits(3).unwrap();
+    let Poll::Ready(Ok(a)) = poll_once(one.as_mut()) else {
+        panic!("the first waiter gets its permit once the gate opens")
+    };
+    let Poll::Ready(Ok(b)) = poll_once(two.as_mut()) else {
+        panic!("the second waiter gets its two permits")
+    };
+    assert_eq!((a.num_permits(), b.num_permits()), (1, 2));
+    drop((a, b));
+
+    let st = gate.stats();
+    assert_eq!(
+        (st.acquired, st.rejected, st.waited, st.limit),
+        (2, 1, 2, 3)
     );
+    assert_eq!(st.calls(), 3);
+    // Once it has permits, asking for more than the limit is still refused at once.
+    assert!(matches!(
+        gate.acquire_many(4).await,
+        Err(AcquireError::TooManyPermits {
+            requested: 4,
+            limit: 3
+        })
+    ));
+
+    // A gate that is closed instead of opened fails its waiters.
+    let shut = Semaphore::new("shut", 0).unwrap();
+    let mut w = pin!(shut.acquire());
+    assert!(poll_once(w.as_mut()).is_pending());
+    shut.close();
+    assert!(matches!(
+        poll_once(w.as_mut()),
+        Poll::Ready(Err(AcquireError::Closed))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
