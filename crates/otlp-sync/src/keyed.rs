@@ -2,14 +2,14 @@
 //! bound, because an unbounded map is a memory leak under hostile keys.
 //!
 //! ```
-//! use otlp_sync::RateLimiter;
+//! use otlp_sync::KeyedRateLimiter;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let per_tenant = RateLimiter::builder("tenants")
+//! let per_tenant = KeyedRateLimiter::<String>::builder("tenants")
 //!     .per_second(50)
 //!     .burst(1)
 //!     .max_keys(10_000)
-//!     .build_keyed::<String>()?;
+//!     .build()?;
 //!
 //! assert!(per_tenant.check_key(&"acme".to_string()).is_ok());
 //! assert!(per_tenant.check_key(&"acme".to_string()).is_err()); // acme's burst is spent
@@ -33,6 +33,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -210,9 +211,97 @@ where
             .build_keyed()
     }
 
-    /// A builder (finish it with [`RateLimiterBuilder::build_keyed`]).
-    pub fn builder(name: impl Into<String>) -> RateLimiterBuilder<DefaultClock> {
-        RateLimiterBuilder::new(name.into())
+    /// A builder whose [`build`](KeyedRateLimiterBuilder::build) makes a keyed limiter (the key type is inferred
+    /// from the limiter's use, or named: `KeyedRateLimiter::<String>::builder(..)`).
+    pub fn builder(name: impl Into<String>) -> KeyedRateLimiterBuilder<K, DefaultClock> {
+        KeyedRateLimiterBuilder {
+            inner: RateLimiterBuilder::new(name.into()),
+            _key: PhantomData,
+        }
+    }
+}
+
+/// Builds a [`KeyedRateLimiter`]: `KeyedRateLimiter::builder("name").per_second(10).max_keys(1000).build()`.
+///
+/// The same settings as [`RateLimiterBuilder`] (which builds a direct limiter), for the bucket of each key.
+pub struct KeyedRateLimiterBuilder<K, C = DefaultClock> {
+    inner: RateLimiterBuilder<C>,
+    _key: PhantomData<fn(K)>,
+}
+
+impl<K, C: fmt::Debug> fmt::Debug for KeyedRateLimiterBuilder<K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("KeyedRateLimiterBuilder")
+            .field(&self.inner)
+            .finish()
+    }
+}
+
+impl<K, C: Clock> KeyedRateLimiterBuilder<K, C> {
+    fn map<C2>(
+        self,
+        f: impl FnOnce(RateLimiterBuilder<C>) -> RateLimiterBuilder<C2>,
+    ) -> KeyedRateLimiterBuilder<K, C2> {
+        KeyedRateLimiterBuilder {
+            inner: f(self.inner),
+            _key: PhantomData,
+        }
+    }
+
+    /// `cells` per second per key, in bursts of up to `cells` unless [`burst`](Self::burst) says otherwise.
+    pub fn per_second(self, cells: u64) -> Self {
+        self.map(|b| b.per_second(cells))
+    }
+
+    /// `cells` per minute per key, in bursts of up to `cells` unless [`burst`](Self::burst) says otherwise.
+    pub fn per_minute(self, cells: u64) -> Self {
+        self.map(|b| b.per_minute(cells))
+    }
+
+    /// `cells` every `period` per key (one every `period / cells`), in bursts of up to `cells` unless
+    /// [`burst`](Self::burst) says otherwise.
+    pub fn per_period(self, cells: u64, period: Duration) -> Self {
+        self.map(|b| b.per_period(cells, period))
+    }
+
+    /// A governor [`Quota`] per key, as is (its burst too, unless [`burst`](Self::burst) overrides it).
+    pub fn quota(self, quota: Quota) -> Self {
+        self.map(|b| b.quota(quota))
+    }
+
+    /// The most cells a key may pass at once after a quiet spell.
+    pub fn burst(self, burst: u64) -> Self {
+        self.map(|b| b.burst(burst))
+    }
+
+    /// Adds a random delay from `jitter` to every sleep of a wait.
+    pub fn jitter(self, jitter: governor::Jitter) -> Self {
+        self.map(|b| b.jitter(jitter))
+    }
+
+    /// The meter to create instruments from, instead of the global meter provider's `otlp-sync` meter.
+    pub fn meter(self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.map(|b| b.meter(meter))
+    }
+
+    /// The bound on the key store (default [`DEFAULT_MAX_KEYS`](crate::DEFAULT_MAX_KEYS)); 0 is an error.
+    pub fn max_keys(self, max_keys: usize) -> Self {
+        self.map(|b| b.max_keys(max_keys))
+    }
+
+    /// The clock the limiter reads, e.g. [`TokioClock`](crate::TokioClock) for tests with a paused clock.
+    pub fn clock<C2: Clock>(self, clock: C2) -> KeyedRateLimiterBuilder<K, C2> {
+        self.map(|b| b.clock(clock))
+    }
+
+    /// Validates the configuration and builds the keyed limiter.
+    pub fn build(self) -> Result<KeyedRateLimiter<K, C>, BuildError>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        C: Send + Sync + 'static,
+        C::Instant: Send + Sync,
+    {
+        KeyedRateLimiter::from_builder(self.inner)
     }
 }
 

@@ -66,7 +66,7 @@ pub use error::{
     AcquireError, AddPermitsError, BuildError, CheckError, TryAcquireError, WaitError,
 };
 pub use governor::{Jitter, Quota};
-pub use keyed::KeyedRateLimiter;
+pub use keyed::{KeyedRateLimiter, KeyedRateLimiterBuilder};
 pub use rate_limiter::{DEFAULT_MAX_KEYS, RateLimiter, RateLimiterBuilder, RateLimiterStats};
 pub use semaphore::{
     AcquireOptions, OwnedPermit, Permit, Semaphore, SemaphoreBuilder, SemaphoreStats,

@@ -391,3 +391,46 @@ async fn retain_recent_forgets_keys_that_are_back_to_a_full_burst() {
     k.shrink_to_fit();
     assert!(k.is_empty());
 }
+
+/// `KeyedRateLimiter::builder(..).build()` builds a keyed limiter whose key type is inferred from its use, and
+/// `RateLimiter::builder(..).build()` stays a direct one.
+#[tokio::test(start_paused = true)]
+async fn keyed_builder_builds_a_keyed_limiter() {
+    let keyed = KeyedRateLimiter::builder("per-client")
+        .per_second(1)
+        .burst(2)
+        .max_keys(8)
+        .clock(TokioClock)
+        .build()
+        .unwrap();
+    keyed.check_key(&7u16).unwrap();
+    keyed.check_key(&7u16).unwrap();
+    assert!(matches!(
+        keyed.check_key(&7u16),
+        Err(CheckError::Throttled { .. })
+    ));
+    keyed.check_key(&8u16).unwrap();
+    assert_eq!(
+        (keyed.len(), keyed.max_keys(), keyed.name()),
+        (2, 8, "per-client")
+    );
+
+    let direct: RateLimiter<TokioClock> = RateLimiter::builder("direct")
+        .per_second(1)
+        .clock(TokioClock)
+        .build()
+        .unwrap();
+    direct.check().unwrap();
+
+    let err = KeyedRateLimiter::<u16>::builder("no-keys")
+        .per_second(1)
+        .max_keys(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::ZeroMaxKeys {
+            name: "no-keys".into()
+        }
+    );
+}
