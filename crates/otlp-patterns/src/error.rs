@@ -191,13 +191,35 @@ impl<E: std::error::Error + 'static> std::error::Error for TaskError<E> {
     }
 }
 
-/// The message of a caught panic payload.
+/// The message of a caught panic payload: its text when it is a string; else its type (and its value, for the
+/// types a panic commonly carries: numbers, `bool`, `char`, errors); else that its type cannot be told (a `dyn Any`
+/// keeps only a `TypeId`, which is printed so that two such panics can at least be told apart).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
+        return (*s).to_owned();
     }
+    if let Some(s) = payload.downcast_ref::<String>() {
+        return s.clone();
+    }
+    macro_rules! told {
+        ($($ty:ty => $name:expr),* $(,)?) => {
+            $(if let Some(v) = payload.downcast_ref::<$ty>() {
+                return format!("panic payload of type {}: {}", $name, v);
+            })*
+        };
+    }
+    told!(
+        i8 => "i8", i16 => "i16", i32 => "i32", i64 => "i64", i128 => "i128", isize => "isize",
+        u8 => "u8", u16 => "u16", u32 => "u32", u64 => "u64", u128 => "u128", usize => "usize",
+        f32 => "f32", f64 => "f64", bool => "bool", char => "char",
+        std::io::Error => "std::io::Error",
+        Box<dyn std::error::Error + Send + Sync> => "Box<dyn std::error::Error + Send + Sync>",
+        Box<dyn std::error::Error + Send> => "Box<dyn std::error::Error + Send>",
+        std::fmt::Error => "std::fmt::Error",
+    );
+    format!(
+        "panic payload of a type that cannot be told ({:?}); panic with a string, or catch it in the task to \
+         report it",
+        payload.type_id()
+    )
 }

@@ -681,3 +681,57 @@ mod prop {
         }
     }
 }
+
+/// A panic's payload is reported as what was caught: its text for `&str` and `String`, else its type (and value,
+/// where the type can be told), never a fixed text that hides it.
+#[tokio::test(start_paused = true)]
+async fn panic_reports_what_was_caught() {
+    #[derive(Debug)]
+    struct Custom;
+    let pool = WorkerPool::builder("payloads").workers(1).build().unwrap();
+    async fn caught(pool: &WorkerPool, payload: Box<dyn std::any::Any + Send>) -> String {
+        let handle = pool
+            .submit(async move {
+                if true {
+                    std::panic::resume_unwind(payload);
+                }
+                Ok::<(), String>(())
+            })
+            .await
+            .unwrap();
+        match handle.await {
+            Err(TaskError::Panicked(msg)) => msg,
+            other => panic!("expected a caught panic, got {other:?}"),
+        }
+    }
+    assert_eq!(caught(&pool, Box::new("static text")).await, "static text");
+    assert_eq!(
+        caught(&pool, Box::new(String::from("owned"))).await,
+        "owned"
+    );
+    assert_eq!(
+        caught(&pool, Box::new(42i32)).await,
+        "panic payload of type i32: 42"
+    );
+    assert_eq!(
+        caught(&pool, Box::new(7u64)).await,
+        "panic payload of type u64: 7"
+    );
+    let io = std::io::Error::other("disk gone");
+    assert_eq!(
+        caught(&pool, Box::new(io)).await,
+        "panic payload of type std::io::Error: disk gone"
+    );
+    let boxed: Box<dyn std::error::Error + Send + Sync> = "bad input".into();
+    assert_eq!(
+        caught(&pool, Box::new(boxed)).await,
+        "panic payload of type Box<dyn std::error::Error + Send + Sync>: bad input"
+    );
+    let unknown = caught(&pool, Box::new(Custom)).await;
+    assert!(
+        unknown.contains("of a type that cannot be told") && unknown.contains("TypeId"),
+        "{unknown}"
+    );
+    pool.shutdown_now().await;
+    assert_eq!(pool.stats().panicked, 7);
+}
