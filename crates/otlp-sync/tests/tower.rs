@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::task::noop_waker_ref;
 use otlp_sync::tower::{
-    BoxError, ConcurrencyLimit, ConcurrencyLimitLayer, RateLimit, RateLimitLayer,
+    BoxError, ConcurrencyLimit, ConcurrencyLimitLayer, NotReady, RateLimit, RateLimitLayer,
 };
 use otlp_sync::{AcquireError, CheckError, RateLimiter, Semaphore, TokioClock, WaitError};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -192,4 +192,70 @@ async fn layers_stack_in_a_service_builder() {
     let results = futures::future::join_all((0..10).map(|i| svc.clone().oneshot(i))).await;
     assert!(results.into_iter().all(|r| r.is_ok()));
     assert_eq!((sem.stats().acquired, limiter.stats().allowed), (10, 10));
+}
+
+/// A service that counts how often the inner service was called.
+fn counted() -> (
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    impl Service<
+        u32,
+        Response = u32,
+        Error = BoxError,
+        Future = impl Future<Output = Result<u32, BoxError>>,
+    > + Clone,
+) {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = service_fn(move |req: u32| {
+        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { Ok::<_, BoxError>(req) }
+    });
+    (calls, svc)
+}
+
+/// `call` without `poll_ready` never skips the limit: it takes a permit if one is free, else it fails with a typed
+/// error without calling the inner service (tower's own layer panics instead).
+#[tokio::test(start_paused = true)]
+async fn concurrency_limit_is_never_skipped_by_call_without_poll_ready() {
+    let sem = Semaphore::new("unready", 1).unwrap();
+    let (calls, inner) = counted();
+    let mut svc = ConcurrencyLimitLayer::new(sem.clone()).layer(inner);
+    let mut other = svc.clone();
+
+    let first = svc.call(1); // no poll_ready: takes the free permit itself
+    assert_eq!(sem.available(), 0, "the request in flight holds the permit");
+    let err = other.call(2).await.unwrap_err();
+    let not_ready = err.downcast_ref::<NotReady>().expect("a typed error");
+    assert_eq!(*not_ready, NotReady::ConcurrencyLimit);
+    assert!(err.to_string().contains("poll_ready"), "{err}");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the inner service was not called"
+    );
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(sem.available(), 1);
+    let st = sem.stats();
+    assert_eq!((st.acquired, st.rejected, st.calls()), (1, 1, 2));
+}
+
+/// The same for the rate limit: `call` without `poll_ready` takes a cell or fails, typed.
+#[tokio::test(start_paused = true)]
+async fn rate_limit_is_never_skipped_by_call_without_poll_ready() {
+    let limiter = RateLimiter::builder("unready")
+        .per_second(1)
+        .clock(TokioClock)
+        .build()
+        .unwrap();
+    let (calls, inner) = counted();
+    let mut svc = RateLimitLayer::new(limiter.clone()).layer(inner);
+    assert_eq!(svc.call(1).await.unwrap(), 1);
+    let err = svc.call(2).await.unwrap_err();
+    assert_eq!(
+        *err.downcast_ref::<NotReady>().expect("a typed error"),
+        NotReady::RateLimit
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let st = limiter.stats();
+    assert_eq!((st.allowed, st.throttled), (1, 1));
 }

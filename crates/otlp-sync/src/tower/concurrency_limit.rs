@@ -9,7 +9,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::BoxError;
+use super::{BoxError, NotReady};
 use crate::error::AcquireError;
 use crate::semaphore::{AcquireOptions, OwnedPermit, Semaphore};
 
@@ -151,16 +151,27 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let permit = match std::mem::replace(&mut self.state, State::Empty) {
-            State::Ready(p) => Some(p),
-            // Called without `poll_ready` (a contract violation): run unguarded rather than panic.
+            State::Ready(p) => p,
+            // Called without `poll_ready` (a breach of the contract): take a free permit now, or refuse the request
+            // without calling the inner service. A pending wait stays for the next `poll_ready`.
             other => {
                 self.state = other;
-                None
+                match self.semaphore.try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        return ConcurrencyLimitFuture {
+                            inner: None,
+                            permit: None,
+                            refused: Some(NotReady::ConcurrencyLimit),
+                        };
+                    }
+                }
             }
         };
         ConcurrencyLimitFuture {
-            inner: self.inner.call(req),
-            permit,
+            inner: Some(self.inner.call(req)),
+            permit: Some(permit),
+            refused: None,
         }
     }
 }
@@ -169,8 +180,10 @@ pin_project_lite::pin_project! {
     /// The response future of [`ConcurrencyLimit`]: holds the permit until the inner future finishes.
     pub struct ConcurrencyLimitFuture<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
         permit: Option<OwnedPermit>,
+        // Set when `call` came unready and no permit was free: the inner service was not called.
+        refused: Option<NotReady>,
     }
 }
 
@@ -191,7 +204,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = std::task::ready!(this.inner.poll(cx));
+        let Some(inner) = this.inner.as_pin_mut() else {
+            let refused = this.refused.take().unwrap_or(NotReady::ConcurrencyLimit);
+            return Poll::Ready(Err(refused.into()));
+        };
+        let out = std::task::ready!(inner.poll(cx));
         this.permit.take();
         Poll::Ready(out.map_err(Into::into))
     }

@@ -10,6 +10,10 @@
 //!
 //! Errors are boxed (`tower::BoxError`); downcast them to tell our errors from the inner service's.
 //!
+//! The limit is never skipped: a `call` that comes without a successful `poll_ready` (a breach of tower's contract,
+//! on which tower's own layers panic) takes a permit or a cell if one is free at once, and otherwise fails with
+//! [`NotReady`] without calling the inner service.
+//!
 //! ```
 //! use std::time::Duration;
 //! use otlp_sync::tower::{ConcurrencyLimitLayer, RateLimitLayer};
@@ -33,5 +37,36 @@ pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitFuture, Concurrenc
 pub use rate_limit::RateLimitFuture;
 pub use rate_limit::{RateLimit, RateLimitLayer};
 
-/// The error type of the services: ours (`AcquireError`, `CheckError`, `WaitError`) or the inner service's.
+/// The error type of the services: ours (`AcquireError`, `CheckError`, `WaitError`, [`NotReady`]) or the inner
+/// service's.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `call` came without a successful `poll_ready` and the limit could not be taken right then, so the request was
+/// refused without reaching the inner service (the limit is never skipped).
+///
+/// A service that was not made ready takes its permit or cell in `call` if one is free at once; only when none is
+/// does the request fail with this error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// [`ConcurrencyLimit`] had no permit free (counted as a `rejected` acquire).
+    ConcurrencyLimit,
+    /// [`RateLimit`] had no cell free (counted as a `throttled` decision).
+    RateLimit,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self {
+            NotReady::ConcurrencyLimit => "the concurrency limit had no permit free",
+            NotReady::RateLimit => "the rate limit had no cell free",
+        };
+        write!(
+            f,
+            "`call` came without a successful `poll_ready` and {what}, so the request was refused; call \
+             `poll_ready` first (`ServiceExt::ready` or `oneshot` do)"
+        )
+    }
+}
+
+impl std::error::Error for NotReady {}

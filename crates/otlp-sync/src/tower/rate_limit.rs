@@ -10,7 +10,7 @@ use governor::clock::{Clock, DefaultClock};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::BoxError;
+use super::{BoxError, NotReady};
 use crate::error::WaitError;
 use crate::rate_limiter::RateLimiter;
 use crate::semaphore::AcquireOptions;
@@ -164,9 +164,17 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         if matches!(self.state, State::Ready) {
             self.state = State::Empty;
+        } else if self.limiter.check().is_err() {
+            // Called without `poll_ready` (a breach of the contract) and no cell is free now: refuse the request
+            // without calling the inner service (the `check` counted it as throttled).
+            return RateLimitFuture {
+                inner: None,
+                refused: Some(NotReady::RateLimit),
+            };
         }
         RateLimitFuture {
-            inner: self.inner.call(req),
+            inner: Some(self.inner.call(req)),
+            refused: None,
         }
     }
 }
@@ -175,7 +183,9 @@ pin_project_lite::pin_project! {
     /// The response future of [`RateLimit`]: the inner future with its error boxed.
     pub struct RateLimitFuture<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
+        // Set when `call` came unready and no cell was free: the inner service was not called.
+        refused: Option<NotReady>,
     }
 }
 
@@ -193,6 +203,13 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx).map_err(Into::into)
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            Some(inner) => inner.poll(cx).map_err(Into::into),
+            None => {
+                let refused = this.refused.take().unwrap_or(NotReady::RateLimit);
+                Poll::Ready(Err(refused.into()))
+            }
+        }
     }
 }
