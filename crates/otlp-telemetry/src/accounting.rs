@@ -1,14 +1,25 @@
-//! Counting the spans that never reached the exporter because the export queue was full.
+//! Counting what was delivered, so that shutdown can say exactly what was not.
 //!
 //! The SDK's batch span processor drops a finished span when its bounded queue is full (so memory stays
 //! flat while a collector is slow or down) but keeps the count to itself. [`CountingProcessor`] counts the
 //! spans handed to the processor, the exporter wrapper counts the spans handed to the exporter; once the
 //! processor has shut down, the difference is exactly the number dropped.
+//!
+//! A [`Ledger`] per signal counts the items (spans, metric data points) whose export succeeded. At its
+//! deadline the guard *seals* the ledgers: an export still running is abandoned and every later export
+//! fails at once without sending, so the providers finish quickly and the count read at that moment is
+//! final: not delivered = spans ended (or data points handed to the exporter) - delivered.
 #![cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
+
+use opentelemetry_sdk::error::OTelSdkError;
+use tokio::sync::Notify;
 
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
@@ -28,10 +39,106 @@ impl SpanCounts {
         self.exported.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Spans handed to the processor.
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Relaxed)
+    }
+
     /// Exact once the processor has shut down: spans ended but never handed to the exporter.
     pub(crate) fn dropped(&self) -> u64 {
         let ended = self.ended.load(Ordering::Relaxed);
         ended.saturating_sub(self.exported.load(Ordering::Relaxed))
+    }
+}
+
+/// What became of one signal's exports.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    /// Items handed to the exporter (for spans, see also [`SpanCounts`]).
+    handed: AtomicU64,
+    in_flight: AtomicU64,
+    sealed_flag: AtomicBool,
+    state: Mutex<LedgerState>,
+    sealed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct LedgerState {
+    sealed: bool,
+    delivered: u64,
+    last_error: Option<String>,
+}
+
+/// The ledger's final word, read when it is sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settled {
+    pub(crate) handed: u64,
+    pub(crate) delivered: u64,
+    pub(crate) last_error: Option<String>,
+}
+
+impl Ledger {
+    fn state(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one export of `items` items: refused once sealed, abandoned (and counted as not delivered)
+    /// if the ledger is sealed while it runs.
+    pub(crate) async fn export<F>(&self, items: u64, export: F) -> Result<(), OTelSdkError>
+    where
+        F: Future<Output = Result<(), OTelSdkError>>,
+    {
+        self.handed.fetch_add(items, Ordering::Relaxed);
+        let mut sealed = pin!(self.sealed.notified());
+        // Registered before the flag is checked, so a seal in between still wakes us.
+        sealed.as_mut().enable();
+        if self.sealed_flag.load(Ordering::Acquire) {
+            return Err(OTelSdkError::InternalFailure(
+                "not sent: telemetry shutdown reached its deadline".into(),
+            ));
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let mut export = pin!(export);
+        let result = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = export.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if sealed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(OTelSdkError::InternalFailure(
+                    "abandoned: telemetry shutdown reached its deadline".into(),
+                )));
+            }
+            Poll::Pending
+        })
+        .await;
+        let mut st = self.state();
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        match &result {
+            Ok(()) if !st.sealed => st.delivered += items,
+            Ok(()) => {}
+            // The collector's own error says more than our abandoning the export does.
+            Err(_) if st.sealed && st.last_error.is_some() => {}
+            Err(e) => st.last_error = Some(e.to_string()),
+        }
+        result
+    }
+
+    /// Stops every export now and later; returns the final counts. Idempotent.
+    pub(crate) fn seal(&self) -> Settled {
+        let mut st = self.state();
+        st.sealed = true;
+        self.sealed_flag.store(true, Ordering::Release);
+        self.sealed.notify_waiters();
+        if st.last_error.is_none() && self.in_flight.load(Ordering::Acquire) > 0 {
+            // A blocking export that cannot be abandoned (HTTP) is still waiting for the collector.
+            st.last_error =
+                Some("an export was still waiting for the collector at the deadline".into());
+        }
+        Settled {
+            handed: self.handed.load(Ordering::Relaxed),
+            delivered: st.delivered,
+            last_error: st.last_error.clone(),
+        }
     }
 }
 
@@ -90,6 +197,61 @@ mod tests {
             // Slow enough that the tiny queue overflows.
             std::thread::sleep(Duration::from_millis(20));
             self.0.export(batch).await
+        }
+    }
+
+    #[test]
+    fn sealing_abandons_running_exports_refuses_new_ones_and_counts_exactly() {
+        let ledger = Arc::new(Ledger::default());
+        futures_executor_block_on(ledger.export(3, async { Ok(()) })).unwrap();
+        let failed = ledger.export(4, async {
+            Err(OTelSdkError::InternalFailure("connection refused".into()))
+        });
+        assert!(futures_executor_block_on(failed).is_err());
+        // An export that never finishes (a silent collector) is abandoned by the seal.
+        let l = Arc::clone(&ledger);
+        let stuck = std::thread::spawn(move || {
+            futures_executor_block_on(l.export(5, std::future::pending()))
+        });
+        while ledger.in_flight.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        let settled = ledger.seal();
+        assert!(stuck.join().unwrap().is_err());
+        assert_eq!(settled.handed, 12);
+        assert_eq!(settled.delivered, 3);
+        assert_eq!(
+            settled.last_error.as_deref(),
+            Some("Operation failed: connection refused")
+        );
+        // After the seal nothing is sent, and a late success would not count.
+        let mut ran = false;
+        let refused = ledger.export(6, async {
+            ran = true;
+            Ok(())
+        });
+        assert!(futures_executor_block_on(refused).is_err());
+        assert!(!ran);
+        assert_eq!(ledger.seal().handed - ledger.seal().delivered, 15);
+    }
+
+    /// A minimal executor: the ledger's futures only need a waker that unparks the thread.
+    fn futures_executor_block_on<F: Future>(f: F) -> F::Output {
+        use std::task::{Context as TaskContext, Wake, Waker};
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = TaskContext::from_waker(&waker);
+        let mut f = pin!(f);
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park();
         }
     }
 

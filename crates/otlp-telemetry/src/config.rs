@@ -143,7 +143,7 @@ impl Default for DurationHistogram {
 /// Configuration for [`init`](crate::init()): a builder whose every method returns the updated config.
 ///
 /// Defaults follow the OpenTelemetry specification: OTLP/gRPC to `http://localhost:4317`, 10 s export
-/// timeout, `parentbased_always_on`, metrics every 60 s, a span queue of 2048 exported in batches of up
+/// timeout (capped to the 5 s shutdown deadline), `parentbased_always_on`, metrics every 60 s, a span queue of 2048 exported in batches of up
 /// to 512 every 5 s, W3C Trace Context + Baggage propagation. Validation happens in
 /// [`TelemetryConfig::validate`], which [`init`](crate::init()) calls.
 #[derive(Debug, Clone)]
@@ -159,7 +159,7 @@ pub struct TelemetryConfig {
     pub(crate) traces_endpoint: Option<String>,
     pub(crate) metrics_endpoint: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
-    pub(crate) export_timeout: Duration,
+    pub(crate) export_timeout: Option<Duration>,
     pub(crate) traces_enabled: bool,
     pub(crate) metrics_enabled: bool,
     pub(crate) sampler: TraceSampler,
@@ -183,6 +183,8 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// The spec's default `OTEL_EXPORTER_OTLP_TIMEOUT`.
+pub(crate) const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const GRPC_DEFAULT_ENDPOINT: &str = "http://localhost:4317";
 pub(crate) const HTTP_DEFAULT_ENDPOINT: &str = "http://localhost:4318";
 
@@ -201,7 +203,7 @@ impl TelemetryConfig {
             traces_endpoint: None,
             metrics_endpoint: None,
             headers: Vec::new(),
-            export_timeout: Duration::from_secs(10),
+            export_timeout: None,
             traces_enabled: true,
             metrics_enabled: true,
             sampler: TraceSampler::ParentBasedAlwaysOn,
@@ -278,9 +280,11 @@ impl TelemetryConfig {
         self
     }
 
-    /// How long one export request may take (`OTEL_EXPORTER_OTLP_TIMEOUT`, default 10 s).
+    /// How long one export (with its retries) may take (`OTEL_EXPORTER_OTLP_TIMEOUT`). The default is the
+    /// spec's 10 s, but never more than the [shutdown deadline](Self::shutdown_timeout), so that a
+    /// collector that is down or silent cannot hold an export past the end of shutdown.
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
-        self.export_timeout = timeout;
+        self.export_timeout = Some(timeout);
         self
     }
 
@@ -391,6 +395,12 @@ impl TelemetryConfig {
         format!("unknown_service:{exe}")
     }
 
+    /// The timeout of one export: the one configured, else 10 s capped to the shutdown deadline.
+    pub fn resolved_export_timeout(&self) -> Duration {
+        self.export_timeout
+            .unwrap_or_else(|| DEFAULT_EXPORT_TIMEOUT.min(self.shutdown_timeout))
+    }
+
     /// The URL the trace exporter sends to.
     pub fn resolved_traces_endpoint(&self) -> String {
         self.signal_endpoint(self.traces_endpoint.as_deref(), "/v1/traces")
@@ -428,7 +438,10 @@ impl TelemetryConfig {
             ));
         }
         let positive = [
-            ("TelemetryConfig::export_timeout", self.export_timeout),
+            (
+                "TelemetryConfig::export_timeout",
+                self.resolved_export_timeout(),
+            ),
             (
                 "TelemetryConfig::metric_export_interval",
                 self.metric_export_interval,
@@ -568,6 +581,20 @@ mod tests {
             .metrics_endpoint("http://m:9/custom");
         assert_eq!(c.resolved_traces_endpoint(), "http://c:4318/v1/traces");
         assert_eq!(c.resolved_metrics_endpoint(), "http://m:9/custom");
+    }
+
+    #[test]
+    fn default_export_timeout_never_exceeds_the_shutdown_deadline() {
+        let c = TelemetryConfig::new();
+        assert_eq!(c.resolved_export_timeout(), Duration::from_secs(5));
+        assert!(c.resolved_export_timeout() <= c.shutdown_timeout);
+        let c = c.shutdown_timeout(Duration::from_millis(1500));
+        assert_eq!(c.resolved_export_timeout(), Duration::from_millis(1500));
+        let c = c.shutdown_timeout(Duration::from_secs(30));
+        assert_eq!(c.resolved_export_timeout(), Duration::from_secs(10));
+        // An explicit value is the user's choice.
+        let c = c.export_timeout(Duration::from_secs(60));
+        assert_eq!(c.resolved_export_timeout(), Duration::from_secs(60));
     }
 
     #[test]

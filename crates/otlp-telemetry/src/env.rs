@@ -143,7 +143,7 @@ impl TelemetryConfig {
             c.headers = headers;
         }
         if let Some((n, v)) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-            c.export_timeout = parse_millis(n, v)?;
+            c.export_timeout = Some(parse_millis(n, v)?);
         }
         if let Some((n, v)) = get("OTEL_TRACES_EXPORTER") {
             c.traces_enabled = parse_exporter(n, v)?;
@@ -366,7 +366,8 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert!(c.enabled);
         assert_eq!(c.protocol, Protocol::Grpc);
-        assert_eq!(c.export_timeout, Duration::from_secs(10));
+        assert_eq!(c.export_timeout, None);
+        assert_eq!(c.resolved_export_timeout(), Duration::from_secs(5));
         assert_eq!(c.sampler, TraceSampler::ParentBasedAlwaysOn);
         assert_eq!(c.metric_export_interval, Duration::from_secs(60));
         assert_eq!(c.bsp_schedule_delay, Duration::from_secs(5));
@@ -433,7 +434,7 @@ mod tests {
                 ("x-team".into(), "t".into())
             ]
         );
-        assert_eq!(c.export_timeout, Duration::from_millis(2500));
+        assert_eq!(c.export_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.sampler, TraceSampler::ParentBasedTraceIdRatio(0.25));
         assert_eq!(c.metric_export_interval, Duration::from_secs(1));
         assert_eq!(c.bsp_schedule_delay, Duration::from_millis(200));

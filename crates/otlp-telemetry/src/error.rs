@@ -191,20 +191,91 @@ impl fmt::Display for ShutdownFailure {
     }
 }
 
-/// [`TelemetryGuard::shutdown`](crate::TelemetryGuard::shutdown) could not flush and shut down every
-/// signal cleanly. Shutdown still completed as far as it could: the guard is finished either way.
+/// One signal in a [`ShutdownError`]: how much of it was not delivered, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SignalReport {
+    /// `traces` or `metrics`.
+    pub signal: &'static str,
+    /// Spans (traces) or data points (metrics) recorded since `init` whose export had not succeeded when
+    /// shutdown returned: dropped from the full span queue, refused by or undeliverable to the collector,
+    /// or still queued or in flight at the deadline. `None` for [`flush`](crate::TelemetryGuard::flush),
+    /// which does not count.
+    pub not_delivered: Option<u64>,
+    /// The provider's own shutdown (or flush) failure, if any.
+    pub failure: Option<ShutdownFailure>,
+    /// The last export error seen for this signal, e.g. `connection refused`.
+    pub last_export_error: Option<String>,
+}
+
+impl SignalReport {
+    /// `spans` or `data points`.
+    pub fn unit(&self) -> &'static str {
+        if self.signal == "traces" {
+            "spans"
+        } else {
+            "data points"
+        }
+    }
+}
+
+impl fmt::Display for SignalReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.signal)?;
+        let mut details = Vec::new();
+        match self.not_delivered {
+            Some(n) => write!(f, "{n} {} not delivered", self.unit())?,
+            None => f.write_str("not flushed")?,
+        }
+        if let Some(e) = &self.last_export_error {
+            details.push(format!("last export error: {e}"));
+        }
+        match &self.failure {
+            Some(ShutdownFailure::TimedOut(d)) => {
+                details.push(format!("did not finish within {d:?}"))
+            }
+            // A failed export is already named above; the provider's own message adds nothing to it.
+            Some(ShutdownFailure::Failed(e)) if self.last_export_error.is_none() => {
+                details.push(e.clone())
+            }
+            _ => {}
+        }
+        if !details.is_empty() {
+            write!(f, " ({})", details.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// [`TelemetryGuard::shutdown`](crate::TelemetryGuard::shutdown) (or
+/// [`flush`](crate::TelemetryGuard::flush)) could not deliver everything: each signal concerned, with the
+/// exact number of spans or data points not delivered. Shutdown still completed as far as it could within
+/// its deadline: the guard is finished either way.
+///
+/// ```text
+/// telemetry shutdown incomplete: traces: 20000 spans not delivered (last export error: ...);
+/// metrics: 2 data points not delivered (last export error: ...) (is the collector reachable at the
+/// configured endpoint?)
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownError {
-    /// Each failed signal (`traces` or `metrics`) with its failure.
-    pub failures: Vec<(&'static str, ShutdownFailure)>,
+    /// Each signal that lost data or whose provider failed, `traces` first.
+    pub signals: Vec<SignalReport>,
+}
+
+impl ShutdownError {
+    /// The report of one signal (`traces` or `metrics`), if it is in the error.
+    pub fn signal(&self, signal: &str) -> Option<&SignalReport> {
+        self.signals.iter().find(|s| s.signal == signal)
+    }
 }
 
 impl fmt::Display for ShutdownError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("telemetry shutdown incomplete")?;
-        for (i, (signal, failure)) in self.failures.iter().enumerate() {
+        for (i, report) in self.signals.iter().enumerate() {
             let sep = if i == 0 { ": " } else { "; " };
-            write!(f, "{sep}{signal}: {failure}")?;
+            write!(f, "{sep}{report}")?;
         }
         f.write_str(" (is the collector reachable at the configured endpoint?)")
     }

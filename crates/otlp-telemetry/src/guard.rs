@@ -20,10 +20,17 @@
 //! # }
 //! ```
 //!
-//! # Shutdown and runtimes
+//! # Shutdown, deadlines and what was lost
 //! `shutdown` (and `Drop`) block the calling thread for at most the shutdown timeout: each provider shuts
 //! down on a thread of its own and the guard stops waiting at the deadline, because the SDK's
-//! `SdkMeterProvider::shutdown_with_timeout` does not enforce its timeout. On a multi-thread tokio runtime
+//! `SdkMeterProvider::shutdown_with_timeout` does not enforce its timeout. Shortly before the deadline
+//! (a tenth of it, at most 500 ms) the guard abandons exports still running (a collector that accepts
+//! connections and never answers) and refuses new ones, so the providers finish their shutdown without
+//! waiting for the network, and the report is final: [`ShutdownError`] names each signal with the exact
+//! number of spans and data points recorded since `init` that were not delivered (dropped from the full
+//! queue, refused, unreachable, or still pending at the deadline). An export abandoned that way over
+//! HTTP still holds its export thread until the export timeout, which by default is never longer than
+//! the shutdown deadline ([`TelemetryConfig::export_timeout`](crate::TelemetryConfig::export_timeout)). On a multi-thread tokio runtime
 //! the wait goes through `block_in_place`, so other tasks keep running. On a `current_thread` runtime the
 //! wait blocks that thread, but nothing it waits for runs there: export happens on the SDK's threads and,
 //! for gRPC, on the guard's own background runtime, so everything recorded is still delivered.
@@ -35,8 +42,8 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-use crate::accounting::SpanCounts;
-use crate::error::{ConfigError, ShutdownError, ShutdownFailure};
+use crate::accounting::{Ledger, SpanCounts};
+use crate::error::{ConfigError, ShutdownError, ShutdownFailure, SignalReport};
 use crate::runtime::{ExporterRuntime, blocking};
 use crate::sampler::TraceRatioHandle;
 
@@ -51,6 +58,8 @@ pub struct TelemetryGuard {
     ratio: Option<TraceRatioHandle>,
     runtime: Option<ExporterRuntime>,
     span_counts: Option<Arc<SpanCounts>>,
+    trace_ledger: Option<Arc<Ledger>>,
+    metric_ledger: Option<Arc<Ledger>>,
     dropped_spans: Option<u64>,
     shutdown_timeout: Duration,
     shut_down: bool,
@@ -58,21 +67,31 @@ pub struct TelemetryGuard {
 
 type Task = (&'static str, Box<dyn FnOnce() -> OTelSdkResult + Send>);
 
+/// How each signal's provider ended: `None` when it finished cleanly.
+type Outcomes = Vec<(&'static str, Option<ShutdownFailure>)>;
+
+/// What [`init`](crate::init()) hands to the guard.
+#[derive(Debug, Default)]
+pub(crate) struct GuardParts {
+    pub(crate) tracer_provider: Option<SdkTracerProvider>,
+    pub(crate) meter_provider: Option<SdkMeterProvider>,
+    pub(crate) ratio: Option<TraceRatioHandle>,
+    pub(crate) runtime: Option<ExporterRuntime>,
+    pub(crate) span_counts: Option<Arc<SpanCounts>>,
+    pub(crate) trace_ledger: Option<Arc<Ledger>>,
+    pub(crate) metric_ledger: Option<Arc<Ledger>>,
+}
+
 impl TelemetryGuard {
-    pub(crate) fn new(
-        tracer_provider: Option<SdkTracerProvider>,
-        meter_provider: Option<SdkMeterProvider>,
-        ratio: Option<TraceRatioHandle>,
-        runtime: Option<ExporterRuntime>,
-        span_counts: Option<Arc<SpanCounts>>,
-        shutdown_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(parts: GuardParts, shutdown_timeout: Duration) -> Self {
         TelemetryGuard {
-            tracer_provider,
-            meter_provider,
-            ratio,
-            runtime,
-            span_counts,
+            tracer_provider: parts.tracer_provider,
+            meter_provider: parts.meter_provider,
+            ratio: parts.ratio,
+            runtime: parts.runtime,
+            span_counts: parts.span_counts,
+            trace_ledger: parts.trace_ledger,
+            metric_ledger: parts.metric_ledger,
             dropped_spans: None,
             shutdown_timeout,
             shut_down: false,
@@ -121,12 +140,29 @@ impl TelemetryGuard {
         if let Some(mp) = self.meter_provider.clone() {
             tasks.push(("metrics", Box::new(move || mp.force_flush())));
         }
-        run_with_deadline(tasks, self.shutdown_timeout)
+        let outcomes = run_with_deadline(tasks, self.shutdown_timeout, || {});
+        let signals: Vec<SignalReport> = outcomes
+            .into_iter()
+            .filter_map(|(signal, failure)| {
+                failure.map(|f| SignalReport {
+                    signal,
+                    not_delivered: None,
+                    failure: Some(f),
+                    last_export_error: None,
+                })
+            })
+            .collect();
+        if signals.is_empty() {
+            Ok(())
+        } else {
+            Err(ShutdownError { signals })
+        }
     }
 
     /// Flushes and shuts down both providers, waiting at most the shutdown timeout, and reports what could
-    /// not be delivered. Spans and data points recorded before the call are exported if the collector is
-    /// reachable. Calling it again does nothing and returns `Ok(())`.
+    /// not be delivered: each signal with the exact number of spans or data points recorded since `init`
+    /// whose export had not succeeded by then. Spans and data points recorded before the call are exported
+    /// if the collector is reachable. Calling it again does nothing and returns `Ok(())`.
     pub fn shutdown(&mut self) -> Result<(), ShutdownError> {
         if self.shut_down {
             return Ok(());
@@ -146,15 +182,54 @@ impl TelemetryGuard {
                 Box::new(move || mp.shutdown_with_timeout(timeout)),
             ));
         }
-        let result = run_with_deadline(tasks, timeout);
+        let ledgers: Vec<Arc<Ledger>> = [&self.trace_ledger, &self.metric_ledger]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let outcomes = run_with_deadline(tasks, timeout, move || {
+            for ledger in &ledgers {
+                ledger.seal();
+            }
+        });
         if let Some(rt) = &mut self.runtime {
             rt.stop();
         }
-        let traces_timed_out = result.as_ref().is_err_and(|e| {
-            e.failures
+        let failure_of = |signal: &str| {
+            outcomes
                 .iter()
-                .any(|(s, f)| *s == "traces" && matches!(f, ShutdownFailure::TimedOut(_)))
-        });
+                .find(|(s, _)| *s == signal)
+                .and_then(|(_, f)| f.clone())
+        };
+        let mut signals = Vec::new();
+        // Sealing again is a no-op that returns the final counts.
+        match (&self.trace_ledger, &self.span_counts) {
+            (Some(ledger), Some(counts)) => {
+                let settled = ledger.seal();
+                signals.push(SignalReport {
+                    signal: "traces",
+                    not_delivered: Some(counts.ended().saturating_sub(settled.delivered)),
+                    failure: failure_of("traces"),
+                    last_export_error: settled.last_error,
+                });
+            }
+            _ => signals.extend(failure_of("traces").map(|f| SignalReport {
+                signal: "traces",
+                not_delivered: None,
+                failure: Some(f),
+                last_export_error: None,
+            })),
+        }
+        if let Some(ledger) = &self.metric_ledger {
+            let settled = ledger.seal();
+            signals.push(SignalReport {
+                signal: "metrics",
+                not_delivered: Some(settled.handed.saturating_sub(settled.delivered)),
+                failure: failure_of("metrics"),
+                last_export_error: settled.last_error,
+            });
+        }
+        let traces_timed_out = matches!(failure_of("traces"), Some(ShutdownFailure::TimedOut(_)));
         if let (Some(counts), false) = (&self.span_counts, traces_timed_out) {
             let dropped = counts.dropped();
             self.dropped_spans = Some(dropped);
@@ -167,7 +242,13 @@ impl TelemetryGuard {
                 );
             }
         }
-        result
+        // A provider that failed without losing anything (e.g. an exporter's own shutdown) still counts.
+        signals.retain(|r| r.failure.is_some() || r.not_delivered.is_some_and(|n| n > 0));
+        if signals.is_empty() {
+            Ok(())
+        } else {
+            Err(ShutdownError { signals })
+        }
     }
 
     /// After a [`shutdown`](Self::shutdown) (or drop) whose trace side finished in time: how many
@@ -187,10 +268,21 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Runs each task on its own thread and waits until all are done or the deadline passes.
-fn run_with_deadline(tasks: Vec<Task>, timeout: Duration) -> Result<(), ShutdownError> {
+/// How long before the deadline the guard stops waiting for the network: long enough for the providers
+/// to finish once exports fail at once, short enough not to cut a healthy shutdown.
+fn grace(timeout: Duration) -> Duration {
+    (timeout / 10).min(Duration::from_millis(500))
+}
+
+/// Runs each task on its own thread and waits until all are done or the deadline passes; `at_cutoff` runs
+/// once, [`grace`] before the deadline, if some task is still running then.
+fn run_with_deadline(
+    tasks: Vec<Task>,
+    timeout: Duration,
+    at_cutoff: impl FnOnce() + Send,
+) -> Outcomes {
     blocking(move || {
-        let mut failures = Vec::new();
+        let mut outcomes: Outcomes = Vec::new();
         let (tx, rx) = mpsc::channel();
         let mut pending = Vec::new();
         for (signal, task) in tasks {
@@ -203,36 +295,42 @@ fn run_with_deadline(tasks: Vec<Task>, timeout: Duration) -> Result<(), Shutdown
                 });
             match spawned {
                 Ok(_) => pending.push(signal),
-                Err(e) => failures.push((
+                Err(e) => outcomes.push((
                     signal,
-                    ShutdownFailure::Failed(format!("could not start a thread: {e}")),
+                    Some(ShutdownFailure::Failed(format!(
+                        "could not start a thread: {e}"
+                    ))),
                 )),
             }
         }
         drop(tx);
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut cutoff = Some((deadline - grace(timeout), at_cutoff));
         while !pending.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            let now = Instant::now();
+            let until = cutoff.as_ref().map_or(deadline, |(c, _)| *c);
+            match rx.recv_timeout(until.saturating_duration_since(now)) {
                 Ok((signal, result)) => {
                     pending.retain(|s| *s != signal);
-                    if let Err(e) = result {
-                        failures.push((signal, ShutdownFailure::Failed(e.to_string())));
-                    }
+                    outcomes.push((
+                        signal,
+                        result.err().map(|e| ShutdownFailure::Failed(e.to_string())),
+                    ));
                 }
-                Err(_) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => match cutoff.take() {
+                    Some((_, f)) => f(),
+                    None => break,
+                },
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        failures.extend(
+        outcomes.extend(
             pending
                 .into_iter()
-                .map(|s| (s, ShutdownFailure::TimedOut(timeout))),
+                .map(|s| (s, Some(ShutdownFailure::TimedOut(timeout)))),
         );
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(ShutdownError { failures })
-        }
+        outcomes
     })
 }
 
@@ -242,7 +340,7 @@ mod tests {
     use opentelemetry_sdk::error::OTelSdkError;
 
     #[test]
-    fn deadline_is_enforced_and_failures_are_named() {
+    fn deadline_is_enforced_failures_are_named_and_the_cutoff_runs_before_the_deadline() {
         let tasks: Vec<Task> = vec![
             ("traces", Box::new(|| Ok(()))),
             (
@@ -250,14 +348,34 @@ mod tests {
                 Box::new(|| Err(OTelSdkError::InternalFailure("refused".into()))),
             ),
         ];
-        let err = run_with_deadline(tasks, Duration::from_secs(60)).unwrap_err();
+        let mut outcomes = run_with_deadline(tasks, Duration::from_secs(60), || {
+            panic!("no cutoff when every task finishes")
+        });
+        outcomes.sort_by_key(|(s, _)| *s);
         assert_eq!(
-            err.failures,
-            vec![(
-                "metrics",
-                ShutdownFailure::Failed("Operation failed: refused".into())
-            )]
+            outcomes,
+            vec![
+                (
+                    "metrics",
+                    Some(ShutdownFailure::Failed("Operation failed: refused".into()))
+                ),
+                ("traces", None),
+            ]
         );
+
+        // A task that ends only when the cutoff releases it finishes in time.
+        let (release, wait) = mpsc::channel::<()>();
+        let tasks: Vec<Task> = vec![(
+            "metrics",
+            Box::new(move || {
+                let _ = wait.recv();
+                Ok(())
+            }),
+        )];
+        let outcomes = run_with_deadline(tasks, Duration::from_millis(200), move || {
+            let _ = release.send(());
+        });
+        assert_eq!(outcomes, vec![("metrics", None)]);
 
         let (_keep, hang) = mpsc::channel::<()>();
         let tasks: Vec<Task> = vec![(
@@ -268,18 +386,13 @@ mod tests {
                 Ok(())
             }),
         )];
-        let err = run_with_deadline(tasks, Duration::from_millis(50)).unwrap_err();
+        let outcomes = run_with_deadline(tasks, Duration::from_millis(50), || {});
         assert_eq!(
-            err.failures,
+            outcomes,
             vec![(
                 "traces",
-                ShutdownFailure::TimedOut(Duration::from_millis(50))
+                Some(ShutdownFailure::TimedOut(Duration::from_millis(50)))
             )]
-        );
-        assert!(
-            err.to_string()
-                .contains("traces: did not finish within 50ms"),
-            "{err}"
         );
     }
 
@@ -288,7 +401,7 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<TelemetryGuard>();
         assert_send_sync::<TraceRatioHandle>();
-        let mut g = TelemetryGuard::new(None, None, None, None, None, Duration::from_secs(1));
+        let mut g = TelemetryGuard::new(GuardParts::default(), Duration::from_secs(1));
         assert!(g.set_trace_ratio(0.5).is_ok());
         assert!(g.set_trace_ratio(5.0).is_err());
         assert_eq!(g.trace_ratio(), None);

@@ -43,13 +43,13 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, ShouldSample, TracerP
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
-use crate::accounting::SpanCounts;
+use crate::accounting::{Ledger, SpanCounts};
 use crate::config::{Propagator, Protocol, TelemetryConfig};
 use crate::error::TelemetryError;
-use crate::guard::TelemetryGuard;
+use crate::guard::{GuardParts, TelemetryGuard};
 use crate::report::REPORT_TARGET;
 use crate::runtime::ExporterRuntime;
-use crate::sampler::{RatioSampler, TraceRatioHandle};
+use crate::sampler::RatioSampler;
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
@@ -101,7 +101,7 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let mut parts = if config.enabled {
         build_providers(&config)?
     } else {
-        Parts::default()
+        GuardParts::default()
     };
 
     if config.install_tracing_subscriber {
@@ -128,7 +128,7 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         });
         let subscriber = Registry::default().with(filter).with(fmt).with(otel);
         if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
-            parts.discard();
+            discard(&mut parts);
             return Err(TelemetryError::SubscriberAlreadySet(e.to_string()));
         }
     }
@@ -160,48 +160,30 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         "telemetry initialized"
     );
 
-    Ok(TelemetryGuard::new(
-        parts.tracer_provider.take(),
-        parts.meter_provider.take(),
-        parts.ratio.take(),
-        parts.runtime.take(),
-        parts.span_counts.take(),
-        config.shutdown_timeout,
-    ))
+    Ok(TelemetryGuard::new(parts, config.shutdown_timeout))
 }
 
-/// What `build_providers` made; discarded without a trace if a later step fails.
-#[derive(Default)]
-struct Parts {
-    tracer_provider: Option<SdkTracerProvider>,
-    meter_provider: Option<SdkMeterProvider>,
-    ratio: Option<TraceRatioHandle>,
-    runtime: Option<ExporterRuntime>,
-    span_counts: Option<Arc<SpanCounts>>,
+/// Throws away what `build_providers` made when a later step fails.
+fn discard(parts: &mut GuardParts) {
+    // Nothing was recorded yet; shut down in the background so a failing init returns at once.
+    let tp = parts.tracer_provider.take();
+    let mp = parts.meter_provider.take();
+    let rt = parts.runtime.take();
+    let _ = std::thread::Builder::new()
+        .name("otlp-telemetry-discard".into())
+        .spawn(move || {
+            if let Some(tp) = tp {
+                let _ = tp.shutdown();
+            }
+            if let Some(mp) = mp {
+                let _ = mp.shutdown();
+            }
+            drop(rt);
+        });
 }
 
-impl Parts {
-    fn discard(&mut self) {
-        // Nothing was recorded yet; shut down in the background so a failing init returns at once.
-        let tp = self.tracer_provider.take();
-        let mp = self.meter_provider.take();
-        let rt = self.runtime.take();
-        let _ = std::thread::Builder::new()
-            .name("otlp-telemetry-discard".into())
-            .spawn(move || {
-                if let Some(tp) = tp {
-                    let _ = tp.shutdown();
-                }
-                if let Some(mp) = mp {
-                    let _ = mp.shutdown();
-                }
-                drop(rt);
-            });
-    }
-}
-
-fn build_providers(config: &TelemetryConfig) -> Result<Parts, TelemetryError> {
-    let mut parts = Parts::default();
+fn build_providers(config: &TelemetryConfig) -> Result<GuardParts, TelemetryError> {
+    let mut parts = GuardParts::default();
     let resource = build_resource(config);
     if cfg!(feature = "grpc")
         && config.protocol == Protocol::Grpc
@@ -224,16 +206,33 @@ fn build_providers(config: &TelemetryConfig) -> Result<Parts, TelemetryError> {
         .with_sampler(sampler);
     if config.traces_enabled {
         let counts = Arc::new(SpanCounts::default());
-        tp = export::with_span_export(tp, config, parts.runtime.as_ref(), Arc::clone(&counts))?;
+        let ledger = Arc::new(Ledger::default());
+        tp = export::with_span_export(
+            tp,
+            config,
+            parts.runtime.as_ref(),
+            Arc::clone(&counts),
+            Arc::clone(&ledger),
+        )?;
         parts.span_counts = Some(counts);
+        parts.trace_ledger = Some(ledger);
     }
     parts.tracer_provider = Some(tp.build());
 
     if config.metrics_enabled {
-        match export::meter_provider(config, resource, parts.runtime.as_ref()) {
-            Ok(mp) => parts.meter_provider = Some(mp),
+        let ledger = Arc::new(Ledger::default());
+        match export::meter_provider(
+            config,
+            resource,
+            parts.runtime.as_ref(),
+            Arc::clone(&ledger),
+        ) {
+            Ok(mp) => {
+                parts.meter_provider = Some(mp);
+                parts.metric_ledger = Some(ledger);
+            }
             Err(e) => {
-                parts.discard();
+                discard(&mut parts);
                 return Err(e);
             }
         }
@@ -269,6 +268,7 @@ mod export {
         config: &TelemetryConfig,
         runtime: Option<&ExporterRuntime>,
         counts: Arc<SpanCounts>,
+        ledger: Arc<Ledger>,
     ) -> Result<TracerProviderBuilder, TelemetryError> {
         let endpoint = config.resolved_traces_endpoint();
         let exporter = span_exporter(config, &endpoint, runtime)?;
@@ -278,7 +278,7 @@ mod export {
             .with_max_export_batch_size(config.bsp_max_export_batch_size)
             .with_scheduled_delay(config.bsp_schedule_delay)
             .build();
-        let exporter = ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts));
+        let exporter = ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts), ledger);
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch)
             .build();
@@ -289,13 +289,15 @@ mod export {
         config: &TelemetryConfig,
         resource: Resource,
         runtime: Option<&ExporterRuntime>,
+        ledger: Arc<Ledger>,
     ) -> Result<SdkMeterProvider, TelemetryError> {
         let endpoint = config.resolved_metrics_endpoint();
         let exporter = metric_exporter(config, &endpoint, runtime)?;
         let reporter = ErrorReporter::new("metrics", endpoint, config.metric_export_interval);
-        let reader = PeriodicReader::builder(ReportingMetricExporter::new(exporter, reporter))
-            .with_interval(config.metric_export_interval)
-            .build();
+        let reader =
+            PeriodicReader::builder(ReportingMetricExporter::new(exporter, reporter, ledger))
+                .with_interval(config.metric_export_interval)
+                .build();
         Ok(SdkMeterProvider::builder()
             .with_resource(resource)
             .with_reader(reader)
@@ -340,7 +342,7 @@ mod export {
                     opentelemetry_otlp::$exporter::builder()
                         .with_tonic()
                         .with_endpoint(endpoint)
-                        .with_timeout(config.export_timeout)
+                        .with_timeout(config.resolved_export_timeout())
                         .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
                             config,
                         )))
@@ -353,7 +355,7 @@ mod export {
                         .with_http()
                         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                         .with_endpoint(endpoint)
-                        .with_timeout(config.export_timeout)
+                        .with_timeout(config.resolved_export_timeout())
                         .with_headers(http_headers(config))
                         .build()
                 }
@@ -394,6 +396,7 @@ mod export {
         config: &TelemetryConfig,
         _runtime: Option<&ExporterRuntime>,
         _counts: Arc<SpanCounts>,
+        _ledger: Arc<Ledger>,
     ) -> Result<TracerProviderBuilder, TelemetryError> {
         Err(not_compiled(config.protocol))
     }
@@ -402,6 +405,7 @@ mod export {
         config: &TelemetryConfig,
         _resource: Resource,
         _runtime: Option<&ExporterRuntime>,
+        _ledger: Arc<Ledger>,
     ) -> Result<SdkMeterProvider, TelemetryError> {
         Err(not_compiled(config.protocol))
     }

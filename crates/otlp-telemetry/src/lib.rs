@@ -57,7 +57,7 @@ pub mod tower;
 pub mod views;
 
 pub use config::{DurationHistogram, Propagator, Protocol, TelemetryConfig, TraceSampler};
-pub use error::{ConfigError, ShutdownError, ShutdownFailure, TelemetryError};
+pub use error::{ConfigError, ShutdownError, ShutdownFailure, SignalReport, TelemetryError};
 pub use guard::TelemetryGuard;
 pub use init::init;
 pub use propagation::{

@@ -15,7 +15,7 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
-use crate::accounting::SpanCounts;
+use crate::accounting::{Ledger, SpanCounts};
 
 /// The `tracing` target of export reports.
 pub(crate) const REPORT_TARGET: &str = "otlp_telemetry::export";
@@ -99,22 +99,30 @@ pub(crate) struct ReportingSpanExporter<E> {
     inner: E,
     reporter: Arc<ErrorReporter>,
     counts: Arc<SpanCounts>,
+    ledger: Arc<Ledger>,
 }
 
 impl<E> ReportingSpanExporter<E> {
-    pub(crate) fn new(inner: E, reporter: ErrorReporter, counts: Arc<SpanCounts>) -> Self {
+    pub(crate) fn new(
+        inner: E,
+        reporter: ErrorReporter,
+        counts: Arc<SpanCounts>,
+        ledger: Arc<Ledger>,
+    ) -> Self {
         ReportingSpanExporter {
             inner,
             reporter: Arc::new(reporter),
             counts,
+            ledger,
         }
     }
 }
 
 impl<E: SpanExporter> SpanExporter for ReportingSpanExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.counts.add_exported(batch.len());
-        let result = self.inner.export(batch).await;
+        let n = batch.len();
+        self.counts.add_exported(n);
+        let result = self.ledger.export(n as u64, self.inner.export(batch)).await;
         self.reporter.record(&result);
         result
     }
@@ -137,20 +145,45 @@ impl<E: SpanExporter> SpanExporter for ReportingSpanExporter<E> {
 pub(crate) struct ReportingMetricExporter<E> {
     inner: E,
     reporter: Arc<ErrorReporter>,
+    ledger: Arc<Ledger>,
 }
 
 impl<E> ReportingMetricExporter<E> {
-    pub(crate) fn new(inner: E, reporter: ErrorReporter) -> Self {
+    pub(crate) fn new(inner: E, reporter: ErrorReporter, ledger: Arc<Ledger>) -> Self {
         ReportingMetricExporter {
             inner,
             reporter: Arc::new(reporter),
+            ledger,
         }
     }
 }
 
+/// The number of data points in one export.
+pub(crate) fn data_points(metrics: &ResourceMetrics) -> u64 {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    fn count<T>(data: &MetricData<T>) -> usize {
+        match data {
+            MetricData::Gauge(g) => g.data_points().count(),
+            MetricData::Sum(s) => s.data_points().count(),
+            MetricData::Histogram(h) => h.data_points().count(),
+            MetricData::ExponentialHistogram(h) => h.data_points().count(),
+        }
+    }
+    metrics
+        .scope_metrics()
+        .flat_map(|sm| sm.metrics())
+        .map(|m| match m.data() {
+            AggregatedMetrics::F64(d) => count(d),
+            AggregatedMetrics::U64(d) => count(d),
+            AggregatedMetrics::I64(d) => count(d),
+        } as u64)
+        .sum()
+}
+
 impl<E: PushMetricExporter> PushMetricExporter for ReportingMetricExporter<E> {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        let result = self.inner.export(metrics).await;
+        let n = data_points(metrics);
+        let result = self.ledger.export(n, self.inner.export(metrics)).await;
         self.reporter.record(&result);
         result
     }
