@@ -95,8 +95,9 @@ impl std::error::Error for ConfigError {}
 pub enum TelemetryError {
     /// The configuration is invalid; nothing was installed.
     Config(ConfigError),
-    /// `init` was already called in this process. Telemetry is process-global (global tracer and meter
-    /// providers, global `tracing` subscriber): call `init` once, early in `main`, and keep the guard.
+    /// Telemetry is already on: the guard of an earlier `init` is alive. Telemetry is process-global
+    /// (global tracer and meter providers, global `tracing` subscriber): shut that guard down (or drop it)
+    /// before calling `init` again.
     AlreadyInitialized,
     /// Another global `tracing` subscriber is already installed (by another library or a test harness).
     /// Remove it, or call `TelemetryConfig::install_tracing_subscriber(false)` and compose the layers yourself.
@@ -126,8 +127,8 @@ impl fmt::Display for TelemetryError {
         match self {
             TelemetryError::Config(e) => write!(f, "invalid telemetry configuration: {e}"),
             TelemetryError::AlreadyInitialized => f.write_str(
-                "otlp_telemetry::init was already called in this process: call it once, early in main, \
-                 and keep the returned TelemetryGuard alive until the end",
+                "otlp_telemetry::init was already called and its TelemetryGuard is still alive: keep one \
+                 guard for the whole process, or shut it down (or drop it) before calling init again",
             ),
             TelemetryError::SubscriberAlreadySet(e) => write!(
                 f,

@@ -61,6 +61,7 @@ pub struct TelemetryGuard {
     trace_ledger: Option<Arc<Ledger>>,
     metric_ledger: Option<Arc<Ledger>>,
     dropped_spans: Option<u64>,
+    owns_init: bool,
     shutdown_timeout: Duration,
     shut_down: bool,
 }
@@ -80,6 +81,8 @@ pub(crate) struct GuardParts {
     pub(crate) span_counts: Option<Arc<SpanCounts>>,
     pub(crate) trace_ledger: Option<Arc<Ledger>>,
     pub(crate) metric_ledger: Option<Arc<Ledger>>,
+    /// Made by `init`, whose "telemetry is on" flag this guard clears when it has shut down.
+    pub(crate) owns_init: bool,
 }
 
 impl TelemetryGuard {
@@ -93,6 +96,7 @@ impl TelemetryGuard {
             trace_ledger: parts.trace_ledger,
             metric_ledger: parts.metric_ledger,
             dropped_spans: None,
+            owns_init: parts.owns_init,
             shutdown_timeout,
             shut_down: false,
         }
@@ -241,6 +245,9 @@ impl TelemetryGuard {
                      lower the sampling ratio, or check that the collector keeps up"
                 );
             }
+        }
+        if self.owns_init {
+            crate::init::release();
         }
         // A provider that failed without losing anything (e.g. an exporter's own shutdown) still counts.
         signals.retain(|r| r.failure.is_some() || r.not_delivered.is_some_and(|n| n > 0));

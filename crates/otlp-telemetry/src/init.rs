@@ -50,8 +50,14 @@ use crate::guard::{GuardParts, TelemetryGuard};
 use crate::report::REPORT_TARGET;
 use crate::runtime::ExporterRuntime;
 use crate::sampler::RatioSampler;
+use crate::tracer_switch::{self, CurrentTracer};
 
+/// Telemetry is on: a guard from `init` is alive. Cleared when that guard has shut down.
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
+/// Our `tracing` subscriber is the global one (it can be set only once per process).
+static SUBSCRIBER_INSTALLED: AtomicBool = AtomicBool::new(false);
+/// ... and it has an OpenTelemetry layer, which follows [`tracer_switch`].
+static SUBSCRIBER_HAS_OTEL: AtomicBool = AtomicBool::new(false);
 
 /// Targets whose spans and events never reach the OpenTelemetry layer: the exporter's own transport
 /// (exporting would otherwise create spans to export, forever) and the SDK itself.
@@ -74,13 +80,18 @@ fn excluded(target: &str) -> bool {
 
 /// Turns telemetry on for the process and returns the guard that turns it off.
 ///
-/// Call it once, early in `main` (inside or outside a tokio runtime, multi-thread or current-thread), and
-/// keep the guard until the end: dropping it flushes and shuts down both providers within
+/// Call it early in `main` (inside or outside a tokio runtime, multi-thread or current-thread), and keep
+/// the guard until the end: dropping it flushes and shuts down both providers within
 /// [`TelemetryConfig::shutdown_timeout`].
+///
+/// Once that guard has shut down, `init` may be called again (tests, services that reload their
+/// telemetry configuration): new exporters and providers replace the old ones, globally. The `tracing`
+/// subscriber, which can be installed only once per process, stays the one the first `init` installed
+/// (its log filter and fmt output included); its OpenTelemetry layer follows the new tracer provider.
 ///
 /// # Errors
 /// - [`TelemetryError::Config`] if the configuration is invalid (nothing is installed);
-/// - [`TelemetryError::AlreadyInitialized`] on a second call in the same process;
+/// - [`TelemetryError::AlreadyInitialized`] while the guard of an earlier call is alive;
 /// - [`TelemetryError::SubscriberAlreadySet`] if another global `tracing` subscriber exists;
 /// - [`TelemetryError::Exporter`] or [`TelemetryError::TransportNotCompiled`] if an exporter cannot be built;
 /// - [`TelemetryError::Runtime`] if the gRPC background thread cannot start.
@@ -97,6 +108,12 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     result
 }
 
+/// Called by the guard once its shutdown is over: telemetry is off, and `init` may run again.
+pub(crate) fn release() {
+    tracer_switch::switch(None);
+    INITIALIZED.store(false, Ordering::SeqCst);
+}
+
 fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let mut parts = if config.enabled {
         build_providers(&config)?
@@ -104,7 +121,16 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         GuardParts::default()
     };
 
-    if config.install_tracing_subscriber {
+    if config.install_tracing_subscriber && SUBSCRIBER_INSTALLED.load(Ordering::SeqCst) {
+        // Installed by an earlier `init`: its layer follows the tracer switched below.
+        if parts.tracer_provider.is_some() && !SUBSCRIBER_HAS_OTEL.load(Ordering::SeqCst) {
+            tracing::warn!(
+                target: REPORT_TARGET,
+                "the tracing subscriber was installed by an init with the SDK disabled: tracing spans are \
+                 not exported until the process restarts (OpenTelemetry API spans and metrics are)"
+            );
+        }
+    } else if config.install_tracing_subscriber {
         let directives = config
             .env_log_filter
             .as_deref()
@@ -115,23 +141,30 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         let fmt = config
             .fmt_output
             .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
-        let otel = parts.tracer_provider.as_ref().map(|tp| {
-            let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build();
+        let otel = parts.tracer_provider.as_ref().map(|_| {
             tracing_opentelemetry::layer()
-                .with_tracer(tp.tracer_with_scope(scope))
+                .with_tracer(CurrentTracer)
                 .with_tracked_inactivity(false)
                 .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
                     !excluded(meta.target())
                 }))
         });
+        let has_otel = otel.is_some();
         let subscriber = Registry::default().with(filter).with(fmt).with(otel);
         if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
             discard(&mut parts);
             return Err(TelemetryError::SubscriberAlreadySet(e.to_string()));
         }
+        SUBSCRIBER_INSTALLED.store(true, Ordering::SeqCst);
+        SUBSCRIBER_HAS_OTEL.store(has_otel, Ordering::SeqCst);
     }
+    tracer_switch::switch(parts.tracer_provider.as_ref().map(|tp| {
+        let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        tp.tracer_with_scope(scope)
+    }));
+    parts.owns_init = true;
 
     if let Some(tp) = &parts.tracer_provider {
         global::set_tracer_provider(tp.clone());

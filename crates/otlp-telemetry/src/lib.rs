@@ -54,6 +54,7 @@ mod runtime;
 pub mod sampler;
 #[cfg(feature = "tower")]
 pub mod tower;
+mod tracer_switch;
 pub mod views;
 
 pub use config::{DurationHistogram, Propagator, Protocol, TelemetryConfig, TraceSampler};
