@@ -18,11 +18,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{
-    BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
-};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use otlp_benches::{CountingAlloc, allocs_per_op_batched, record_allocs, runtime};
+use otlp_benches::{Comparison, CountingAlloc, allocs_per_op_batched, record_allocs, runtime};
 use otlp_patterns::{FanOut, Pipeline, WorkerPool};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
@@ -35,12 +33,6 @@ const ITEMS: u64 = 10_000;
 const WORKERS: usize = 2;
 const QUEUE: usize = 1024;
 const FAN_K: usize = 16;
-
-fn small(g: &mut BenchmarkGroup<'_, WallTime>) {
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
-}
 
 /// About 1 µs of work that the optimiser cannot remove.
 #[inline(never)]
@@ -124,64 +116,64 @@ fn pool_group(c: &mut Criterion, group: &str, tiny: bool) {
     let base = Arc::new(MpscWorkers::new(&rt, WORKERS, QUEUE));
     let work = move |i: u64| if tiny { tiny_work(i) } else { i };
 
-    let mut g = c.benchmark_group(group);
-    small(&mut g);
-    g.throughput(criterion::Throughput::Elements(TASKS));
-    g.bench_function("ours", |b| {
-        b.iter(|| {
-            let pool = ours.clone();
-            rt.block_on(rt.spawn(async move {
-                let mut handles = Vec::with_capacity(TASKS as usize);
-                for i in 0..TASKS {
-                    handles.push(
-                        pool.submit(async move { Ok::<_, ()>(work(i)) })
-                            .await
-                            .expect("open"),
-                    );
-                }
-                let mut sum = 0u64;
-                for h in handles {
-                    sum = sum.wrapping_add(h.await.expect("ok"));
-                }
-                sum
-            }))
-            .expect("join")
+    Comparison::new(group)
+        .slow()
+        .throughput(Throughput::Elements(TASKS))
+        .function("ours", |b| {
+            b.iter(|| {
+                let pool = ours.clone();
+                rt.block_on(rt.spawn(async move {
+                    let mut handles = Vec::with_capacity(TASKS as usize);
+                    for i in 0..TASKS {
+                        handles.push(
+                            pool.submit(async move { Ok::<_, ()>(work(i)) })
+                                .await
+                                .expect("open"),
+                        );
+                    }
+                    let mut sum = 0u64;
+                    for h in handles {
+                        sum = sum.wrapping_add(h.await.expect("ok"));
+                    }
+                    sum
+                }))
+                .expect("join")
+            })
         })
-    });
-    g.bench_function("mpsc_workers", |b| {
-        b.iter(|| {
-            let pool = base.clone();
-            rt.block_on(rt.spawn(async move {
-                let mut handles = Vec::with_capacity(TASKS as usize);
-                for i in 0..TASKS {
-                    handles.push(pool.submit(async move { work(i) }).await);
-                }
-                let mut sum = 0u64;
-                for h in handles {
-                    sum = sum.wrapping_add(h.await.expect("ok"));
-                }
-                sum
-            }))
-            .expect("join")
+        .function("mpsc_workers", |b| {
+            b.iter(|| {
+                let pool = base.clone();
+                rt.block_on(rt.spawn(async move {
+                    let mut handles = Vec::with_capacity(TASKS as usize);
+                    for i in 0..TASKS {
+                        handles.push(pool.submit(async move { work(i) }).await);
+                    }
+                    let mut sum = 0u64;
+                    for h in handles {
+                        sum = sum.wrapping_add(h.await.expect("ok"));
+                    }
+                    sum
+                }))
+                .expect("join")
+            })
         })
-    });
-    g.bench_function("spawn_per_task", |b| {
-        b.iter(|| {
-            rt.block_on(rt.spawn(async move {
-                let mut handles = Vec::with_capacity(TASKS as usize);
-                for i in 0..TASKS {
-                    handles.push(tokio::spawn(async move { work(i) }));
-                }
-                let mut sum = 0u64;
-                for h in handles {
-                    sum = sum.wrapping_add(h.await.expect("ok"));
-                }
-                sum
-            }))
-            .expect("join")
+        .function("spawn_per_task", |b| {
+            b.iter(|| {
+                rt.block_on(rt.spawn(async move {
+                    let mut handles = Vec::with_capacity(TASKS as usize);
+                    for i in 0..TASKS {
+                        handles.push(tokio::spawn(async move { work(i) }));
+                    }
+                    let mut sum = 0u64;
+                    for h in handles {
+                        sum = sum.wrapping_add(h.await.expect("ok"));
+                    }
+                    sum
+                }))
+                .expect("join")
+            })
         })
-    });
-    g.finish();
+        .run(c);
     rt.block_on(ours.shutdown_now());
     if let Ok(base) = Arc::try_unwrap(base) {
         base.shutdown(&rt);
@@ -251,43 +243,43 @@ fn fan_out_group(c: &mut Criterion, group: &str, tiny: bool) {
         .build()
         .expect("fan-out");
     let work = move |i: u64| async move { if tiny { tiny_work(i) } else { black_box(i) } };
-    let mut g = c.benchmark_group(group);
-    small(&mut g);
-    g.throughput(criterion::Throughput::Elements(ITEMS));
-    g.bench_function("ours", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(work(i).await) })
-                    .await
-                    .len()
+    Comparison::new(group)
+        .slow()
+        .throughput(Throughput::Elements(ITEMS))
+        .function("ours", |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(work(i).await) })
+                        .await
+                        .len()
+                })
             })
         })
-    });
-    g.bench_function("buffered", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                futures::stream::iter(0..ITEMS)
-                    .map(work)
-                    .buffered(FAN_K)
-                    .collect::<Vec<_>>()
-                    .await
-                    .len()
+        .function("buffered", |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    futures::stream::iter(0..ITEMS)
+                        .map(work)
+                        .buffered(FAN_K)
+                        .collect::<Vec<_>>()
+                        .await
+                        .len()
+                })
             })
         })
-    });
-    g.bench_function("buffer_unordered", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                futures::stream::iter(0..ITEMS)
-                    .map(work)
-                    .buffer_unordered(FAN_K)
-                    .collect::<Vec<_>>()
-                    .await
-                    .len()
+        .function("buffer_unordered", |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    futures::stream::iter(0..ITEMS)
+                        .map(work)
+                        .buffer_unordered(FAN_K)
+                        .collect::<Vec<_>>()
+                        .await
+                        .len()
+                })
             })
         })
-    });
-    g.finish();
+        .run(c);
 
     if !tiny {
         let local = tokio::runtime::Builder::new_current_thread()
@@ -320,60 +312,60 @@ fn pipeline(c: &mut Criterion) {
         .capacity(capacity)
         .build()
         .expect("pipeline");
-    let mut g = c.benchmark_group(group);
-    small(&mut g);
-    g.throughput(criterion::Throughput::Elements(ITEMS));
-    g.bench_function("ours", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut out = ours.run(futures::stream::iter(0..ITEMS));
-                let mut n = 0u64;
-                while let Some(r) = out.next().await {
-                    n = n.wrapping_add(r.expect("ok"));
-                }
-                n
+    Comparison::new(group)
+        .slow()
+        .throughput(Throughput::Elements(ITEMS))
+        .function("ours", |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut out = ours.run(futures::stream::iter(0..ITEMS));
+                    let mut n = 0u64;
+                    while let Some(r) = out.next().await {
+                        n = n.wrapping_add(r.expect("ok"));
+                    }
+                    n
+                })
             })
         })
-    });
-    g.bench_function("hand_channels", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let (tx0, mut rx0) = mpsc::channel::<u64>(capacity);
-                let (tx1, mut rx1) = mpsc::channel::<u64>(capacity);
-                let (tx2, mut rx2) = mpsc::channel::<u64>(capacity);
-                let feed = tokio::spawn(async move {
-                    for i in 0..ITEMS {
-                        if tx0.send(i).await.is_err() {
-                            break;
+        .function("hand_channels", |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let (tx0, mut rx0) = mpsc::channel::<u64>(capacity);
+                    let (tx1, mut rx1) = mpsc::channel::<u64>(capacity);
+                    let (tx2, mut rx2) = mpsc::channel::<u64>(capacity);
+                    let feed = tokio::spawn(async move {
+                        for i in 0..ITEMS {
+                            if tx0.send(i).await.is_err() {
+                                break;
+                            }
                         }
-                    }
-                });
-                let s1 = tokio::spawn(async move {
-                    while let Some(i) = rx0.recv().await {
-                        if tx1.send(i + 1).await.is_err() {
-                            break;
+                    });
+                    let s1 = tokio::spawn(async move {
+                        while let Some(i) = rx0.recv().await {
+                            if tx1.send(i + 1).await.is_err() {
+                                break;
+                            }
                         }
-                    }
-                });
-                let s2 = tokio::spawn(async move {
-                    while let Some(i) = rx1.recv().await {
-                        if tx2.send(i * 2).await.is_err() {
-                            break;
+                    });
+                    let s2 = tokio::spawn(async move {
+                        while let Some(i) = rx1.recv().await {
+                            if tx2.send(i * 2).await.is_err() {
+                                break;
+                            }
                         }
+                    });
+                    let mut n = 0u64;
+                    while let Some(i) = rx2.recv().await {
+                        n = n.wrapping_add(black_box(i));
                     }
-                });
-                let mut n = 0u64;
-                while let Some(i) = rx2.recv().await {
-                    n = n.wrapping_add(black_box(i));
-                }
-                for t in [feed, s1, s2] {
-                    let _ = t.await;
-                }
-                n
+                    for t in [feed, s1, s2] {
+                        let _ = t.await;
+                    }
+                    n
+                })
             })
         })
-    });
-    g.finish();
+        .run(c);
 
     let local = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -4,7 +4,7 @@
 //! Every pooled object is a `Vec<u8>` with capacity 4096, reset by `clear()`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use otlp_benches::{CountingAlloc, allocs_per_op, on_threads, record_allocs};
+use otlp_benches::{Comparison, CountingAlloc, allocs_per_op, on_threads, record_allocs};
 use otlp_pool::{ByteSlicePool, Pool};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -59,13 +59,13 @@ fn op_alloc() {
 }
 
 fn one_thread(c: &mut Criterion) {
-    let mut g = c.benchmark_group("pool_get_put_1t");
     let (p, o, l) = (ours(), object_pool(), lockfree());
-    g.bench_function("ours", |b| b.iter(|| op_ours(&p)));
-    g.bench_function("object-pool", |b| b.iter(|| op_object_pool(&o)));
-    g.bench_function("lockfree-object-pool", |b| b.iter(|| op_lockfree(&l)));
-    g.bench_function("alloc", |b| b.iter(op_alloc));
-    g.finish();
+    Comparison::new("pool_get_put_1t")
+        .function("ours", |b| b.iter(|| op_ours(&p)))
+        .function("object-pool", |b| b.iter(|| op_object_pool(&o)))
+        .function("lockfree-object-pool", |b| b.iter(|| op_lockfree(&l)))
+        .function("alloc", |b| b.iter(op_alloc))
+        .run(c);
 
     for _ in 0..1000 {
         op_ours(&p);
@@ -78,40 +78,40 @@ fn one_thread(c: &mut Criterion) {
 }
 
 fn two_threads(c: &mut Criterion) {
-    let mut g = c.benchmark_group("pool_get_put_2t");
     let (p, o, l) = (ours(), object_pool(), lockfree());
-    g.bench_function("ours", |b| b.iter_custom(|n| on_threads(&p, 2, n, op_ours)));
-    g.bench_function("object-pool", |b| {
-        b.iter_custom(|n| on_threads(&o, 2, n, op_object_pool))
-    });
-    g.bench_function("lockfree-object-pool", |b| {
-        b.iter_custom(|n| on_threads(&l, 2, n, op_lockfree))
-    });
-    g.bench_function("alloc", |b| {
-        b.iter_custom(|n| on_threads(&(), 2, n, |_| op_alloc()))
-    });
-    g.finish();
+    Comparison::new("pool_get_put_2t")
+        .function("ours", |b| b.iter_custom(|n| on_threads(&p, 2, n, op_ours)))
+        .function("object-pool", |b| {
+            b.iter_custom(|n| on_threads(&o, 2, n, op_object_pool))
+        })
+        .function("lockfree-object-pool", |b| {
+            b.iter_custom(|n| on_threads(&l, 2, n, op_lockfree))
+        })
+        .function("alloc", |b| {
+            b.iter_custom(|n| on_threads(&(), 2, n, |_| op_alloc()))
+        })
+        .run(c);
 }
 
 fn byte_slices(c: &mut Criterion) {
     let pool = ByteSlicePool::builder("bench").build().expect("valid pool");
     for len in [64usize, 1500, 16 * 1024, 64 * 1024] {
-        let mut g = c.benchmark_group(format!("pool_byte_slice_{len}"));
-        g.bench_function("ours", |b| {
-            b.iter(|| {
-                let mut s = pool.get(black_box(len));
-                s.push(1);
-                black_box(&s);
+        Comparison::new(format!("pool_byte_slice_{len}"))
+            .function("ours", |b| {
+                b.iter(|| {
+                    let mut s = pool.get(black_box(len));
+                    s.push(1);
+                    black_box(&s);
+                })
             })
-        });
-        g.bench_function("alloc", |b| {
-            b.iter(|| {
-                let mut s = Vec::<u8>::with_capacity(black_box(len));
-                s.push(1);
-                black_box(&s);
+            .function("alloc", |b| {
+                b.iter(|| {
+                    let mut s = Vec::<u8>::with_capacity(black_box(len));
+                    s.push(1);
+                    black_box(&s);
+                })
             })
-        });
-        g.finish();
+            .run(c);
     }
 }
 
@@ -138,10 +138,10 @@ fn metrics_on_off(c: &mut Criterion) {
         ))
         .build()
         .expect("valid pool");
-    let mut g = c.benchmark_group("pool_metrics");
-    g.bench_function("metrics_on", |b| b.iter(|| op_ours(&on)));
-    g.bench_function("metrics_off", |b| b.iter(|| op_ours(&off)));
-    g.finish();
+    Comparison::new("pool_metrics")
+        .function("metrics_on", |b| b.iter(|| op_ours(&on)))
+        .function("metrics_off", |b| b.iter(|| op_ours(&off)))
+        .run(c);
     let _ = provider.shutdown();
 }
 

@@ -18,13 +18,13 @@
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
-use otlp_benches::{CountingAlloc, allocs_per_op_batched, record_allocs, runtime};
+use otlp_benches::{Comparison, CountingAlloc, allocs_per_op_batched, record_allocs, runtime};
 use otlp_patterns::{FanOut, WorkerPool};
 use otlp_pool::BufferPool;
 use otlp_sync::{RateLimiter, Semaphore};
@@ -187,21 +187,19 @@ fn benches(c: &mut Criterion) {
     let ours: &'static Ours = Box::leak(Box::new(Ours::new(&rt)));
     let raw: &'static Raw = Box::leak(Box::new(Raw::new(false)));
     let naive: &'static Raw = Box::leak(Box::new(Raw::new(true)));
-    let mut g = c.benchmark_group(GROUP);
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(criterion::Throughput::Elements(REQUESTS));
-    g.bench_function("ours", |b| {
-        b.iter(|| spawned(&rt, serve(REQUESTS, |id| ours.handle(id))))
-    });
-    g.bench_function("raw", |b| {
-        b.iter(|| spawned(&rt, serve(REQUESTS, |id| raw.handle(id))))
-    });
-    g.bench_function("naive_metrics", |b| {
-        b.iter(|| spawned(&rt, serve(REQUESTS, |id| naive.handle(id))))
-    });
-    g.finish();
+    Comparison::new(GROUP)
+        .slow()
+        .throughput(criterion::Throughput::Elements(REQUESTS))
+        .function("ours", |b| {
+            b.iter(|| spawned(&rt, serve(REQUESTS, |id| ours.handle(id))))
+        })
+        .function("raw", |b| {
+            b.iter(|| spawned(&rt, serve(REQUESTS, |id| raw.handle(id))))
+        })
+        .function("naive_metrics", |b| {
+            b.iter(|| spawned(&rt, serve(REQUESTS, |id| naive.handle(id))))
+        })
+        .run(c);
     rt.block_on(ours.writes.shutdown_now());
 
     let local = tokio::runtime::Builder::new_current_thread()

@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::Quota;
-use otlp_benches::{CountingAlloc, allocs_per_op, on_threads, record_allocs};
+use otlp_benches::{Comparison, CountingAlloc, allocs_per_op, on_threads, record_allocs};
 use otlp_sync::{KeyedRateLimiter, RateLimiter, Semaphore};
 
 #[global_allocator]
@@ -62,25 +62,25 @@ fn semaphore(c: &mut Criterion) {
     let ours = Semaphore::new("bench", 2).expect("valid semaphore");
     let tokio = tokio::sync::Semaphore::new(2);
 
-    let mut g = c.benchmark_group("sync_sem_try_1t");
-    g.bench_function("ours", |b| b.iter(|| op_ours_try(&ours)));
-    g.bench_function("tokio", |b| b.iter(|| op_tokio_try(&tokio)));
-    g.finish();
+    Comparison::new("sync_sem_try_1t")
+        .function("ours", |b| b.iter(|| op_ours_try(&ours)))
+        .function("tokio", |b| b.iter(|| op_tokio_try(&tokio)))
+        .run(c);
 
-    let mut g = c.benchmark_group("sync_sem_acquire_1t");
-    g.bench_function("ours", |b| b.iter(|| op_ours_acquire(&ours)));
-    g.bench_function("tokio", |b| b.iter(|| op_tokio_acquire(&tokio)));
-    g.finish();
+    Comparison::new("sync_sem_acquire_1t")
+        .function("ours", |b| b.iter(|| op_ours_acquire(&ours)))
+        .function("tokio", |b| b.iter(|| op_tokio_acquire(&tokio)))
+        .run(c);
 
     // Two threads on one semaphore with two permits: nobody waits, both fight over tokio's atomics (and ours).
-    let mut g = c.benchmark_group("sync_sem_acquire_2t");
-    g.bench_function("ours", |b| {
-        b.iter_custom(|n| on_threads(&ours, 2, n, op_ours_acquire))
-    });
-    g.bench_function("tokio", |b| {
-        b.iter_custom(|n| on_threads(&tokio, 2, n, op_tokio_acquire))
-    });
-    g.finish();
+    Comparison::new("sync_sem_acquire_2t")
+        .function("ours", |b| {
+            b.iter_custom(|n| on_threads(&ours, 2, n, op_ours_acquire))
+        })
+        .function("tokio", |b| {
+            b.iter_custom(|n| on_threads(&tokio, 2, n, op_tokio_acquire))
+        })
+        .run(c);
 
     for _ in 0..1000 {
         op_ours_try(&ours);
@@ -101,10 +101,10 @@ fn semaphore(c: &mut Criterion) {
 fn limiter(c: &mut Criterion) {
     let ours = RateLimiter::new("bench", quota()).expect("valid limiter");
     let raw = governor::RateLimiter::direct(quota());
-    let mut g = c.benchmark_group("sync_limiter_check_1t");
-    g.bench_function("ours", |b| b.iter(|| black_box(ours.check()).unwrap()));
-    g.bench_function("governor", |b| b.iter(|| black_box(raw.check()).unwrap()));
-    g.finish();
+    Comparison::new("sync_limiter_check_1t")
+        .function("ours", |b| b.iter(|| black_box(ours.check()).unwrap()))
+        .function("governor", |b| b.iter(|| black_box(raw.check()).unwrap()))
+        .run(c);
     for _ in 0..1000 {
         let _ = ours.check();
     }
@@ -118,22 +118,21 @@ fn limiter(c: &mut Criterion) {
 fn keyed(c: &mut Criterion) {
     let ours = KeyedRateLimiter::<u64>::new("bench", quota()).expect("valid limiter");
     let raw = governor::RateLimiter::keyed(quota());
-    let mut g = c.benchmark_group("sync_limiter_keyed_1t");
-    let mut k = 0u64;
-    g.bench_function("ours", |b| {
-        b.iter(|| {
-            k = (k + 1) % KEYS;
-            black_box(ours.check_key(&k)).unwrap()
+    let (mut k_ours, mut k_raw) = (0u64, 0u64);
+    Comparison::new("sync_limiter_keyed_1t")
+        .function("ours", |b| {
+            b.iter(|| {
+                k_ours = (k_ours + 1) % KEYS;
+                black_box(ours.check_key(&k_ours)).unwrap()
+            })
         })
-    });
-    let mut k = 0u64;
-    g.bench_function("governor", |b| {
-        b.iter(|| {
-            k = (k + 1) % KEYS;
-            black_box(raw.check_key(&k)).unwrap()
+        .function("governor", |b| {
+            b.iter(|| {
+                k_raw = (k_raw + 1) % KEYS;
+                black_box(raw.check_key(&k_raw)).unwrap()
+            })
         })
-    });
-    g.finish();
+        .run(c);
     // Steady state: every key already in the store.
     for key in 0..KEYS {
         ours.check_key(&key).unwrap();

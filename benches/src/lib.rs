@@ -9,12 +9,18 @@
 //! * [`on_threads`]: runs an operation on several threads started together, for `iter_custom` rows.
 //! * [`meter_provider`]: an SDK `MeterProvider` with an in-memory exporter and a manual reader, so "metrics on"
 //!   rows pay for real SDK instruments without a network.
+//! * [`Comparison`]: a criterion group whose functions (ours and its baselines) are measured in interleaved
+//!   rounds, so that drift on a shared machine hits every function alike and `cargo xtask bench` can show each
+//!   ratio's spread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{Bencher, BenchmarkId, Criterion, SamplingMode, Throughput};
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
@@ -167,4 +173,150 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+/// How many rounds each comparison runs and how long each function is measured per round.
+///
+/// From the environment (`cargo xtask bench` sets it): `OTLP_BENCH_ROUNDS` (default 5, at least 1) and
+/// `OTLP_BENCH_QUICK=1` for shorter measurements (0.2 s warm-up and 0.5 s measured per function and round,
+/// instead of 0.5 s and 1 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rounds {
+    /// Rounds per comparison.
+    pub rounds: usize,
+    /// Warm-up of each function in each round.
+    pub warm_up: Duration,
+    /// Measurement of each function in each round.
+    pub measurement: Duration,
+}
+
+impl Rounds {
+    /// The settings of this run, read from the environment.
+    pub fn from_env() -> Self {
+        let rounds = std::env::var("OTLP_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(5);
+        let quick = std::env::var("OTLP_BENCH_QUICK").is_ok_and(|v| v == "1");
+        let (warm_up, measurement) = if quick {
+            (Duration::from_millis(200), Duration::from_millis(500))
+        } else {
+            (Duration::from_millis(500), Duration::from_secs(1))
+        };
+        Rounds {
+            rounds,
+            warm_up,
+            measurement,
+        }
+    }
+}
+
+type BenchFn<'a> = Box<dyn FnMut(&mut Bencher<'_, WallTime>) + 'a>;
+
+/// A comparison: ours and its baselines in one criterion group, measured in interleaved rounds.
+///
+/// Round `r` measures every function once, as `<group>/<function>/round<r>`; odd rounds run the functions in
+/// reverse order (ours, b1, b2, then b2, b1, ours...), so that no function always follows the same neighbour.
+/// Pairing the functions round by round gives one ratio per round; `cargo xtask bench` reports their spread and
+/// checks a goal against the worst.
+///
+/// ```no_run
+/// # use criterion::Criterion;
+/// # let mut c = Criterion::default();
+/// otlp_benches::Comparison::new("sum")
+///     .function("ours", |b| b.iter(|| (0..100u64).sum::<u64>()))
+///     .function("fold", |b| b.iter(|| (0..100u64).fold(0, |a, x| a + x)))
+///     .run(&mut c);
+/// ```
+pub struct Comparison<'a> {
+    group: String,
+    functions: Vec<(String, BenchFn<'a>)>,
+    throughput: Option<Throughput>,
+    slow: bool,
+}
+
+impl std::fmt::Debug for Comparison<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Comparison")
+            .field("group", &self.group)
+            .field(
+                "functions",
+                &self.functions.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("throughput", &self.throughput)
+            .field("slow", &self.slow)
+            .finish()
+    }
+}
+
+impl<'a> Comparison<'a> {
+    /// A comparison measured as criterion group `group`.
+    pub fn new(group: impl Into<String>) -> Self {
+        Comparison {
+            group: group.into(),
+            functions: Vec::new(),
+            throughput: None,
+            slow: false,
+        }
+    }
+
+    /// Adds a function (ours first, then the baselines).
+    pub fn function(
+        mut self,
+        name: impl Into<String>,
+        f: impl FnMut(&mut Bencher<'_, WallTime>) + 'a,
+    ) -> Self {
+        self.functions.push((name.into(), Box::new(f)));
+        self
+    }
+
+    /// Reports throughput (elements per iteration) next to the times.
+    pub fn throughput(mut self, t: Throughput) -> Self {
+        self.throughput = Some(t);
+        self
+    }
+
+    /// For iterations of a millisecond or more: 10 samples of equal iteration counts (criterion's flat
+    /// sampling), so that a round fits its measurement time.
+    pub fn slow(mut self) -> Self {
+        self.slow = true;
+        self
+    }
+
+    /// Runs the rounds of [`Rounds::from_env`].
+    pub fn run(self, c: &mut Criterion) {
+        self.run_with(c, Rounds::from_env());
+    }
+
+    /// Runs `rounds.rounds` rounds, each function warmed up and measured for the given times in each.
+    pub fn run_with(mut self, c: &mut Criterion, rounds: Rounds) {
+        let mut g = c.benchmark_group(&self.group);
+        g.warm_up_time(rounds.warm_up)
+            .measurement_time(rounds.measurement)
+            // The figure used is the mean; fewer bootstrap resamples keep the analysis short between rounds.
+            .nresamples(10_000);
+        if self.slow {
+            g.sample_size(10).sampling_mode(SamplingMode::Flat);
+        } else {
+            g.sample_size(50);
+        }
+        if let Some(t) = self.throughput.take() {
+            g.throughput(t);
+        }
+        for r in 0..rounds.rounds {
+            let order: Vec<usize> = if r % 2 == 0 {
+                (0..self.functions.len()).collect()
+            } else {
+                (0..self.functions.len()).rev().collect()
+            };
+            for i in order {
+                let (name, f) = &mut self.functions[i];
+                g.bench_function(BenchmarkId::new(name.as_str(), format!("round{r}")), |b| {
+                    f(b)
+                });
+            }
+        }
+        g.finish();
+    }
 }

@@ -1,13 +1,19 @@
 //! `cargo xtask bench`: run the criterion benches, then print ours against the baselines of the same run.
 //!
+//! Every comparison is measured in interleaved rounds (`otlp_benches::Comparison`): round `r` measures ours and
+//! each baseline once, one after the other, in the same process, as `<group>/<function>/round<r>`. A round's
+//! ratio pairs ours with its baseline of the same round, so drift on a shared machine hits both sides.
+//!
 //! The rows come from `benches/goals.json`:
-//! * `{"group", "ours", "baseline", "goal"}`: the ratio of criterion's mean times `ours / baseline`; the goal is met
-//!   when the ratio is at most `goal` (`null`: shown for information, no goal). A throughput goal of "at least 0.8×
-//!   the baseline" is a time ratio of at most 1.25.
+//! * `{"group", "ours", "baseline", "goal"}`: the ratios of criterion's mean times `ours / baseline`, one per
+//!   round, shown as median (min–max); the goal is met when the **worst** round's ratio is at most `goal`
+//!   (`null`: shown for information, no goal). A throughput goal of "at least 0.8× the baseline" is a time ratio
+//!   of at most 1.25.
 //! * `{"group", "ours", "kind": "allocs", "goal"}`: heap allocations per operation, as recorded by the bench with
 //!   `otlp_benches::record_allocs`; met when at most `goal`.
 //!
-//! A row whose figures are missing (not run, filtered out) says so; it is never counted as met.
+//! A row whose figures are missing (not run, filtered out, fewer rounds than the run asked for) says so; it is
+//! never counted as met.
 
 use crate::cmd::{Cmd, human};
 use crate::workspace;
@@ -16,19 +22,96 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+/// Rounds per comparison of a full run.
+pub const FULL_ROUNDS: usize = 5;
+/// Rounds per comparison of a `--quick` run.
+pub const QUICK_ROUNDS: usize = 3;
+/// Fewer rounds than this say nothing about a spread.
+pub const MIN_ROUNDS: usize = 3;
+
+/// The smallest, median and largest of some figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values` (`None` when there are none; NaNs are ignored).
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            min: v[0],
+            median,
+            max: v[n - 1],
+        })
+    }
+}
+
+/// What a row measures.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Figures {
+    /// Time rows: criterion's mean time (ns) of ours and of the baseline, per round, paired by round (a round
+    /// missing either side is left out).
+    Times { ours: Vec<f64>, baseline: Vec<f64> },
+    /// Allocation rows: allocations per operation, if recorded.
+    Allocs(Option<f64>),
+}
+
 /// One row of the table, measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub bench: String,
     pub ours: String,
     pub baseline: String,
-    pub ratio: Option<f64>,
+    pub figures: Figures,
     pub goal: Option<f64>,
+    /// Rounds the run asked for: a time row with fewer is not measured.
+    pub rounds: usize,
 }
 
 impl Row {
+    /// The ratio of each round, `ours / baseline`.
+    pub fn ratios(&self) -> Vec<f64> {
+        match &self.figures {
+            Figures::Times { ours, baseline } => ours
+                .iter()
+                .zip(baseline)
+                .filter(|&(_, &b)| b > 0.0)
+                .map(|(a, b)| a / b)
+                .collect(),
+            Figures::Allocs(a) => a.iter().copied().collect(),
+        }
+    }
+
+    /// The figure the goal is checked against: the worst round's ratio, or the allocations per operation. `None`
+    /// when the row is not (fully) measured.
+    pub fn worst(&self) -> Option<f64> {
+        match &self.figures {
+            Figures::Times { .. } => {
+                let ratios = self.ratios();
+                if ratios.len() < self.rounds.max(1) {
+                    return None;
+                }
+                Spread::of(&ratios).map(|s| s.max)
+            }
+            Figures::Allocs(a) => *a,
+        }
+    }
+
     fn met(&self) -> &'static str {
-        match (self.ratio, self.goal) {
+        match (self.worst(), self.goal) {
             (None, _) => "not measured",
             (Some(_), None) => "-",
             (Some(r), Some(g)) if r <= g + 1e-9 => "yes",
@@ -40,40 +123,51 @@ impl Row {
 pub fn run(args: &[String]) -> Result<bool, String> {
     let mut quick = false;
     let mut update_docs = false;
+    let mut rounds: Option<usize> = None;
     let mut filter: Option<String> = None;
-    for arg in args {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--update-docs" => update_docs = true,
+            "--rounds" => {
+                let n = args
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or("bench: `--rounds` takes a number of rounds")?;
+                if n < MIN_ROUNDS {
+                    return Err(format!(
+                        "bench: `--rounds {n}`: at least {MIN_ROUNDS} rounds are needed to show a spread"
+                    ));
+                }
+                rounds = Some(n);
+            }
             a if a.starts_with('-') => return Err(format!("bench: unknown option `{a}`")),
             a => filter = Some(a.to_owned()),
         }
     }
+    let rounds = rounds.unwrap_or(if quick { QUICK_ROUNDS } else { FULL_ROUNDS });
     let root = workspace::root();
     let criterion_home = root.join("target/criterion");
     let out = root.join("target/otlp-bench");
-    let mut cmd = Cmd::new("cargo", &["bench", "-p", "otlp-benches", "--benches", "--"])
-        .env("CRITERION_HOME", criterion_home.display().to_string())
-        .env("OTLP_BENCH_OUT", out.display().to_string());
-    if quick {
-        cmd = cmd.args([
-            "--warm-up-time",
-            "0.3",
-            "--measurement-time",
-            "1",
-            "--sample-size",
-            "10",
-        ]);
-    }
+    // Plots are never looked at here and cost time between rounds.
+    let mut cmd = Cmd::new(
+        "cargo",
+        &["bench", "-p", "otlp-benches", "--benches", "--", "--noplot"],
+    )
+    .env("CRITERION_HOME", criterion_home.display().to_string())
+    .env("OTLP_BENCH_OUT", out.display().to_string())
+    .env("OTLP_BENCH_ROUNDS", rounds.to_string())
+    .env("OTLP_BENCH_QUICK", if quick { "1" } else { "0" });
     if let Some(f) = &filter {
         cmd = cmd.args([f.as_str()]);
     }
     println!(
-        "==> cargo bench{}",
+        "==> cargo bench: {rounds} interleaved rounds per comparison{}",
         if quick {
-            " (quick: short measurements, noisier)"
+            " (quick: 0.2 s warm-up + 0.5 s measured per function and round, noisier)"
         } else {
-            ""
+            " (0.5 s warm-up + 1 s measured per function and round)"
         }
     );
     // Only figures written by this run count: a row left over from an earlier run shows as not measured.
@@ -93,12 +187,22 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         &out.join("allocs"),
         filter.as_deref(),
         Some(started),
+        rounds,
     )?;
-    let table = render(&rows);
+    let table = render(&rows, rounds);
     println!("\n{table}");
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let command = format!("cargo xtask bench{}", if quick { " --quick" } else { "" });
-    let snapshot = format!("Command: `{command}`\n\n{table}");
+    let mut command = String::from("cargo xtask bench");
+    if quick {
+        command.push_str(" --quick");
+    }
+    if let Some(f) = &filter {
+        let _ = write!(command, " {f}");
+    }
+    let snapshot = format!(
+        "Command: `{command}` ({rounds} rounds per comparison; `cargo bench` took {}, build included)\n\n{table}",
+        human(took)
+    );
     std::fs::write(out.join("table.md"), &snapshot)
         .map_err(|e| format!("cannot write table: {e}"))?;
     if update_docs {
@@ -119,20 +223,27 @@ fn read_fresh(path: &Path, since: Option<SystemTime>) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-/// Reads criterion's mean estimate (ns) of `group/function`.
-fn mean_ns(
+/// Reads criterion's mean estimate (ns) of `group/function/round<r>`, for each round directory there is. A round
+/// missing or stale gives `NaN`, so that the rounds of two functions stay aligned.
+fn round_means(
     criterion_home: &Path,
     group: &str,
     function: &str,
     since: Option<SystemTime>,
-) -> Option<f64> {
-    let path = criterion_home
-        .join(group)
-        .join(function)
-        .join("new/estimates.json");
-    let text = read_fresh(&path, since)?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
+) -> Vec<f64> {
+    let dir = criterion_home.join(group).join(function);
+    let mut means = Vec::new();
+    for r in 0.. {
+        let round = dir.join(format!("round{r}"));
+        if !round.is_dir() {
+            break;
+        }
+        let mean = read_fresh(&round.join("new/estimates.json"), since)
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|v| v["mean"]["point_estimate"].as_f64());
+        means.push(mean.unwrap_or(f64::NAN));
+    }
+    means
 }
 
 fn allocs(dir: &Path, group: &str, name: &str, since: Option<SystemTime>) -> Option<f64> {
@@ -142,13 +253,23 @@ fn allocs(dir: &Path, group: &str, name: &str, since: Option<SystemTime>) -> Opt
         .ok()
 }
 
-/// Builds the rows of `goals` from the figures on disk written at or after `since` (all of them if `None`).
+/// Keeps the rounds where both sides were measured.
+fn paired(ours: Vec<f64>, baseline: Vec<f64>) -> (Vec<f64>, Vec<f64>) {
+    ours.into_iter()
+        .zip(baseline)
+        .filter(|(a, b)| !a.is_nan() && !b.is_nan())
+        .unzip()
+}
+
+/// Builds the rows of `goals` from the figures on disk written at or after `since` (all of them if `None`); a
+/// time row needs `rounds` rounds to count as measured.
 pub fn measure(
     goals: &str,
     criterion_home: &Path,
     allocs_dir: &Path,
     filter: Option<&str>,
     since: Option<SystemTime>,
+    rounds: usize,
 ) -> Result<Vec<Row>, String> {
     let goals: Value = serde_json::from_str(goals)
         .map_err(|e| format!("benches/goals.json is not valid JSON: {e}"))?;
@@ -169,47 +290,79 @@ pub fn measure(
                 bench: group.clone(),
                 ours: format!("{ours} (allocs/op)"),
                 baseline: "-".into(),
-                ratio: allocs(allocs_dir, &group, &ours, since),
+                figures: Figures::Allocs(allocs(allocs_dir, &group, &ours, since)),
                 goal,
+                rounds,
             });
             continue;
         }
         let baseline =
             field("baseline").ok_or(format!("goals.json row {i}: missing \"baseline\""))?;
-        let ours_ns = mean_ns(criterion_home, &group, &ours, since);
-        let base_ns = mean_ns(criterion_home, &group, &baseline, since);
-        let ratio = match (ours_ns, base_ns) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-            _ => None,
-        };
+        let (ours_ns, base_ns) = paired(
+            round_means(criterion_home, &group, &ours, since),
+            round_means(criterion_home, &group, &baseline, since),
+        );
         rows.push(Row {
             bench: group,
-            ours: ours_ns.map_or(ours.clone(), |ns| format!("{ours} {}", fmt_ns(ns))),
-            baseline: base_ns.map_or(baseline.clone(), |ns| format!("{baseline} {}", fmt_ns(ns))),
-            ratio,
+            ours: with_times(&ours, &ours_ns),
+            baseline: with_times(&baseline, &base_ns),
+            figures: Figures::Times {
+                ours: ours_ns,
+                baseline: base_ns,
+            },
             goal,
+            rounds,
         });
     }
     Ok(rows)
 }
 
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1_000_000.0 {
-        format!("{:.2} ms", ns / 1_000_000.0)
-    } else if ns >= 1_000.0 {
-        format!("{:.2} µs", ns / 1_000.0)
+/// `name median (min–max)` of the rounds' times, in the unit of the median.
+fn with_times(name: &str, ns: &[f64]) -> String {
+    let Some(s) = Spread::of(ns) else {
+        return name.to_owned();
+    };
+    let (div, unit) = if s.median >= 1_000_000.0 {
+        (1_000_000.0, "ms")
+    } else if s.median >= 1_000.0 {
+        (1_000.0, "µs")
     } else {
-        format!("{ns:.1} ns")
-    }
+        (1.0, "ns")
+    };
+    let digits = if div == 1.0 { 1 } else { 2 };
+    format!(
+        "{name} {:.digits$} {unit} ({:.digits$}–{:.digits$})",
+        s.median / div,
+        s.min / div,
+        s.max / div
+    )
 }
 
 /// The table as Markdown.
-pub fn render(rows: &[Row]) -> String {
+pub fn render(rows: &[Row], rounds: usize) -> String {
     let mut s = String::from(
-        "| benchmark | ours | baseline | ratio ours/baseline | goal | met? |\n|---|---|---|---|---|---|\n",
+        "| benchmark | ours: median (min–max) | baseline: median (min–max) | ratio ours/baseline: median (min–max) \
+         | goal (worst round) | met? |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
-        let ratio = r.ratio.map_or("-".to_owned(), |x| format!("{x:.3}"));
+        let ratio = match &r.figures {
+            Figures::Allocs(a) => a.map_or("-".to_owned(), |x| format!("{x:.3}")),
+            Figures::Times { .. } => {
+                let ratios = r.ratios();
+                match Spread::of(&ratios) {
+                    None => "-".to_owned(),
+                    Some(sp) if ratios.len() < r.rounds => format!(
+                        "{:.3} ({:.3}–{:.3}), {} of {} rounds",
+                        sp.median,
+                        sp.min,
+                        sp.max,
+                        ratios.len(),
+                        r.rounds
+                    ),
+                    Some(sp) => format!("{:.3} ({:.3}–{:.3})", sp.median, sp.min, sp.max),
+                }
+            }
+        };
         let goal = r.goal.map_or("-".to_owned(), |g| format!("≤ {g}"));
         let _ = writeln!(
             s,
@@ -224,7 +377,11 @@ pub fn render(rows: &[Row]) -> String {
     }
     let measured: Vec<&Row> = rows.iter().filter(|r| r.goal.is_some()).collect();
     let met = measured.iter().filter(|r| r.met() == "yes").count();
-    let _ = writeln!(s, "\n{met} of {} goals met.", measured.len());
+    let _ = writeln!(
+        s,
+        "\n{met} of {} goals met; a time goal is met when every one of the {rounds} rounds meets it.",
+        measured.len()
+    );
     s
 }
 
@@ -249,8 +406,13 @@ fn update_benchmarks_doc(path: &Path, table: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn write(dir: &Path, group: &str, f: &str, mean: f64) {
-        let d = dir.join(group).join(f).join("new");
+    /// Writes criterion's estimate of one round of `group/f`.
+    fn write(dir: &Path, group: &str, f: &str, round: usize, mean: f64) {
+        let d = dir
+            .join(group)
+            .join(f)
+            .join(format!("round{round}"))
+            .join("new");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(
             d.join("estimates.json"),
@@ -259,50 +421,144 @@ mod tests {
         .unwrap();
     }
 
-    #[test]
-    fn ratios_goals_and_missing_rows() {
-        let dir = std::env::temp_dir().join(format!("xtask-bench-test-{}", std::process::id()));
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        write(&dir, "g", "ours", 5.0);
-        write(&dir, "g", "base", 10.0);
-        write(&dir, "h", "ours", 30.0);
-        write(&dir, "h", "base", 10.0);
+        dir
+    }
+
+    #[test]
+    fn spread_of_odd_even_and_empty() {
+        let s = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.min, s.median, s.max), (1.0, 2.0, 3.0));
+        let s = Spread::of(&[4.0, 1.0, 2.0, 10.0]).unwrap();
+        assert_eq!((s.min, s.median, s.max), (1.0, 3.0, 10.0));
+        let s = Spread::of(&[f64::NAN, 5.0]).unwrap();
+        assert_eq!((s.min, s.median, s.max), (5.0, 5.0, 5.0));
+        assert_eq!(Spread::of(&[]), None);
+        assert_eq!(Spread::of(&[f64::NAN]), None);
+    }
+
+    /// Ratios pair ours with the baseline of the same round, and the goal is checked against the worst round,
+    /// not the median or the best.
+    #[test]
+    fn goal_checked_against_the_worst_round() {
+        let dir = temp("worst");
+        // Round by round: 0.5, 1.0, 3.0, 0.9, 1.1 (the baseline drifts; the ratios do not follow it).
+        let ours = [5.0, 20.0, 30.0, 9.0, 110.0];
+        let base = [10.0, 20.0, 10.0, 10.0, 100.0];
+        for (r, (o, b)) in ours.iter().zip(base).enumerate() {
+            write(&dir, "g", "ours", r, *o);
+            write(&dir, "g", "base", r, b);
+            // Same medians, but every round within 1.2.
+            write(&dir, "h", "ours", r, 11.0 + r as f64 * 0.1);
+            write(&dir, "h", "base", r, 10.0);
+        }
+        let goals = r#"[
+            {"group": "g", "ours": "ours", "baseline": "base", "goal": 1.25},
+            {"group": "h", "ours": "ours", "baseline": "base", "goal": 1.25},
+            {"group": "h", "ours": "ours", "baseline": "base", "goal": 1.12}
+        ]"#;
+        let rows = measure(goals, &dir, &dir.join("allocs"), None, None, 5).unwrap();
+        let ratios = rows[0].ratios();
+        assert_eq!(ratios.len(), 5);
+        for (got, want) in ratios.iter().zip([0.5, 1.0, 3.0, 0.9, 1.1]) {
+            assert!((got - want).abs() < 1e-12, "{ratios:?}");
+        }
+        let s = Spread::of(&ratios).unwrap();
+        assert_eq!((s.min, s.median, s.max), (0.5, 1.0, 3.0));
+        // The median (1.0) meets 1.25; the worst round (3.0) does not.
+        assert_eq!(rows[0].worst(), Some(3.0));
+        assert_eq!(rows[0].met(), "NO");
+        assert_eq!(rows[1].met(), "yes");
+        assert!((rows[2].worst().unwrap() - 1.14).abs() < 1e-9);
+        assert_eq!(rows[2].met(), "NO");
+        let table = render(&rows, 5);
+        assert!(
+            table.contains("| g | ours 20.0 ns (5.0–110.0) | base 10.0 ns (10.0–100.0) | 1.000 (0.500–3.000) | ≤ 1.25 | NO |"),
+            "{table}"
+        );
+        assert!(table.contains("1 of 3 goals met"), "{table}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_stale_and_short_rows_are_not_measured() {
+        let dir = temp("missing");
+        for r in 0..5 {
+            write(&dir, "g", "ours", r, 5.0);
+            write(&dir, "g", "base", r, 10.0);
+        }
+        // Only 2 rounds of "short", and round 1 of its baseline is missing: one paired round.
+        write(&dir, "short", "ours", 0, 1.0);
+        write(&dir, "short", "base", 0, 1.0);
+        write(&dir, "short", "ours", 1, 1.0);
         std::fs::create_dir_all(dir.join("allocs")).unwrap();
         std::fs::write(dir.join("allocs/g__ours.txt"), "0\n").unwrap();
         let goals = r#"[
             {"group": "g", "ours": "ours", "baseline": "base", "goal": 0.5},
-            {"group": "h", "ours": "ours", "baseline": "base", "goal": 1.25},
             {"group": "g", "ours": "ours", "kind": "allocs", "goal": 0},
+            {"group": "short", "ours": "ours", "baseline": "base", "goal": 2.0},
             {"group": "missing", "ours": "ours", "baseline": "base", "goal": 1.0}
         ]"#;
-        let rows = measure(goals, &dir, &dir.join("allocs"), None, None).unwrap();
+        let rows = measure(goals, &dir, &dir.join("allocs"), None, None, 5).unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0].met(), "yes");
+        assert_eq!(rows[1].worst(), Some(0.0));
+        assert_eq!(rows[1].met(), "yes");
+        assert_eq!(rows[2].ratios(), vec![1.0]);
+        assert_eq!(rows[2].met(), "not measured");
+        assert_eq!(rows[3].met(), "not measured");
+        let table = render(&rows, 5);
+        assert!(
+            table.contains("1.000 (1.000–1.000), 1 of 5 rounds"),
+            "{table}"
+        );
+        assert!(table.contains("2 of 4 goals met"), "{table}");
+        // Three rounds asked for (a quick run): the five rounds of "g" are more than enough.
+        let quick = measure(goals, &dir, &dir.join("allocs"), None, None, 3).unwrap();
+        assert_eq!(quick[0].met(), "yes");
+        assert_eq!(quick[2].met(), "not measured");
+        let filtered = measure(goals, &dir, &dir.join("allocs"), Some("short"), None, 3).unwrap();
+        assert_eq!(filtered.len(), 1);
         // Figures older than the run are not this run's.
         let later = SystemTime::now() + Duration::from_secs(3600);
-        let stale = measure(goals, &dir, &dir.join("allocs"), None, Some(later)).unwrap();
-        assert!(stale.iter().all(|r| r.ratio.is_none()));
-        assert_eq!(rows.len(), 4);
-        assert_eq!(rows[0].ratio, Some(0.5));
-        assert_eq!(rows[0].met(), "yes");
-        assert_eq!(rows[1].ratio, Some(3.0));
-        assert_eq!(rows[1].met(), "NO");
-        assert_eq!(rows[2].ratio, Some(0.0));
-        assert_eq!(rows[2].met(), "yes");
-        assert_eq!(rows[3].met(), "not measured");
-        let table = render(&rows);
-        assert!(table.contains("2 of 4 goals met."), "{table}");
-        let filtered = measure(goals, &dir, &dir.join("allocs"), Some("h"), None).unwrap();
-        assert_eq!(filtered.len(), 1);
+        let stale = measure(goals, &dir, &dir.join("allocs"), None, Some(later), 5).unwrap();
+        assert!(stale.iter().all(|r| r.worst().is_none()), "{stale:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn bad_goals_file_is_an_error() {
         let dir = std::env::temp_dir();
-        assert!(measure("{}", &dir, &dir, None, None).is_err());
+        assert!(measure("{}", &dir, &dir, None, None, 5).is_err());
         assert!(
-            measure("[{\"ours\": \"x\"}]", &dir, &dir, None, None)
+            measure("[{\"ours\": \"x\"}]", &dir, &dir, None, None, 5)
                 .unwrap_err()
                 .contains("group")
         );
+    }
+
+    #[test]
+    fn too_few_rounds_is_refused() {
+        let err = run(&["--rounds".into(), "2".into()]).unwrap_err();
+        assert!(err.contains("at least 3"), "{err}");
+        assert!(run(&["--rounds".into(), "x".into()]).is_err());
+    }
+
+    #[test]
+    fn docs_table_is_replaced_between_markers() {
+        let dir = temp("doc");
+        std::fs::create_dir_all(&dir).unwrap();
+        let doc = dir.join("benchmarks.md");
+        std::fs::write(&doc, format!("intro\n{START}\nold\n{END}\nafter\n")).unwrap();
+        update_benchmarks_doc(&doc, "new table\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&doc).unwrap(),
+            format!("intro\n{START}\nnew table\n\n{END}\nafter\n")
+        );
+        std::fs::write(&doc, "no markers").unwrap();
+        assert!(update_benchmarks_doc(&doc, "t").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,8 +3,9 @@
 //! * `cargo xtask verify [--quick]`: formatting, clippy, tests, loom models, miri, cargo-deny, in that order,
 //!   each timed, with a summary table; exits non-zero if any step failed. `--quick` runs the first three only and
 //!   says so.
-//! * `cargo xtask bench [--quick] [--update-docs] [FILTER]`: the criterion benches of `benches/`, then a table of
-//!   ours against the baselines measured in the same run, with the goals of `benches/goals.json`.
+//! * `cargo xtask bench [--quick] [--rounds N] [--update-docs] [FILTER]`: the criterion benches of `benches/`, each
+//!   comparison in interleaved rounds (5, `--quick` 3), then a table of ours against the baselines of the same
+//!   run (each ratio's median and min–max), with the goals of `benches/goals.json` checked against the worst round.
 
 mod bench;
 mod cmd;
@@ -15,8 +16,9 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   cargo xtask verify [--quick]                     fmt, clippy, tests, loom, miri, cargo-deny
-  cargo xtask bench [--quick] [--update-docs] [FILTER]
-                                                   criterion benches and the ratio table
+  cargo xtask bench [--quick] [--rounds N] [--update-docs] [FILTER]
+                                                   criterion benches in interleaved rounds (5, --quick 3)
+                                                   and the ratio table, goals checked on the worst round
                                                    (--update-docs writes it into docs/benchmarks.md)";
 
 fn main() -> ExitCode {

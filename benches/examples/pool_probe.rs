@@ -1,0 +1,143 @@
+//! The `patterns_pool_noop` workload outside criterion, with the runtime's own counters: for profiling
+//! (`perf stat`, `valgrind --tool=callgrind`) and for seeing where the time goes, one iteration per line.
+//!
+//! `cargo run --release -p otlp-benches --example pool_probe -- [ours|mpsc|spawn] [iterations]`
+//!
+//! Per iteration: wall time, the CPU time of the process, voluntary context switches, and per runtime worker
+//! thread its parks and busy time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use otlp_patterns::WorkerPool;
+use tokio::sync::{mpsc, oneshot};
+
+const TASKS: u64 = 100_000;
+
+/// CPU time of the process's live threads (the first field of each thread's schedstat, in ns).
+fn cpu_time() -> Duration {
+    let mut ns = 0u64;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for task in dir.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("voluntary_ctxt_switches"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "ours".into());
+    let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let (provider, _exporter) = otlp_benches::meter_provider();
+    opentelemetry::global::set_meter_provider(provider.clone());
+    let rt = otlp_benches::runtime();
+    let _enter = rt.enter();
+    let pool = Arc::new(
+        WorkerPool::builder("probe")
+            .workers(2)
+            .queue(1024)
+            .build()
+            .expect("pool"),
+    );
+    let (tx, rx) = mpsc::channel::<Job>(1024);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..2 {
+        let rx = rx.clone();
+        rt.spawn(async move {
+            loop {
+                let job = rx.lock().await.recv().await;
+                match job {
+                    Some(job) => job.await,
+                    None => break,
+                }
+            }
+        });
+    }
+    let m = rt.metrics();
+    println!("iter wall_ms cpu_ms vcsw parks[0] parks[1] busy_ms[0] busy_ms[1]");
+    for it in 0..iterations {
+        let parks0: Vec<u64> = (0..2).map(|w| m.worker_park_count(w)).collect();
+        let busy0: Vec<Duration> = (0..2).map(|w| m.worker_total_busy_duration(w)).collect();
+        let (cpu0, sw0, t0) = (cpu_time(), voluntary_switches(), Instant::now());
+        let pool = pool.clone();
+        let tx = tx.clone();
+        let which = which.clone();
+        let sum = rt
+            .block_on(rt.spawn(async move {
+                let mut sum = 0u64;
+                match which.as_str() {
+                    "ours" => {
+                        let mut handles = Vec::with_capacity(TASKS as usize);
+                        for i in 0..TASKS {
+                            handles.push(pool.submit(async move { Ok::<_, ()>(i) }).await.unwrap());
+                        }
+                        for h in handles {
+                            sum = sum.wrapping_add(h.await.unwrap());
+                        }
+                    }
+                    "mpsc" => {
+                        let mut handles = Vec::with_capacity(TASKS as usize);
+                        for i in 0..TASKS {
+                            let (otx, orx) = oneshot::channel();
+                            let job: Job = Box::pin(async move {
+                                let _ = otx.send(i);
+                            });
+                            let _ = tx.send(job).await;
+                            handles.push(orx);
+                        }
+                        for h in handles {
+                            sum = sum.wrapping_add(h.await.unwrap());
+                        }
+                    }
+                    _ => {
+                        let mut handles = Vec::with_capacity(TASKS as usize);
+                        for i in 0..TASKS {
+                            handles.push(tokio::spawn(async move { i }));
+                        }
+                        for h in handles {
+                            sum = sum.wrapping_add(h.await.unwrap());
+                        }
+                    }
+                }
+                sum
+            }))
+            .unwrap();
+        let wall = t0.elapsed();
+        let cpu = cpu_time() - cpu0;
+        let sw = voluntary_switches() - sw0;
+        let parks: Vec<u64> = (0..2).map(|w| m.worker_park_count(w) - parks0[w]).collect();
+        let busy: Vec<f64> = (0..2)
+            .map(|w| (m.worker_total_busy_duration(w) - busy0[w]).as_secs_f64() * 1e3)
+            .collect();
+        std::hint::black_box(sum);
+        println!(
+            "{it} {:.1} {:.1} {sw} {} {} {:.1} {:.1}",
+            wall.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() * 1e3,
+            parks[0],
+            parks[1],
+            busy[0],
+            busy[1]
+        );
+    }
+    drop(tx);
+    rt.block_on(pool.shutdown_now());
+    let _ = provider.shutdown();
+}
