@@ -26,11 +26,11 @@
 //! on its first poll (a cache hit, say) costs no allocation; a call that handles 1024 items in one poll yields to
 //! its runtime before it goes on.
 //!
-//! Tracing: each call runs in a debug-level `fanout.run` span (attribute `fanout.name`), a child of the span
+//! Tracing: each call runs in a debug-level `fan_out.run` span (attribute `fan_out.name`), a child of the span
 //! current when the call was made; spans the items open are its children.
 //!
 //! Cancel-safety: dropping a `run` future (or the stream) drops the items in flight; they and the started items are
-//! counted as `cancelled`, so the `fanout.tasks` counter still adds up.
+//! counted as `cancelled`, so the `fan_out.tasks` counter still adds up.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -117,12 +117,12 @@ impl FanOutBuilder {
             max: otlp_sync::Semaphore::MAX_PERMITS,
         })?;
         let meter = self.meter.unwrap_or_else(crate::telemetry::default_meter);
-        let attrs = [KeyValue::new("fanout.name", self.name.clone())];
+        let attrs = [KeyValue::new("fan_out.name", self.name.clone())];
         let shared = Arc::new(Shared {
             counts: OutcomeCounters::new(),
             hist: duration_histogram(
                 &meter,
-                "fanout.task.duration",
+                "fan_out.task.duration",
                 "Time fan-out items ran (after their permit).",
                 &attrs,
             ),
@@ -132,11 +132,12 @@ impl FanOutBuilder {
         });
         let tasks = outcome_counter(
             &meter,
-            "fanout.tasks",
+            "fan_out.tasks",
             "{task}",
             "Fan-out items, by outcome.",
             &shared,
             &shared.attrs,
+            &Outcome::ITEM,
             |s: &Shared| s.counts.snapshot(),
             Shared::flush,
         );
@@ -211,7 +212,7 @@ pub struct FanOutStats {
 }
 
 impl FanOut {
-    /// A builder for a fan-out named `name` (the `fanout.name` attribute, and the name of its semaphore).
+    /// A builder for a fan-out named `name` (the `fan_out.name` attribute, and the name of its semaphore).
     pub fn builder(name: impl Into<String>) -> FanOutBuilder {
         FanOutBuilder {
             name: name.into(),
@@ -331,7 +332,7 @@ impl FanOut {
     {
         FanOutStream {
             owner: self,
-            span: tracing::debug_span!("fanout.run", fanout.name = %self.name),
+            span: tracing::debug_span!("fan_out.run", fan_out.name = %self.name),
             items,
             f,
             exhausted: false,

@@ -7,7 +7,7 @@
 use crate::sync::{AtomicU64, Ordering};
 
 /// How one task or item ended. Its [`as_str`](Outcome::as_str) is the `outcome` attribute of the
-/// `workerpool.tasks`, `fanout.tasks` and `pipeline.items` counters.
+/// `worker_pool.tasks`, `fan_out.tasks` and `pipeline.items` counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     /// It ran to completion and returned `Ok`.
@@ -33,6 +33,14 @@ impl Outcome {
         Outcome::Timeout,
         Outcome::Cancelled,
         Outcome::Rejected,
+    ];
+
+    /// The outcomes a fan-out item or a pipeline item can have (they have no deadline and no queue to reject).
+    pub(crate) const ITEM: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Error,
+        Outcome::Panic,
+        Outcome::Cancelled,
     ];
 
     /// The value of the `outcome` metric attribute: `ok`, `error`, `panic`, `timeout`, `cancelled` or `rejected`.

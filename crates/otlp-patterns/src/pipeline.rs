@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, Stream};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter, ObservableGauge};
+use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter, ObservableUpDownCounter};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -372,7 +372,7 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
             .map(|(stage, k)| {
                 let attrs = [
                     KeyValue::new("pipeline.name", self.name.clone()),
-                    KeyValue::new("pipeline.stage", stage.to_string()),
+                    KeyValue::new("pipeline.stage.name", stage.to_string()),
                 ];
                 StageMeta {
                     name: Arc::clone(stage),
@@ -401,18 +401,20 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
             "Items taken from pipeline inputs, by outcome.",
             &shared,
             &attrs,
+            &Outcome::ITEM,
             Shared::outcomes,
             |_| {},
         );
         let weak = Arc::downgrade(&shared);
         let queue_length = meter
-            .u64_observable_gauge("pipeline.stage.queue.length")
+            .i64_observable_up_down_counter("pipeline.stage.queue.size")
             .with_unit("{item}")
             .with_description("Items waiting in the queue in front of a stage.")
             .with_callback(move |obs| {
                 if let Some(shared) = weak.upgrade() {
                     for stage in &shared.stages {
-                        obs.observe(stage.queued.load(Ordering::Relaxed), &stage.attrs);
+                        let queued = stage.queued.load(Ordering::Relaxed);
+                        obs.observe(i64::try_from(queued).unwrap_or(i64::MAX), &stage.attrs);
                     }
                 }
             })
@@ -456,7 +458,7 @@ pub struct Pipeline<In, Out, E, C> {
     ordered: bool,
     policy: ErrorPolicy,
     parent: Option<CancellationToken>,
-    _instruments: (ObservableCounter<u64>, ObservableGauge<u64>),
+    _instruments: (ObservableCounter<u64>, ObservableUpDownCounter<i64>),
     _types: PhantomData<fn(In) -> (Out, E)>,
 }
 

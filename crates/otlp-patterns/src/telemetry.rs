@@ -167,8 +167,9 @@ pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Registers an observable counter `name` (`unit`) reporting one data point per outcome, each with `attrs` plus
-/// `outcome`. At export, `flush` is called with the owner first (to move its buffered durations into their
+/// Registers an observable counter `name` (`unit`) reporting one data point per outcome in `outcomes` (the ones
+/// the instrument documents: a fan-out item cannot time out, so it exports no `timeout` series), each with `attrs`
+/// plus `outcome`. At export, `flush` is called with the owner first (to move its buffered durations into their
 /// histograms: the SDK runs every callback before it collects the aggregations, so they are in this export),
 /// then `read`; the owner is held weakly so that the callback, which the SDK keeps for the provider's lifetime,
 /// does not keep a dropped owner alive.
@@ -180,16 +181,17 @@ pub(crate) fn outcome_counter<S: Send + Sync + 'static>(
     description: &'static str,
     owner: &Arc<S>,
     attrs: &[KeyValue],
+    outcomes: &'static [Outcome],
     read: fn(&S) -> [u64; 6],
     flush: fn(&S),
 ) -> opentelemetry::metrics::ObservableCounter<u64> {
     let weak: Weak<S> = Arc::downgrade(owner);
-    let per_outcome: Vec<Vec<KeyValue>> = Outcome::ALL
+    let per_outcome: Vec<(usize, Vec<KeyValue>)> = outcomes
         .iter()
         .map(|o| {
             let mut a = attrs.to_vec();
             a.push(KeyValue::new("outcome", o.as_str()));
-            a
+            (o.index(), a)
         })
         .collect();
     meter
@@ -199,16 +201,19 @@ pub(crate) fn outcome_counter<S: Send + Sync + 'static>(
         .with_callback(move |obs| {
             if let Some(owner) = weak.upgrade() {
                 flush(&owner);
-                for (value, attrs) in read(&owner).iter().zip(&per_outcome) {
-                    obs.observe(*value, attrs);
+                let counts = read(&owner);
+                for (index, attrs) in &per_outcome {
+                    obs.observe(counts[*index], attrs);
                 }
             }
         })
         .build()
 }
 
-/// Registers an observable gauge `name` (`unit`) reading `read(owner)` with `attrs`; the owner is held weakly.
-pub(crate) fn gauge<S: Send + Sync + 'static>(
+/// Registers an observable up-down counter `name` (`unit`) reading `read(owner)` with `attrs`; the owner is held
+/// weakly. For quantities that add up across owners (queue lengths, workers), which semantic conventions model as
+/// up-down counters rather than gauges.
+pub(crate) fn up_down<S: Send + Sync + 'static>(
     meter: &Meter,
     name: &'static str,
     unit: &'static str,
@@ -216,15 +221,15 @@ pub(crate) fn gauge<S: Send + Sync + 'static>(
     owner: &Arc<S>,
     attrs: Vec<KeyValue>,
     read: impl Fn(&S) -> u64 + Send + Sync + 'static,
-) -> opentelemetry::metrics::ObservableGauge<u64> {
+) -> opentelemetry::metrics::ObservableUpDownCounter<i64> {
     let weak: Weak<S> = Arc::downgrade(owner);
     meter
-        .u64_observable_gauge(name)
+        .i64_observable_up_down_counter(name)
         .with_unit(unit)
         .with_description(description)
         .with_callback(move |obs| {
             if let Some(owner) = weak.upgrade() {
-                obs.observe(read(&owner), &attrs);
+                obs.observe(i64::try_from(read(&owner)).unwrap_or(i64::MAX), &attrs);
             }
         })
         .build()

@@ -12,7 +12,7 @@
 //! * **Failures**: a task returns `Result<T, E>`; its [`TaskHandle`] resolves to `Result<T, TaskError<E>>`, which
 //!   keeps apart `Failed(E)`, `Panicked(msg)` (the panic is caught, the worker keeps serving), `TimedOut` and
 //!   `Cancelled`.
-//! * **Context**: each task runs in a `workerpool.task` span (debug level) whose parent is the span current at
+//! * **Context**: each task runs in a `worker_pool.task` span (debug level) whose parent is the span current at
 //!   submission, so traces follow work into the pool; [`current_token`](crate::current_token) gives the pool's
 //!   cancellation token (a child of the builder's `parent`).
 //! * **Shutdown**: [`shutdown(deadline)`](WorkerPool::shutdown) stops accepting, lets the workers drain the queue
@@ -63,7 +63,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter, ObservableGauge};
+use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter, ObservableUpDownCounter};
 use tokio::runtime::Handle;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, Sleep};
@@ -75,7 +75,7 @@ use crate::queue::{PushError, Queue};
 use crate::roster::Roster;
 use crate::sync::{AtomicU64, Ordering};
 use crate::task::{BoxJob, RunJob, TaskJob};
-use crate::telemetry::{DurationBuffer, duration_histogram, gauge, outcome_counter};
+use crate::telemetry::{DurationBuffer, duration_histogram, outcome_counter, up_down};
 use crate::{BuildError, Outcome, ResizeError, SubmitError, TaskHandle};
 
 /// The default per-task timeout (the Go original's 5 s).
@@ -168,7 +168,7 @@ impl WorkerPoolBuilder {
             Some(parent) => parent.child_token(),
             None => CancellationToken::new(),
         };
-        let attrs = [KeyValue::new("workerpool.name", self.name.clone())];
+        let attrs = [KeyValue::new("worker_pool.name", self.name.clone())];
         let shared = Arc::new(Shared {
             queue: Queue::new(capacity),
             shards: (0..max_workers).map(|_| WorkerShard::default()).collect(),
@@ -187,13 +187,13 @@ impl WorkerPoolBuilder {
             token,
             run_hist: duration_histogram(
                 &meter,
-                "workerpool.task.duration",
+                "worker_pool.task.duration",
                 "Time tasks ran, until their outcome.",
                 &attrs,
             ),
             wait_hist: duration_histogram(
                 &meter,
-                "workerpool.task.wait.duration",
+                "worker_pool.task.wait.duration",
                 "Time tasks waited in the queue before a worker took them.",
                 &attrs,
             ),
@@ -463,10 +463,10 @@ async fn join_all(handles: &mut Vec<JoinHandle<()>>) {
 /// The observable instruments, kept for the pool's lifetime.
 #[allow(dead_code)]
 struct Instruments {
-    workers: ObservableGauge<u64>,
-    active: ObservableGauge<u64>,
-    queue_length: ObservableGauge<u64>,
-    queue_capacity: ObservableGauge<u64>,
+    workers: ObservableUpDownCounter<i64>,
+    active: ObservableUpDownCounter<i64>,
+    queue_length: ObservableUpDownCounter<i64>,
+    queue_capacity: ObservableUpDownCounter<i64>,
     tasks: ObservableCounter<u64>,
 }
 
@@ -474,36 +474,36 @@ impl Instruments {
     fn register(meter: &Meter, shared: &Arc<Shared>) -> Self {
         let attrs = shared.attrs.to_vec();
         Instruments {
-            workers: gauge(
+            workers: up_down(
                 meter,
-                "workerpool.workers",
+                "worker_pool.worker.count",
                 "{worker}",
                 "Workers alive.",
                 shared,
                 attrs.clone(),
                 |s: &Shared| s.alive.load(Ordering::Relaxed),
             ),
-            active: gauge(
+            active: up_down(
                 meter,
-                "workerpool.workers.active",
+                "worker_pool.worker.active",
                 "{worker}",
                 "Workers running a task.",
                 shared,
                 attrs.clone(),
                 Shared::active,
             ),
-            queue_length: gauge(
+            queue_length: up_down(
                 meter,
-                "workerpool.queue.length",
+                "worker_pool.queue.size",
                 "{task}",
                 "Tasks waiting in the queue.",
                 shared,
                 attrs.clone(),
                 |s: &Shared| s.queue.len() as u64,
             ),
-            queue_capacity: gauge(
+            queue_capacity: up_down(
                 meter,
-                "workerpool.queue.capacity",
+                "worker_pool.queue.capacity",
                 "{task}",
                 "Tasks the queue can hold.",
                 shared,
@@ -512,11 +512,12 @@ impl Instruments {
             ),
             tasks: outcome_counter(
                 meter,
-                "workerpool.tasks",
+                "worker_pool.tasks",
                 "{task}",
                 "Tasks submitted, by outcome.",
                 shared,
                 &attrs,
+                &Outcome::ALL,
                 Shared::outcomes,
                 Shared::flush,
             ),
@@ -548,7 +549,7 @@ pub struct WorkerPoolStats {
     pub queued: u64,
     /// Tasks running now.
     pub active: u64,
-    /// Workers alive now (the `workerpool.workers` gauge).
+    /// Workers alive now (the `worker_pool.worker.count` up-down counter).
     pub workers: u64,
 }
 
@@ -596,7 +597,7 @@ impl std::fmt::Debug for WorkerPool {
 }
 
 impl WorkerPool {
-    /// A builder for a pool named `name` (the `workerpool.name` attribute of its metrics).
+    /// A builder for a pool named `name` (the `worker_pool.name` attribute of its metrics).
     pub fn builder(name: impl Into<String>) -> WorkerPoolBuilder {
         WorkerPoolBuilder {
             name: name.into(),
@@ -702,7 +703,7 @@ impl WorkerPool {
     }
 
     fn task_span(&self) -> Span {
-        tracing::debug_span!(parent: &Span::current(), "workerpool.task", workerpool.name = %self.shared.name)
+        tracing::debug_span!(parent: &Span::current(), "worker_pool.task", worker_pool.name = %self.shared.name)
     }
 
     fn rejected(&self, err: PushError<BoxJob>) -> SubmitError {

@@ -48,18 +48,40 @@ fn has(attrs: &mut dyn Iterator<Item = &KeyValue>, want: &[(&str, &str)]) -> boo
     })
 }
 
-/// The value of a u64 sum or gauge data point with these attributes.
+/// The `outcome` values a counter exports, sorted.
+fn outcomes(m: &Metric) -> Vec<String> {
+    let AggregatedMetrics::U64(MetricData::Sum(s)) = m.data() else {
+        panic!("{} is not a u64 counter", m.name());
+    };
+    let mut out: Vec<String> = s
+        .data_points()
+        .filter_map(|p| {
+            p.attributes()
+                .find(|kv| kv.key.as_str() == "outcome")
+                .map(|kv| kv.value.as_str().into_owned())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The value of a u64 sum or i64 up-down sum data point with these attributes.
 fn u64_point(m: &Metric, want: &[(&str, &str)]) -> u64 {
     match m.data() {
         AggregatedMetrics::U64(MetricData::Sum(s)) => s
             .data_points()
             .find(|p| has(&mut p.attributes(), want))
             .map(|p| p.value()),
-        AggregatedMetrics::U64(MetricData::Gauge(g)) => g
-            .data_points()
-            .find(|p| has(&mut p.attributes(), want))
-            .map(|p| p.value()),
-        other => panic!("{} is not a u64 sum or gauge: {other:?}", m.name()),
+        AggregatedMetrics::I64(MetricData::Sum(s)) => {
+            assert!(!s.is_monotonic(), "{} is an up-down counter", m.name());
+            s.data_points()
+                .find(|p| has(&mut p.attributes(), want))
+                .map(|p| u64::try_from(p.value()).expect("a count is never negative"))
+        }
+        other => panic!(
+            "{} is not a u64 sum or an i64 up-down sum: {other:?}",
+            m.name()
+        ),
     }
     .unwrap_or_else(|| panic!("{}: no point with {want:?}", m.name()))
 }
@@ -101,18 +123,21 @@ async fn worker_pool_instruments() {
     let _: Result<u32, TaskError<String>> = panic.await;
     assert_eq!(slow.await, Err(TaskError::TimedOut));
     let all = collect(&p, &e);
-    let name = [("workerpool.name", "wp")];
-    assert_eq!(u64_point(metric(&all, "workerpool.workers"), &name), 2);
+    let name = [("worker_pool.name", "wp")];
     assert_eq!(
-        u64_point(metric(&all, "workerpool.workers.active"), &name),
+        u64_point(metric(&all, "worker_pool.worker.count"), &name),
+        2
+    );
+    assert_eq!(
+        u64_point(metric(&all, "worker_pool.worker.active"), &name),
         0
     );
-    assert_eq!(u64_point(metric(&all, "workerpool.queue.length"), &name), 0);
+    assert_eq!(u64_point(metric(&all, "worker_pool.queue.size"), &name), 0);
     assert_eq!(
-        u64_point(metric(&all, "workerpool.queue.capacity"), &name),
+        u64_point(metric(&all, "worker_pool.queue.capacity"), &name),
         5
     );
-    let tasks = metric(&all, "workerpool.tasks");
+    let tasks = metric(&all, "worker_pool.tasks");
     assert_eq!(tasks.unit(), "{task}");
     for (outcome, n) in [
         ("ok", 1),
@@ -123,22 +148,25 @@ async fn worker_pool_instruments() {
         ("rejected", 0),
     ] {
         assert_eq!(
-            u64_point(tasks, &[("workerpool.name", "wp"), ("outcome", outcome)]),
+            u64_point(tasks, &[("worker_pool.name", "wp"), ("outcome", outcome)]),
             n,
             "{outcome}"
         );
     }
     assert_eq!(
-        histogram_count(metric(&all, "workerpool.task.duration"), &name),
+        histogram_count(metric(&all, "worker_pool.task.duration"), &name),
         4
     );
     assert_eq!(
-        histogram_count(metric(&all, "workerpool.task.wait.duration"), &name),
+        histogram_count(metric(&all, "worker_pool.task.wait.duration"), &name),
         4
     );
     pool.shutdown_now().await;
     let all = collect(&p, &e);
-    assert_eq!(u64_point(metric(&all, "workerpool.workers"), &name), 0);
+    assert_eq!(
+        u64_point(metric(&all, "worker_pool.worker.count"), &name),
+        0
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -157,19 +185,24 @@ async fn fan_out_instruments() {
         .await;
     assert_eq!(r.len(), 5);
     let all = collect(&p, &e);
-    let tasks = metric(&all, "fanout.tasks");
+    let tasks = metric(&all, "fan_out.tasks");
     assert_eq!(
-        u64_point(tasks, &[("fanout.name", "fo"), ("outcome", "ok")]),
+        outcomes(tasks),
+        ["cancelled", "error", "ok", "panic"],
+        "a fan-out item cannot time out or be rejected: no such series"
+    );
+    assert_eq!(
+        u64_point(tasks, &[("fan_out.name", "fo"), ("outcome", "ok")]),
         4
     );
     assert_eq!(
-        u64_point(tasks, &[("fanout.name", "fo"), ("outcome", "error")]),
+        u64_point(tasks, &[("fan_out.name", "fo"), ("outcome", "error")]),
         1
     );
     assert_eq!(
         histogram_count(
-            metric(&all, "fanout.task.duration"),
-            &[("fanout.name", "fo")]
+            metric(&all, "fan_out.task.duration"),
+            &[("fan_out.name", "fo")]
         ),
         5
     );
@@ -203,6 +236,11 @@ async fn pipeline_instruments() {
     let all = collect(&p, &e);
     let items = metric(&all, "pipeline.items");
     assert_eq!(
+        outcomes(items),
+        ["cancelled", "error", "ok", "panic"],
+        "a pipeline item cannot time out or be rejected: no such series"
+    );
+    assert_eq!(
         u64_point(items, &[("pipeline.name", "pl"), ("outcome", "ok")]),
         3
     );
@@ -212,16 +250,25 @@ async fn pipeline_instruments() {
     );
     let d = metric(&all, "pipeline.stage.duration");
     assert_eq!(
-        histogram_count(d, &[("pipeline.name", "pl"), ("pipeline.stage", "parse")]),
+        histogram_count(
+            d,
+            &[("pipeline.name", "pl"), ("pipeline.stage.name", "parse")]
+        ),
         4
     );
     assert_eq!(
-        histogram_count(d, &[("pipeline.name", "pl"), ("pipeline.stage", "store")]),
+        histogram_count(
+            d,
+            &[("pipeline.name", "pl"), ("pipeline.stage.name", "store")]
+        ),
         3
     );
-    let q = metric(&all, "pipeline.stage.queue.length");
+    let q = metric(&all, "pipeline.stage.queue.size");
     assert_eq!(
-        u64_point(q, &[("pipeline.name", "pl"), ("pipeline.stage", "store")]),
+        u64_point(
+            q,
+            &[("pipeline.name", "pl"), ("pipeline.stage.name", "store")]
+        ),
         0
     );
 }

@@ -37,7 +37,7 @@ async fn task_span_is_a_child_of_the_submitter_span() {
             .unwrap_or_else(|| panic!("no span {name} in {spans:?}"))
     };
     let request = find("request");
-    let task = find("workerpool.task");
+    let task = find("worker_pool.task");
     let inner = find("inner.work");
     assert_eq!(
         task.parent_span_id,
@@ -56,7 +56,7 @@ async fn task_span_is_a_child_of_the_submitter_span() {
     assert!(
         task.attributes
             .iter()
-            .any(|kv| kv.key.as_str() == "workerpool.name" && kv.value.as_str() == "traced"),
+            .any(|kv| kv.key.as_str() == "worker_pool.name" && kv.value.as_str() == "traced"),
         "{:?}",
         task.attributes
     );
@@ -124,7 +124,7 @@ async fn fan_out_run_span_holds_its_items() {
         assert!(r.all_ok());
     })
     .await;
-    assert_tree(&spans, "fanout.run", "fanout.name", "fan", 3);
+    assert_tree(&spans, "fan_out.run", "fan_out.name", "fan", 3);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -59,7 +59,7 @@
 //! | `pool.misses` | counter | `{get}` | same |
 //! | `pool.puts` | counter | `{object}` | same |
 //! | `pool.discards` | counter | `{object}` | same |
-//! | `pool.idle` | gauge | `{object}` | same |
+//! | `pool.idle` | up-down counter | `{object}` | same |
 //!
 //! The instruments are registered when a pool is built, so install the meter provider first.
 

@@ -11,12 +11,12 @@
 //! | `pool.misses` | counter | `{get}` | gets that had to create an object |
 //! | `pool.puts` | counter | `{object}` | returns kept for reuse |
 //! | `pool.discards` | counter | `{object}` | returns dropped (pool full, too large, refused) |
-//! | `pool.idle` | gauge | `{object}` | idle objects kept |
+//! | `pool.idle` | up-down counter | `{object}` | idle objects kept |
 //!
 //! Every point carries `pool.name`; byte-slice pools add `pool.size_class` (bytes).
 
 use crate::stats::{PoolStats, StatsCell};
-use opentelemetry::metrics::{AsyncInstrument, Meter, ObservableCounter, ObservableGauge};
+use opentelemetry::metrics::{AsyncInstrument, Meter, ObservableCounter, ObservableUpDownCounter};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -38,7 +38,7 @@ fn lock(sources: &Sources) -> MutexGuard<'_, Vec<Source>> {
 pub(crate) struct Registry {
     sources: Sources,
     _counters: Vec<ObservableCounter<u64>>,
-    _idle: ObservableGauge<u64>,
+    _idle: ObservableUpDownCounter<i64>,
 }
 
 /// The meter the pools use unless a builder names another.
@@ -50,7 +50,7 @@ fn global_meter() -> Meter {
     )
 }
 
-fn observe(sources: &Sources, field: fn(&PoolStats) -> u64, instrument: &dyn AsyncInstrument<u64>) {
+fn observe<T>(sources: &Sources, field: fn(&PoolStats) -> T, instrument: &dyn AsyncInstrument<T>) {
     let mut sources = lock(sources);
     sources.retain(|source| source.stats.strong_count() > 0);
     for source in sources.iter() {
@@ -103,10 +103,16 @@ impl Registry {
         ];
         let idle_sources = sources.clone();
         let idle = meter
-            .u64_observable_gauge("pool.idle")
+            .i64_observable_up_down_counter("pool.idle")
             .with_unit("{object}")
             .with_description("Idle objects kept by the pool")
-            .with_callback(move |instrument| observe(&idle_sources, |s| s.idle, instrument))
+            .with_callback(move |instrument| {
+                observe(
+                    &idle_sources,
+                    |s| i64::try_from(s.idle).unwrap_or(i64::MAX),
+                    instrument,
+                )
+            })
             .build();
         Registry {
             sources,

@@ -26,9 +26,6 @@ fn points(metrics: &[ResourceMetrics]) -> Vec<Point> {
     };
     for scope in last.scope_metrics() {
         for metric in scope.metrics() {
-            let AggregatedMetrics::U64(data) = metric.data() else {
-                panic!("{} is not a u64 instrument", metric.name());
-            };
             let mut push = |kind, attributes: Vec<KeyValue>, value| {
                 out.push(Point {
                     scope: scope.scope().name().to_owned(),
@@ -39,8 +36,8 @@ fn points(metrics: &[ResourceMetrics]) -> Vec<Point> {
                     value,
                 })
             };
-            match data {
-                MetricData::Sum(sum) => {
+            match metric.data() {
+                AggregatedMetrics::U64(MetricData::Sum(sum)) => {
                     assert!(
                         sum.is_monotonic(),
                         "{} must be a monotonic counter",
@@ -50,9 +47,15 @@ fn points(metrics: &[ResourceMetrics]) -> Vec<Point> {
                         push("counter", p.attributes().cloned().collect(), p.value());
                     }
                 }
-                MetricData::Gauge(gauge) => {
-                    for p in gauge.data_points() {
-                        push("gauge", p.attributes().cloned().collect(), p.value());
+                AggregatedMetrics::I64(MetricData::Sum(sum)) => {
+                    assert!(
+                        !sum.is_monotonic(),
+                        "{} must be an up-down counter",
+                        metric.name()
+                    );
+                    for p in sum.data_points() {
+                        let value = u64::try_from(p.value()).expect("a count is never negative");
+                        push("up_down", p.attributes().cloned().collect(), value);
                     }
                 }
                 _ => panic!("{} has an unexpected kind", metric.name()),
@@ -142,7 +145,7 @@ fn pool_metrics_reach_the_exporter() {
         let (kind, unit) = match p.name.as_str() {
             "pool.gets" | "pool.misses" => ("counter", "{get}"),
             "pool.puts" | "pool.discards" => ("counter", "{object}"),
-            "pool.idle" => ("gauge", "{object}"),
+            "pool.idle" => ("up_down", "{object}"),
             other => panic!("unexpected instrument {other}"),
         };
         assert_eq!((p.kind, p.unit.as_str()), (kind, unit), "{}", p.name);

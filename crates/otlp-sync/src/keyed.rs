@@ -28,7 +28,7 @@
 //! [`KeyedRateLimiter::retain_recent`] drops the keys whose state is indistinguishable from a fresh one (nothing
 //! lost); call it from a periodic task to keep the store small in quiet times.
 //!
-//! Waits, cost and telemetry are as for [`RateLimiter`](crate::RateLimiter), plus the gauge `ratelimiter.keys`.
+//! Waits, cost and telemetry are as for [`RateLimiter`](crate::RateLimiter), plus the up-down counter `rate_limiter.key.count`.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -30,8 +30,8 @@
 //! # Cost and telemetry
 //!
 //! Calls that do not wait add a relaxed load and store on a per-thread counter to the wrapped crate's own cost: no
-//! clock read, no OpenTelemetry call, no allocation. Counters and gauges are observable instruments whose callbacks
-//! read those counters (the same ones `stats()` returns); only calls that waited read the clock, record a
+//! clock read, no OpenTelemetry call, no allocation. Counters and up-down counters are observable instruments whose
+//! callbacks read those counters (the same ones `stats()` returns); only calls that waited read the clock, record a
 //! `*.wait.duration` histogram and open a debug-level span. Instruments come from
 //! `opentelemetry::global::meter_with_scope` (scope `otlp-sync` with this crate's version) when an owner is built,
 //! or from the meter given to its builder; see [`telemetry::names`] and `docs/metrics.md`.

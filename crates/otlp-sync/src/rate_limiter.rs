@@ -42,13 +42,13 @@
 //!
 //! `check()` costs governor's `check()` plus a relaxed load and store on a per-thread counter. A throttled `check()`
 //! also reads the limiter's clock once, to compute `retry_after`. Only waits read tokio's clock, open a
-//! debug-level span and record `ratelimiter.wait.duration`.
+//! debug-level span and record `rate_limiter.wait.duration`.
 //!
 //! # Telemetry
 //!
-//! Attribute `ratelimiter.name`: counter `ratelimiter.decisions` (attribute `outcome` = `allowed` | `throttled` |
-//! `timeout` | `cancelled`; one per call) and histogram `ratelimiter.wait.duration` (seconds, same outcomes, only
-//! for waits that slept). Keyed limiters add the gauge `ratelimiter.keys`.
+//! Attribute `rate_limiter.name`: counter `rate_limiter.decisions` (attribute `outcome` = `allowed` | `throttled` |
+//! `timeout` | `cancelled`; one per call) and histogram `rate_limiter.wait.duration` (seconds, same outcomes, only
+//! for waits that slept). Keyed limiters add the up-down counter `rate_limiter.key.count`.
 
 use std::fmt;
 use std::future::poll_fn;
@@ -63,7 +63,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Jitter, NotUntil, Quota};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, ObservableCounter, ObservableGauge};
+use opentelemetry::metrics::{Histogram, Meter, ObservableCounter, ObservableUpDownCounter};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -150,10 +150,10 @@ pub(crate) struct Core {
     counters: Counters<COUNTERS>,
     waiting: Gauge,
     wait_duration: Histogram<f64>,
-    /// `[ratelimiter.name, outcome]` per outcome, built once.
+    /// `[rate_limiter.name, outcome]` per outcome, built once.
     attrs: [[KeyValue; 2]; 4],
     _decisions: ObservableCounter<u64>,
-    _keys: Option<ObservableGauge<u64>>,
+    _keys: Option<ObservableUpDownCounter<i64>>,
 }
 
 impl Core {
@@ -166,10 +166,10 @@ impl Core {
         core: fn(&T) -> &Core,
         keys: Option<fn(&T) -> usize>,
     ) -> Core {
-        let name_kv = KeyValue::new(names::RATELIMITER_NAME, name.clone());
+        let name_kv = KeyValue::new(names::RATE_LIMITER_NAME, name.clone());
         let attrs = OUTCOMES.map(|o| [name_kv.clone(), KeyValue::new(names::OUTCOME, o.as_str())]);
         let wait_duration = meter
-            .f64_histogram(names::RATELIMITER_WAIT_DURATION)
+            .f64_histogram(names::RATE_LIMITER_WAIT_DURATION)
             .with_unit("s")
             .with_description("How long rate limiter waits that slept took, by outcome.")
             .with_boundaries(WAIT_BOUNDARIES.to_vec())
@@ -177,7 +177,7 @@ impl Core {
         let decision_attrs = attrs.clone();
         let w = weak.clone();
         let _decisions = meter
-            .u64_observable_counter(names::RATELIMITER_DECISIONS)
+            .u64_observable_counter(names::RATE_LIMITER_DECISIONS)
             .with_unit("{decision}")
             .with_description("Rate limiter decisions, by outcome.")
             .with_callback(move |obs| {
@@ -193,12 +193,12 @@ impl Core {
             let w = weak.clone();
             let kv = [name_kv.clone()];
             meter
-                .u64_observable_gauge(names::RATELIMITER_KEYS)
+                .i64_observable_up_down_counter(names::RATE_LIMITER_KEY_COUNT)
                 .with_unit("{key}")
                 .with_description("Keys held by the keyed rate limiter's bounded key store.")
                 .with_callback(move |obs| {
                     if let Some(owner) = w.upgrade() {
-                        obs.observe(keys(&owner) as u64, &kv);
+                        obs.observe(i64::try_from(keys(&owner)).unwrap_or(i64::MAX), &kv);
                     }
                 })
                 .build()
@@ -325,8 +325,8 @@ impl Core {
             });
         }
         let span = tracing::debug_span!(
-            "otlp_sync.ratelimiter.wait",
-            ratelimiter.name = %self.name,
+            "otlp_sync.rate_limiter.wait",
+            rate_limiter.name = %self.name,
             cells,
             first_wait_s = first_wait.as_secs_f64(),
         );

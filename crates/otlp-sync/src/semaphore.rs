@@ -73,8 +73,8 @@
 //!
 //! # Telemetry
 //!
-//! Attribute `semaphore.name` on every instrument: gauges `semaphore.permits.limit`, `semaphore.permits.used`,
-//! `semaphore.waiting`, counter `semaphore.acquires` (attribute `outcome` = `acquired` | `timeout` | `cancelled` |
+//! Attribute `semaphore.name` on every instrument: up-down counters `semaphore.permit.limit`,
+//! `semaphore.permit.usage`, `semaphore.acquire.waiting`, counter `semaphore.acquires` (attribute `outcome` = `acquired` | `timeout` | `cancelled` |
 //! `closed` | `rejected`) and histogram `semaphore.wait.duration` (seconds, same `outcome`s, only for acquires
 //! that waited). Each call counts exactly one outcome, so the outcomes add up to the calls.
 
@@ -86,7 +86,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, ObservableCounter, ObservableGauge};
+use opentelemetry::metrics::{Histogram, Meter, ObservableCounter, ObservableUpDownCounter};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -380,9 +380,9 @@ struct Telemetry {
     wait_duration: Histogram<f64>,
     /// `[semaphore.name, outcome]` per outcome, built once.
     attrs: [[KeyValue; 2]; 5],
-    _limit: ObservableGauge<u64>,
-    _used: ObservableGauge<u64>,
-    _waiting: ObservableGauge<u64>,
+    _limit: ObservableUpDownCounter<i64>,
+    _used: ObservableUpDownCounter<i64>,
+    _waiting: ObservableUpDownCounter<i64>,
     _acquires: ObservableCounter<u64>,
 }
 
@@ -396,40 +396,41 @@ impl Telemetry {
             .with_description("How long acquires that had to wait waited, by outcome.")
             .with_boundaries(WAIT_BOUNDARIES.to_vec())
             .build();
+        // Quantities that add up across semaphores: up-down counters, not gauges.
         let gauge = |inst: &'static str,
                      unit: &'static str,
                      desc: &'static str,
-                     read: fn(&Inner) -> u64| {
+                     read: fn(&Inner) -> usize| {
             let weak = weak.clone();
             let kv = [name_kv.clone()];
             meter
-                .u64_observable_gauge(inst)
+                .i64_observable_up_down_counter(inst)
                 .with_unit(unit)
                 .with_description(desc)
                 .with_callback(move |obs| {
                     if let Some(inner) = weak.upgrade() {
-                        obs.observe(read(&inner), &kv);
+                        obs.observe(i64::try_from(read(&inner)).unwrap_or(i64::MAX), &kv);
                     }
                 })
                 .build()
         };
         let _limit = gauge(
-            names::SEMAPHORE_PERMITS_LIMIT,
+            names::SEMAPHORE_PERMIT_LIMIT,
             "{permit}",
             "Total permits of the semaphore.",
-            |i| i.limit() as u64,
+            |i| i.limit(),
         );
         let _used = gauge(
-            names::SEMAPHORE_PERMITS_USED,
+            names::SEMAPHORE_PERMIT_USAGE,
             "{permit}",
             "Permits not free right now (held, or set aside for the front waiter).",
-            |i| i.in_use() as u64,
+            |i| i.in_use(),
         );
         let _waiting = gauge(
-            names::SEMAPHORE_WAITING,
+            names::SEMAPHORE_ACQUIRE_WAITING,
             "{acquire}",
             "Acquires waiting for permits right now.",
-            |i| i.waiting.get() as u64,
+            |i| i.waiting.get(),
         );
         let acquire_attrs = attrs.clone();
         let weak = weak.clone();

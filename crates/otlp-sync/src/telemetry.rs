@@ -1,6 +1,6 @@
 //! Instrument names, the instrumentation scope and shared telemetry helpers.
 //!
-//! Every instrument is listed in `docs/metrics.md`. Counters and gauges are observable: their callbacks read the
+//! Every instrument is listed in `docs/metrics.md`. Counters and up-down counters are observable: their callbacks read the
 //! same cheap counters as `stats()`. Only waits record a histogram.
 
 use opentelemetry::InstrumentationScope;
@@ -11,26 +11,26 @@ pub const SCOPE: &str = "otlp-sync";
 
 /// Names of the instruments and attributes, for dashboards and tests.
 pub mod names {
-    /// Gauge `{permit}`: the semaphore's total permits.
-    pub const SEMAPHORE_PERMITS_LIMIT: &str = "semaphore.permits.limit";
-    /// Gauge `{permit}`: permits held right now.
-    pub const SEMAPHORE_PERMITS_USED: &str = "semaphore.permits.used";
-    /// Gauge `{acquire}`: acquires waiting right now.
-    pub const SEMAPHORE_WAITING: &str = "semaphore.waiting";
+    /// Up-down counter `{permit}`: the semaphore's total permits.
+    pub const SEMAPHORE_PERMIT_LIMIT: &str = "semaphore.permit.limit";
+    /// Up-down counter `{permit}`: permits held right now.
+    pub const SEMAPHORE_PERMIT_USAGE: &str = "semaphore.permit.usage";
+    /// Up-down counter `{acquire}`: acquires waiting right now.
+    pub const SEMAPHORE_ACQUIRE_WAITING: &str = "semaphore.acquire.waiting";
     /// Counter `{acquire}` with attribute `outcome`: finished acquire calls.
     pub const SEMAPHORE_ACQUIRES: &str = "semaphore.acquires";
     /// Histogram `s` with attribute `outcome`: how long acquires that had to wait waited.
     pub const SEMAPHORE_WAIT_DURATION: &str = "semaphore.wait.duration";
     /// Counter `{decision}` with attribute `outcome`: rate limiter decisions.
-    pub const RATELIMITER_DECISIONS: &str = "ratelimiter.decisions";
+    pub const RATE_LIMITER_DECISIONS: &str = "rate_limiter.decisions";
     /// Histogram `s` with attribute `outcome`: how long waits that slept took.
-    pub const RATELIMITER_WAIT_DURATION: &str = "ratelimiter.wait.duration";
-    /// Gauge `{key}`: keys held by a keyed rate limiter's bounded key store.
-    pub const RATELIMITER_KEYS: &str = "ratelimiter.keys";
+    pub const RATE_LIMITER_WAIT_DURATION: &str = "rate_limiter.wait.duration";
+    /// Up-down counter `{key}`: keys held by a keyed rate limiter's bounded key store.
+    pub const RATE_LIMITER_KEY_COUNT: &str = "rate_limiter.key.count";
     /// Attribute: the semaphore's name.
     pub const SEMAPHORE_NAME: &str = "semaphore.name";
     /// Attribute: the rate limiter's name.
-    pub const RATELIMITER_NAME: &str = "ratelimiter.name";
+    pub const RATE_LIMITER_NAME: &str = "rate_limiter.name";
     /// Attribute: how a call ended.
     pub const OUTCOME: &str = "outcome";
 }

@@ -30,7 +30,7 @@ struct Point {
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
     Sum(u64),
-    Gauge(u64),
+    UpDown(i64),
     Histogram { count: u64, sum: f64 },
 }
 
@@ -53,10 +53,12 @@ fn flatten(metrics: &[ResourceMetrics]) -> BTreeMap<String, Vec<Point>> {
                         .data_points()
                         .map(|p| base(&mut p.attributes(), Value::Sum(p.value())))
                         .collect(),
-                    AggregatedMetrics::U64(MetricData::Gauge(g)) => g
-                        .data_points()
-                        .map(|p| base(&mut p.attributes(), Value::Gauge(p.value())))
-                        .collect(),
+                    AggregatedMetrics::I64(MetricData::Sum(s)) => {
+                        assert!(!s.is_monotonic(), "{} is an up-down counter", m.name());
+                        s.data_points()
+                            .map(|p| base(&mut p.attributes(), Value::UpDown(p.value())))
+                            .collect()
+                    }
                     AggregatedMetrics::F64(MetricData::Histogram(h)) => h
                         .data_points()
                         .map(|p| {
@@ -128,26 +130,26 @@ async fn semaphore_metrics() {
     assert_eq!(
         value(
             &during,
-            names::SEMAPHORE_WAITING,
+            names::SEMAPHORE_ACQUIRE_WAITING,
             &[("semaphore.name", "db")]
         ),
-        Value::Gauge(1)
+        Value::UpDown(1)
     );
     assert_eq!(
         value(
             &during,
-            names::SEMAPHORE_PERMITS_USED,
+            names::SEMAPHORE_PERMIT_USAGE,
             &[("semaphore.name", "db")]
         ),
-        Value::Gauge(2)
+        Value::UpDown(2)
     );
     assert_eq!(
         value(
             &during,
-            names::SEMAPHORE_PERMITS_LIMIT,
+            names::SEMAPHORE_PERMIT_LIMIT,
             &[("semaphore.name", "db")]
         ),
-        Value::Gauge(2)
+        Value::UpDown(2)
     );
     tokio::time::advance(Duration::from_secs(1)).await;
     token.cancel();
@@ -169,10 +171,13 @@ async fn semaphore_metrics() {
     assert_eq!(acquires("timeout"), Value::Sum(1));
     assert_eq!(acquires("cancelled"), Value::Sum(1));
     assert_eq!(acquires("closed"), Value::Sum(1));
-    assert_eq!(value(&m, names::SEMAPHORE_WAITING, &[]), Value::Gauge(0));
     assert_eq!(
-        value(&m, names::SEMAPHORE_PERMITS_USED, &[]),
-        Value::Gauge(0)
+        value(&m, names::SEMAPHORE_ACQUIRE_WAITING, &[]),
+        Value::UpDown(0)
+    );
+    assert_eq!(
+        value(&m, names::SEMAPHORE_PERMIT_USAGE, &[]),
+        Value::UpDown(0)
     );
 
     // Only the two acquires that waited are in the histogram, each with its outcome and exact paused-clock time.
@@ -197,15 +202,15 @@ async fn semaphore_metrics() {
         ("otlp-sync", "{acquire}")
     );
     assert_eq!(m[names::SEMAPHORE_WAIT_DURATION][0].unit, "s");
-    assert_eq!(m[names::SEMAPHORE_PERMITS_LIMIT][0].unit, "{permit}");
-    assert_eq!(m[names::SEMAPHORE_WAITING][0].unit, "{acquire}");
+    assert_eq!(m[names::SEMAPHORE_PERMIT_LIMIT][0].unit, "{permit}");
+    assert_eq!(m[names::SEMAPHORE_ACQUIRE_WAITING][0].unit, "{acquire}");
 
     // Once the semaphore is gone its callbacks report nothing (no leak of its state through the provider).
     drop(s);
     let after = export(&provider, &exporter);
     assert!(
         after
-            .get(names::SEMAPHORE_WAITING)
+            .get(names::SEMAPHORE_ACQUIRE_WAITING)
             .is_none_or(|points| points.is_empty()),
         "{after:?}"
     );
@@ -246,8 +251,8 @@ async fn rate_limiter_metrics() {
     let decisions = |name, outcome| {
         value(
             &m,
-            names::RATELIMITER_DECISIONS,
-            &[("ratelimiter.name", name), ("outcome", outcome)],
+            names::RATE_LIMITER_DECISIONS,
+            &[("rate_limiter.name", name), ("outcome", outcome)],
         )
     };
     assert_eq!(decisions("api", "allowed"), Value::Sum(2));
@@ -258,26 +263,26 @@ async fn rate_limiter_metrics() {
     assert_eq!(
         value(
             &m,
-            names::RATELIMITER_KEYS,
-            &[("ratelimiter.name", "tenants")]
+            names::RATE_LIMITER_KEY_COUNT,
+            &[("rate_limiter.name", "tenants")]
         ),
-        Value::Gauge(3)
+        Value::UpDown(3)
     );
     assert_eq!(
         value(
             &m,
-            names::RATELIMITER_WAIT_DURATION,
-            &[("ratelimiter.name", "api"), ("outcome", "allowed")]
+            names::RATE_LIMITER_WAIT_DURATION,
+            &[("rate_limiter.name", "api"), ("outcome", "allowed")]
         ),
         Value::Histogram { count: 1, sum: 1.0 }
     );
     assert_eq!(
-        m[names::RATELIMITER_WAIT_DURATION].len(),
+        m[names::RATE_LIMITER_WAIT_DURATION].len(),
         1,
         "only the wait that slept is recorded"
     );
-    assert_eq!(m[names::RATELIMITER_DECISIONS][0].unit, "{decision}");
-    assert_eq!(m[names::RATELIMITER_KEYS][0].unit, "{key}");
+    assert_eq!(m[names::RATE_LIMITER_DECISIONS][0].unit, "{decision}");
+    assert_eq!(m[names::RATE_LIMITER_KEY_COUNT][0].unit, "{key}");
 }
 
 #[tokio::test]

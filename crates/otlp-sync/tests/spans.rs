@@ -64,6 +64,6 @@ async fn only_waits_open_a_debug_span() {
     l.until_ready().await;
     assert_eq!(
         spans.take(),
-        vec![("otlp_sync.ratelimiter.wait".to_owned(), Level::DEBUG)]
+        vec![("otlp_sync.rate_limiter.wait".to_owned(), Level::DEBUG)]
     );
 }

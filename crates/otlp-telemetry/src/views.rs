@@ -2,8 +2,8 @@
 //!
 //! The OpenTelemetry SDK's default histogram buckets (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500,
 //! 5000, 7500, 10000) suit milliseconds. The instruments of this workspace record seconds
-//! (`semaphore.wait.duration`, `ratelimiter.wait.duration`, `workerpool.task.duration`,
-//! `workerpool.task.wait.duration`, `fanout.task.duration`, `pipeline.stage.duration`), so with the
+//! (`semaphore.wait.duration`, `rate_limiter.wait.duration`, `worker_pool.task.duration`,
+//! `worker_pool.task.wait.duration`, `fan_out.task.duration`, `pipeline.stage.duration`), so with the
 //! defaults every wait from 1 µs to 5 s would fall in one bucket. [`init`](crate::init()) installs
 //! [`duration_view`] with [`LATENCY_BUCKETS_SECONDS`] (1 µs to 10 s, 1-2.5-5 per decade), or base-2
 //! exponential histograms with
@@ -169,7 +169,7 @@ mod tests {
             .build();
         let h = provider
             .meter("test")
-            .f64_histogram("fanout.task.duration")
+            .f64_histogram("fan_out.task.duration")
             .with_unit("s")
             .build();
         h.record(0.01, &[]);
@@ -179,7 +179,7 @@ mod tests {
             .iter()
             .flat_map(|rm| rm.scope_metrics())
             .flat_map(|sm| sm.metrics())
-            .find(|m| m.name() == "fanout.task.duration")
+            .find(|m| m.name() == "fan_out.task.duration")
             .unwrap();
         assert!(matches!(
             m.data(),
