@@ -52,6 +52,67 @@ impl Protocol {
     }
 }
 
+/// A signal exported over OTLP, for the per-signal settings (`OTEL_EXPORTER_OTLP_TRACES_*`,
+/// `OTEL_EXPORTER_OTLP_METRICS_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Metric data points.
+    Metrics,
+}
+
+impl Signal {
+    /// `traces` or `metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+        }
+    }
+
+    /// The path appended to a generic HTTP endpoint: `/v1/traces` or `/v1/metrics`.
+    pub fn http_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+        }
+    }
+}
+
+/// Compression of OTLP payloads (`OTEL_EXPORTER_OTLP_COMPRESSION`): the spec's values are `gzip` and
+/// `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Uncompressed (the default).
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+}
+
+impl Compression {
+    /// The spec's name for it: `none` or `gzip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
+/// Exporter settings of one signal that override the generic ones (`OTEL_EXPORTER_OTLP_<SIGNAL>_*`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SignalSettings {
+    pub(crate) endpoint: Option<String>,
+    pub(crate) protocol: Option<Protocol>,
+    pub(crate) headers: Option<Vec<(String, String)>>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) compression: Option<Compression>,
+}
+
 /// The trace sampler (`OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`).
 ///
 /// Every variant is implemented by one sampler over an atomic ratio (always_on = 1.0, always_off = 0.0), so
@@ -156,10 +217,11 @@ pub struct TelemetryConfig {
     pub(crate) env_resource_attributes: Vec<(String, String)>,
     pub(crate) protocol: Protocol,
     pub(crate) endpoint: Option<String>,
-    pub(crate) traces_endpoint: Option<String>,
-    pub(crate) metrics_endpoint: Option<String>,
+    pub(crate) traces: SignalSettings,
+    pub(crate) metrics: SignalSettings,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) export_timeout: Option<Duration>,
+    pub(crate) compression: Compression,
     pub(crate) traces_enabled: bool,
     pub(crate) metrics_enabled: bool,
     pub(crate) sampler: TraceSampler,
@@ -200,10 +262,11 @@ impl TelemetryConfig {
             env_resource_attributes: Vec::new(),
             protocol: Protocol::Grpc,
             endpoint: None,
-            traces_endpoint: None,
-            metrics_endpoint: None,
+            traces: SignalSettings::default(),
+            metrics: SignalSettings::default(),
             headers: Vec::new(),
             export_timeout: None,
+            compression: Compression::None,
             traces_enabled: true,
             metrics_enabled: true,
             sampler: TraceSampler::ParentBasedAlwaysOn,
@@ -249,42 +312,113 @@ impl TelemetryConfig {
         self
     }
 
-    /// The OTLP transport for both signals.
+    /// The OTLP transport for both signals (`OTEL_EXPORTER_OTLP_PROTOCOL`), unless one has its own.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
         self.protocol = protocol;
         self
     }
 
-    /// The collector's base URL for both signals (`OTEL_EXPORTER_OTLP_ENDPOINT`). For HTTP, `/v1/traces` and
-    /// `/v1/metrics` are appended; for gRPC it is used as is.
+    /// The OTLP transport for traces (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`), over the generic one.
+    pub fn traces_protocol(mut self, protocol: Protocol) -> Self {
+        self.traces.protocol = Some(protocol);
+        self
+    }
+
+    /// The OTLP transport for metrics (`OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`), over the generic one.
+    pub fn metrics_protocol(mut self, protocol: Protocol) -> Self {
+        self.metrics.protocol = Some(protocol);
+        self
+    }
+
+    /// The collector's base URL for both signals (`OTEL_EXPORTER_OTLP_ENDPOINT`). For a signal sent over
+    /// HTTP, `/v1/traces` or `/v1/metrics` is appended; over gRPC it is used as is.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
     }
 
-    /// The full URL for traces (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), used as is.
+    /// The full URL for traces (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), used as is, over the generic one.
     pub fn traces_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.traces_endpoint = Some(url.into());
+        self.traces.endpoint = Some(url.into());
         self
     }
 
-    /// The full URL for metrics (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`), used as is.
+    /// The full URL for metrics (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`), used as is, over the generic one.
     pub fn metrics_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.metrics_endpoint = Some(url.into());
+        self.metrics.endpoint = Some(url.into());
         self
     }
 
-    /// Adds a header (HTTP) or metadata entry (gRPC) sent with every export, e.g. an API key.
+    /// Adds a header (HTTP) or metadata entry (gRPC) sent with every export, e.g. an API key
+    /// (`OTEL_EXPORTER_OTLP_HEADERS`). A signal with headers of its own does not get these.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
-    /// How long one export (with its retries) may take (`OTEL_EXPORTER_OTLP_TIMEOUT`). The default is the
-    /// spec's 10 s, but never more than the [shutdown deadline](Self::shutdown_timeout), so that a
-    /// collector that is down or silent cannot hold an export past the end of shutdown.
+    /// Adds a header sent with trace exports only (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`); trace exports
+    /// then no longer get the generic [`header`](Self::header)s.
+    pub fn traces_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.traces
+            .headers
+            .get_or_insert_with(Vec::new)
+            .push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a header sent with metric exports only (`OTEL_EXPORTER_OTLP_METRICS_HEADERS`); metric exports
+    /// then no longer get the generic [`header`](Self::header)s.
+    pub fn metrics_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metrics
+            .headers
+            .get_or_insert_with(Vec::new)
+            .push((name.into(), value.into()));
+        self
+    }
+
+    /// How long one export (with its retries) may take (`OTEL_EXPORTER_OTLP_TIMEOUT`), unless a signal has
+    /// its own. The default is the spec's 10 s, but never more than the
+    /// [shutdown deadline](Self::shutdown_timeout), so that a collector that is down or silent cannot hold
+    /// an export past the end of shutdown.
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
         self.export_timeout = Some(timeout);
+        self
+    }
+
+    /// The export timeout of traces (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`), over the generic one.
+    pub fn traces_export_timeout(mut self, timeout: Duration) -> Self {
+        self.traces.timeout = Some(timeout);
+        self
+    }
+
+    /// The export timeout of metrics (`OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`), over the generic one.
+    pub fn metrics_export_timeout(mut self, timeout: Duration) -> Self {
+        self.metrics.timeout = Some(timeout);
+        self
+    }
+
+    /// The longest a batch of spans may take to export (`OTEL_BSP_EXPORT_TIMEOUT`, default 30 s): the
+    /// trace exporter's timeout is the smaller of this and the traces export timeout.
+    pub fn span_export_timeout(mut self, timeout: Duration) -> Self {
+        self.bsp_export_timeout = timeout;
+        self
+    }
+
+    /// Payload compression for both signals (`OTEL_EXPORTER_OTLP_COMPRESSION`), unless one has its own.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Payload compression of traces (`OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`), over the generic one.
+    pub fn traces_compression(mut self, compression: Compression) -> Self {
+        self.traces.compression = Some(compression);
+        self
+    }
+
+    /// Payload compression of metrics (`OTEL_EXPORTER_OTLP_METRICS_COMPRESSION`), over the generic one.
+    pub fn metrics_compression(mut self, compression: Compression) -> Self {
+        self.metrics.compression = Some(compression);
         self
     }
 
@@ -395,36 +529,71 @@ impl TelemetryConfig {
         format!("unknown_service:{exe}")
     }
 
-    /// The timeout of one export: the one configured, else 10 s capped to the shutdown deadline.
-    pub fn resolved_export_timeout(&self) -> Duration {
-        self.export_timeout
-            .unwrap_or_else(|| DEFAULT_EXPORT_TIMEOUT.min(self.shutdown_timeout))
-    }
-
-    /// The URL the trace exporter sends to.
-    pub fn resolved_traces_endpoint(&self) -> String {
-        self.signal_endpoint(self.traces_endpoint.as_deref(), "/v1/traces")
-    }
-
-    /// The URL the metric exporter sends to.
-    pub fn resolved_metrics_endpoint(&self) -> String {
-        self.signal_endpoint(self.metrics_endpoint.as_deref(), "/v1/metrics")
-    }
-
-    fn signal_endpoint(&self, explicit: Option<&str>, http_path: &str) -> String {
-        if let Some(url) = explicit {
-            return url.to_owned();
+    pub(crate) fn signal(&self, signal: Signal) -> &SignalSettings {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
         }
-        match self.protocol {
+    }
+
+    /// The transport of `signal`: its own protocol, else the generic one.
+    pub fn resolved_protocol(&self, signal: Signal) -> Protocol {
+        self.signal(signal).protocol.unwrap_or(self.protocol)
+    }
+
+    /// The URL `signal` is sent to: its own endpoint as is; else the generic endpoint, with `/v1/traces` or
+    /// `/v1/metrics` appended when the signal goes over HTTP; else the default of its protocol.
+    pub fn resolved_endpoint(&self, signal: Signal) -> String {
+        if let Some(url) = &self.signal(signal).endpoint {
+            return url.clone();
+        }
+        match self.resolved_protocol(signal) {
             Protocol::Grpc => self
                 .endpoint
                 .clone()
                 .unwrap_or_else(|| GRPC_DEFAULT_ENDPOINT.to_owned()),
             Protocol::HttpProtobuf => {
                 let base = self.endpoint.as_deref().unwrap_or(HTTP_DEFAULT_ENDPOINT);
-                format!("{}{http_path}", base.trim_end_matches('/'))
+                format!("{}{}", base.trim_end_matches('/'), signal.http_path())
             }
         }
+    }
+
+    /// The headers sent with `signal`'s exports: its own if it has any, else the generic ones.
+    pub fn resolved_headers(&self, signal: Signal) -> &[(String, String)] {
+        self.signal(signal)
+            .headers
+            .as_deref()
+            .unwrap_or(&self.headers)
+    }
+
+    /// The timeout of one export of `signal`: its own, else the generic one, else 10 s capped to the
+    /// shutdown deadline; for traces, at most the span export timeout (`OTEL_BSP_EXPORT_TIMEOUT`) too.
+    pub fn resolved_export_timeout(&self, signal: Signal) -> Duration {
+        let timeout = self
+            .signal(signal)
+            .timeout
+            .or(self.export_timeout)
+            .unwrap_or_else(|| DEFAULT_EXPORT_TIMEOUT.min(self.shutdown_timeout));
+        match signal {
+            Signal::Traces => timeout.min(self.bsp_export_timeout),
+            Signal::Metrics => timeout,
+        }
+    }
+
+    /// The payload compression of `signal`: its own, else the generic one.
+    pub fn resolved_compression(&self, signal: Signal) -> Compression {
+        self.signal(signal).compression.unwrap_or(self.compression)
+    }
+
+    /// The URL the trace exporter sends to: [`resolved_endpoint`](Self::resolved_endpoint) of traces.
+    pub fn resolved_traces_endpoint(&self) -> String {
+        self.resolved_endpoint(Signal::Traces)
+    }
+
+    /// The URL the metric exporter sends to: [`resolved_endpoint`](Self::resolved_endpoint) of metrics.
+    pub fn resolved_metrics_endpoint(&self) -> String {
+        self.resolved_endpoint(Signal::Metrics)
     }
 
     /// Checks every value; [`init`](crate::init()) calls this first.
@@ -440,7 +609,15 @@ impl TelemetryConfig {
         let positive = [
             (
                 "TelemetryConfig::export_timeout",
-                self.resolved_export_timeout(),
+                self.export_timeout.unwrap_or(DEFAULT_EXPORT_TIMEOUT),
+            ),
+            (
+                "TelemetryConfig::traces_export_timeout",
+                self.resolved_export_timeout(Signal::Traces),
+            ),
+            (
+                "TelemetryConfig::metrics_export_timeout",
+                self.resolved_export_timeout(Signal::Metrics),
             ),
             (
                 "TelemetryConfig::metric_export_interval",
@@ -482,8 +659,8 @@ impl TelemetryConfig {
         }
         for url in [
             &self.endpoint,
-            &self.traces_endpoint,
-            &self.metrics_endpoint,
+            &self.traces.endpoint,
+            &self.metrics.endpoint,
         ]
         .into_iter()
         .flatten()
@@ -496,7 +673,12 @@ impl TelemetryConfig {
                 ));
             }
         }
-        for (name, value) in &self.headers {
+        let signal_headers = [&self.traces.headers, &self.metrics.headers];
+        for (name, value) in self
+            .headers
+            .iter()
+            .chain(signal_headers.into_iter().flatten().flatten())
+        {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || http::HeaderValue::from_str(value).is_err()
             {
@@ -585,16 +767,65 @@ mod tests {
 
     #[test]
     fn default_export_timeout_never_exceeds_the_shutdown_deadline() {
-        let c = TelemetryConfig::new();
-        assert_eq!(c.resolved_export_timeout(), Duration::from_secs(5));
-        assert!(c.resolved_export_timeout() <= c.shutdown_timeout);
-        let c = c.shutdown_timeout(Duration::from_millis(1500));
-        assert_eq!(c.resolved_export_timeout(), Duration::from_millis(1500));
-        let c = c.shutdown_timeout(Duration::from_secs(30));
-        assert_eq!(c.resolved_export_timeout(), Duration::from_secs(10));
-        // An explicit value is the user's choice.
-        let c = c.export_timeout(Duration::from_secs(60));
-        assert_eq!(c.resolved_export_timeout(), Duration::from_secs(60));
+        for signal in [Signal::Traces, Signal::Metrics] {
+            let c = TelemetryConfig::new();
+            assert_eq!(c.resolved_export_timeout(signal), Duration::from_secs(5));
+            assert!(c.resolved_export_timeout(signal) <= c.shutdown_timeout);
+            let c = c.shutdown_timeout(Duration::from_millis(1500));
+            assert_eq!(
+                c.resolved_export_timeout(signal),
+                Duration::from_millis(1500)
+            );
+            let c = c.shutdown_timeout(Duration::from_secs(30));
+            assert_eq!(c.resolved_export_timeout(signal), Duration::from_secs(10));
+            // An explicit value is the user's choice.
+            let c = c.export_timeout(Duration::from_secs(20));
+            assert_eq!(c.resolved_export_timeout(signal), Duration::from_secs(20));
+        }
+    }
+
+    #[test]
+    fn per_signal_settings_win_over_generic_ones() {
+        let c = TelemetryConfig::new()
+            .endpoint("http://c:4317")
+            .metrics_protocol(Protocol::HttpProtobuf)
+            .header("k", "generic")
+            .traces_header("k", "traces")
+            .export_timeout(Duration::from_secs(3))
+            .metrics_export_timeout(Duration::from_secs(4))
+            .span_export_timeout(Duration::from_secs(2))
+            .compression(Compression::Gzip)
+            .traces_compression(Compression::None);
+        // gRPC uses the generic endpoint as is; HTTP appends the signal's path.
+        assert_eq!(c.resolved_protocol(Signal::Traces), Protocol::Grpc);
+        assert_eq!(c.resolved_endpoint(Signal::Traces), "http://c:4317");
+        assert_eq!(c.resolved_protocol(Signal::Metrics), Protocol::HttpProtobuf);
+        assert_eq!(
+            c.resolved_endpoint(Signal::Metrics),
+            "http://c:4317/v1/metrics"
+        );
+        assert_eq!(
+            c.resolved_headers(Signal::Traces),
+            &[("k".to_owned(), "traces".to_owned())]
+        );
+        assert_eq!(
+            c.resolved_headers(Signal::Metrics),
+            &[("k".to_owned(), "generic".to_owned())]
+        );
+        // The span export timeout caps the traces timeout.
+        assert_eq!(
+            c.resolved_export_timeout(Signal::Traces),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            c.resolved_export_timeout(Signal::Metrics),
+            Duration::from_secs(4)
+        );
+        assert_eq!(c.resolved_compression(Signal::Traces), Compression::None);
+        assert_eq!(c.resolved_compression(Signal::Metrics), Compression::Gzip);
+        c.validate().unwrap();
+        let err = c.traces_header("bad header", "x").validate().unwrap_err();
+        assert!(err.to_string().contains("header"), "{err}");
     }
 
     #[test]

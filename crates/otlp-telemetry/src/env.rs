@@ -5,27 +5,40 @@
 //! Unset or empty variables keep the spec defaults; an invalid value is a [`ConfigError`] that names the
 //! variable, the value and what would be valid.
 //!
-//! | variable | values |
-//! |---|---|
-//! | `OTEL_SDK_DISABLED` | `true` / `false` |
-//! | `OTEL_SERVICE_NAME` | any string |
-//! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,key2=value2` (values percent-decoded) |
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT` | `http(s)://host:port[/path]` |
-//! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `grpc` / `http/protobuf` |
-//! | `OTEL_EXPORTER_OTLP_HEADERS` | `name=value,...` (values percent-decoded) |
-//! | `OTEL_EXPORTER_OTLP_TIMEOUT` | milliseconds |
-//! | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` |
-//! | `OTEL_TRACES_SAMPLER_ARG` | ratio 0..=1 for the ratio samplers (default 1.0) |
-//! | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds |
-//! | `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_EXPORT_TIMEOUT` | milliseconds |
-//! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | positive integers |
-//! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER` | `otlp` / `none` |
-//! | `OTEL_PROPAGATORS` | comma list of `tracecontext`, `baggage`, or `none` |
-//! | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `explicit_bucket_histogram` / `base2_exponential_bucket_histogram` (applied to the `*.duration` views) |
-//! | `RUST_LOG` | `tracing` filter directives |
+//! Every variable read, and the builder method it sets:
 //!
-//! `OTEL_BSP_EXPORT_TIMEOUT` is validated and kept, but the SDK's batch span processor (which runs on its
-//! own thread) bounds each export by the exporter timeout, `OTEL_EXPORTER_OTLP_TIMEOUT`.
+//! | variable | values | builder method |
+//! |---|---|---|
+//! | `OTEL_SDK_DISABLED` | `true` / `false` | `enabled` |
+//! | `OTEL_SERVICE_NAME` | any string | (overrides `service_name`) |
+//! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,key2=value2` (values percent-decoded) | (overrides `resource_attribute`) |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http(s)://host:port[/path]`; `/v1/traces`, `/v1/metrics` appended for a signal sent over HTTP | `endpoint` |
+//! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` | full URL, used as is | `traces_endpoint`, `metrics_endpoint` |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `grpc` (default) / `http/protobuf` | `protocol` |
+//! | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL` | `grpc` / `http/protobuf` | `traces_protocol`, `metrics_protocol` |
+//! | `OTEL_EXPORTER_OTLP_HEADERS` | `name=value,...` (values percent-decoded) | `header` |
+//! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_METRICS_HEADERS` | `name=value,...`, replacing the generic headers for that signal | `traces_header`, `metrics_header` |
+//! | `OTEL_EXPORTER_OTLP_TIMEOUT` | milliseconds (default 10 000, capped to the shutdown deadline) | `export_timeout` |
+//! | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT` | milliseconds | `traces_export_timeout`, `metrics_export_timeout` |
+//! | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip` / `none` (default) | `compression` |
+//! | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_METRICS_COMPRESSION` | `gzip` / `none` | `traces_compression`, `metrics_compression` |
+//! | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `trace_sampler` |
+//! | `OTEL_TRACES_SAMPLER_ARG` | ratio 0..=1 for the ratio samplers (default 1.0) | `trace_sampler` |
+//! | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds (default 60 000) | `metric_export_interval` |
+//! | `OTEL_BSP_SCHEDULE_DELAY` | milliseconds (default 5 000) | `span_schedule_delay` |
+//! | `OTEL_BSP_EXPORT_TIMEOUT` | milliseconds (default 30 000): caps the traces export timeout | `span_export_timeout` |
+//! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | positive integers (default 2048, 512) | `span_queue_size`, `span_batch_size` |
+//! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER` | `otlp` / `none` | `traces`, `metrics` |
+//! | `OTEL_PROPAGATORS` | comma list of `tracecontext`, `baggage`, or `none` | `propagators` |
+//! | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `explicit_bucket_histogram` / `base2_exponential_bucket_histogram` (applied to the `*.duration` views) | `duration_histogram` |
+//! | `RUST_LOG` | `tracing` filter directives | (overrides `log_filter`) |
+//!
+//! Precedence follows the specification: a per-signal variable wins over the generic one, whichever
+//! is set first. A per-signal endpoint is used as is; the generic endpoint gets `/v1/traces` or
+//! `/v1/metrics` appended when that signal goes over HTTP. Timeouts are milliseconds.
+//! `OTEL_BSP_EXPORT_TIMEOUT` bounds each export of a span batch: the SDK's batch span processor (on its
+//! own thread) does not enforce it itself, so the trace exporter's timeout is the smaller of it and the
+//! traces export timeout.
 //!
 //! ```
 //! use otlp_telemetry::TelemetryConfig;
@@ -50,8 +63,26 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::{DurationHistogram, Propagator, Protocol, TelemetryConfig, TraceSampler};
+use crate::config::{
+    Compression, DurationHistogram, Propagator, Protocol, TelemetryConfig, TraceSampler,
+};
 use crate::error::ConfigError;
+
+/// Endpoint, protocol, headers, timeout and compression of one signal.
+const TRACES_VARS: [&str; 5] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+];
+const METRICS_VARS: [&str; 5] = [
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+];
 
 const SAMPLERS: &str = "one of always_on, always_off, traceidratio, parentbased_always_on, \
                         parentbased_always_off, parentbased_traceidratio";
@@ -93,57 +124,38 @@ impl TelemetryConfig {
             c.env_resource_attributes = parse_pairs(n, v)?;
         }
         if let Some((n, v)) = get("OTEL_EXPORTER_OTLP_PROTOCOL") {
-            c.protocol = match v {
-                "grpc" => Protocol::Grpc,
-                "http/protobuf" => Protocol::HttpProtobuf,
-                "http/json" => {
-                    return Err(ConfigError::env(
-                        n,
-                        v,
-                        "grpc or http/protobuf (http/json is not supported)",
-                    ));
-                }
-                _ => return Err(ConfigError::env(n, v, "grpc or http/protobuf")),
-            };
+            c.protocol = parse_protocol(n, v)?;
         }
-        for (name, slot) in [
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &mut c.endpoint),
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &mut c.traces_endpoint),
-            (
-                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-                &mut c.metrics_endpoint,
-            ),
-        ] {
-            if let Some((n, v)) = get(name) {
-                if !crate::config::is_http_url(v) {
-                    return Err(ConfigError::env(
-                        n,
-                        v,
-                        "an absolute http:// or https:// URL such as http://localhost:4317",
-                    ));
-                }
-                *slot = Some(v.to_owned());
-            }
+        if let Some((n, v)) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            c.endpoint = Some(parse_endpoint(n, v)?);
         }
         if let Some((n, v)) = get("OTEL_EXPORTER_OTLP_HEADERS") {
-            let headers = parse_pairs(n, v)?;
-            for (name, value) in &headers {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                    || http::HeaderValue::from_str(value).is_err()
-                {
-                    return Err(ConfigError::env(
-                        n,
-                        v,
-                        format!(
-                            "name=value pairs with valid HTTP header names and values (bad entry: {name:?})"
-                        ),
-                    ));
-                }
-            }
-            c.headers = headers;
+            c.headers = parse_headers(n, v)?;
         }
         if let Some((n, v)) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
             c.export_timeout = Some(parse_millis(n, v)?);
+        }
+        if let Some((n, v)) = get("OTEL_EXPORTER_OTLP_COMPRESSION") {
+            c.compression = parse_compression(n, v)?;
+        }
+        // Per-signal variables win over the generic ones, whatever their order.
+        for (names, settings) in [(TRACES_VARS, &mut c.traces), (METRICS_VARS, &mut c.metrics)] {
+            let [endpoint, protocol, headers, timeout, compression] = names;
+            if let Some((n, v)) = get(endpoint) {
+                settings.endpoint = Some(parse_endpoint(n, v)?);
+            }
+            if let Some((n, v)) = get(protocol) {
+                settings.protocol = Some(parse_protocol(n, v)?);
+            }
+            if let Some((n, v)) = get(headers) {
+                settings.headers = Some(parse_headers(n, v)?);
+            }
+            if let Some((n, v)) = get(timeout) {
+                settings.timeout = Some(parse_millis(n, v)?);
+            }
+            if let Some((n, v)) = get(compression) {
+                settings.compression = Some(parse_compression(n, v)?);
+            }
         }
         if let Some((n, v)) = get("OTEL_TRACES_EXPORTER") {
             c.traces_enabled = parse_exporter(n, v)?;
@@ -226,6 +238,61 @@ impl TelemetryConfig {
             c.env_log_filter = Some(v.to_owned());
         }
         Ok(c)
+    }
+}
+
+fn parse_protocol(name: &str, v: &str) -> Result<Protocol, ConfigError> {
+    match v {
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Err(ConfigError::env(
+            name,
+            v,
+            "grpc or http/protobuf (http/json is not supported)",
+        )),
+        _ => Err(ConfigError::env(name, v, "grpc or http/protobuf")),
+    }
+}
+
+fn parse_endpoint(name: &str, v: &str) -> Result<String, ConfigError> {
+    if crate::config::is_http_url(v) {
+        Ok(v.to_owned())
+    } else {
+        Err(ConfigError::env(
+            name,
+            v,
+            "an absolute http:// or https:// URL such as http://localhost:4317",
+        ))
+    }
+}
+
+fn parse_headers(name: &str, v: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let headers = parse_pairs(name, v)?;
+    for (key, value) in &headers {
+        if http::HeaderName::from_bytes(key.as_bytes()).is_err()
+            || http::HeaderValue::from_str(value).is_err()
+        {
+            return Err(ConfigError::env(
+                name,
+                v,
+                format!(
+                    "name=value pairs with valid HTTP header names and values (bad entry: {key:?})"
+                ),
+            ));
+        }
+    }
+    Ok(headers)
+}
+
+fn parse_compression(name: &str, v: &str) -> Result<Compression, ConfigError> {
+    match v {
+        "gzip" => Ok(Compression::Gzip),
+        "none" => Ok(Compression::None),
+        _ => Err(ConfigError::env(
+            name,
+            v,
+            "gzip or none (the values the OpenTelemetry specification defines)",
+        )),
     }
 }
 
@@ -367,7 +434,10 @@ mod tests {
         assert!(c.enabled);
         assert_eq!(c.protocol, Protocol::Grpc);
         assert_eq!(c.export_timeout, None);
-        assert_eq!(c.resolved_export_timeout(), Duration::from_secs(5));
+        assert_eq!(
+            c.resolved_export_timeout(crate::Signal::Traces),
+            Duration::from_secs(5)
+        );
         assert_eq!(c.sampler, TraceSampler::ParentBasedAlwaysOn);
         assert_eq!(c.metric_export_interval, Duration::from_secs(60));
         assert_eq!(c.bsp_schedule_delay, Duration::from_secs(5));
@@ -447,6 +517,64 @@ mod tests {
         assert_eq!(c.duration_histogram, DurationHistogram::exponential());
         assert_eq!(c.env_log_filter.as_deref(), Some("warn,my_crate=debug"));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn per_signal_variables_win_over_generic_ones() {
+        use crate::config::Signal::{Metrics, Traces};
+        // Generic values first in the list: order does not matter, the per-signal ones win.
+        let c = cfg(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "k=generic"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "k=traces,t=1"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "4000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "6000"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "5000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+        ])
+        .unwrap();
+        assert_eq!(c.resolved_protocol(Traces), Protocol::Grpc);
+        assert_eq!(c.resolved_protocol(Metrics), Protocol::HttpProtobuf);
+        // The generic endpoint: as is for gRPC, with the signal's path for HTTP.
+        assert_eq!(c.resolved_endpoint(Traces), "http://c:4317");
+        assert_eq!(c.resolved_endpoint(Metrics), "http://c:4317/v1/metrics");
+        assert_eq!(
+            c.resolved_headers(Traces),
+            &[("k".into(), "traces".into()), ("t".into(), "1".into())]
+        );
+        assert_eq!(
+            c.resolved_headers(Metrics),
+            &[("k".into(), "generic".into())]
+        );
+        // Milliseconds; the span export timeout (5 s) caps the traces timeout (6 s).
+        assert_eq!(c.resolved_export_timeout(Traces), Duration::from_secs(5));
+        assert_eq!(c.resolved_export_timeout(Metrics), Duration::from_secs(4));
+        assert_eq!(c.resolved_compression(Traces), Compression::None);
+        assert_eq!(c.resolved_compression(Metrics), Compression::Gzip);
+        c.validate().unwrap();
+
+        // A per-signal endpoint is used as is, even over HTTP.
+        let c = cfg(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/custom"),
+            ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:4317"),
+        ])
+        .unwrap();
+        assert_eq!(c.resolved_endpoint(Traces), "http://t:4318/custom");
+        assert_eq!(c.resolved_endpoint(Metrics), "http://m:4317");
+        // Unset generic values: each signal's protocol picks its own default endpoint.
+        let c = cfg(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")]).unwrap();
+        assert_eq!(
+            c.resolved_endpoint(Traces),
+            "http://localhost:4318/v1/traces"
+        );
+        assert_eq!(c.resolved_endpoint(Metrics), "http://localhost:4317");
     }
 
     #[test]
@@ -542,6 +670,42 @@ mod tests {
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "\"a=%zz\"",
                 "key=value",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                "\"zstd\"",
+                "gzip or none",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "brotli")],
+                "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+                "\"brotli\"",
+                "gzip or none",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")],
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "\"http/json\"",
+                "grpc or http/protobuf",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "m:4317")],
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "\"m:4317\"",
+                "http://",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "bad header=1")],
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "\"bad header=1\"",
+                "valid HTTP header names",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "2s")],
+                "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                "\"2s\"",
+                "milliseconds",
             ),
             (
                 &[("OTEL_EXPORTER_OTLP_TIMEOUT", "-5")],

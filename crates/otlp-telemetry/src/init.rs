@@ -44,7 +44,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
 use crate::accounting::{Ledger, SpanCounts};
-use crate::config::{Propagator, Protocol, TelemetryConfig};
+use crate::config::{Propagator, Protocol, Signal, TelemetryConfig};
 use crate::error::TelemetryError;
 use crate::guard::{GuardParts, TelemetryGuard};
 use crate::report::REPORT_TARGET;
@@ -187,8 +187,9 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     tracing::debug!(
         target: REPORT_TARGET,
         enabled = config.enabled,
-        protocol = config.protocol.as_str(),
+        traces_protocol = config.resolved_protocol(Signal::Traces).as_str(),
         traces = config.traces_enabled.then(|| config.resolved_traces_endpoint()),
+        metrics_protocol = config.resolved_protocol(Signal::Metrics).as_str(),
         metrics = config.metrics_enabled.then(|| config.resolved_metrics_endpoint()),
         "telemetry initialized"
     );
@@ -218,9 +219,10 @@ fn discard(parts: &mut GuardParts) {
 fn build_providers(config: &TelemetryConfig) -> Result<GuardParts, TelemetryError> {
     let mut parts = GuardParts::default();
     let resource = build_resource(config);
+    let grpc = |signal| config.resolved_protocol(signal) == Protocol::Grpc;
     if cfg!(feature = "grpc")
-        && config.protocol == Protocol::Grpc
-        && (config.traces_enabled || config.metrics_enabled)
+        && ((config.traces_enabled && grpc(Signal::Traces))
+            || (config.metrics_enabled && grpc(Signal::Metrics)))
     {
         parts.runtime = Some(ExporterRuntime::start().map_err(TelemetryError::Runtime)?);
     }
@@ -291,6 +293,7 @@ fn build_resource(config: &TelemetryConfig) -> Resource {
 mod export {
     use super::*;
     use crate::accounting::CountingProcessor;
+    use crate::config::Compression;
     use crate::report::{ErrorReporter, ReportingMetricExporter, ReportingSpanExporter};
     use crate::views::duration_view;
     use opentelemetry_sdk::metrics::PeriodicReader;
@@ -339,9 +342,9 @@ mod export {
     }
 
     #[cfg(feature = "grpc")]
-    fn header_map(config: &TelemetryConfig) -> http::HeaderMap {
+    fn header_map(config: &TelemetryConfig, signal: Signal) -> http::HeaderMap {
         let mut map = http::HeaderMap::new();
-        for (name, value) in &config.headers {
+        for (name, value) in config.resolved_headers(signal) {
             // Validated by TelemetryConfig::validate.
             if let (Ok(n), Ok(v)) = (
                 http::HeaderName::from_bytes(name.as_bytes()),
@@ -354,49 +357,66 @@ mod export {
     }
 
     #[cfg(feature = "http")]
-    fn http_headers(config: &TelemetryConfig) -> std::collections::HashMap<String, String> {
-        config.headers.iter().cloned().collect()
+    fn http_headers(
+        config: &TelemetryConfig,
+        signal: Signal,
+    ) -> std::collections::HashMap<String, String> {
+        config.resolved_headers(signal).iter().cloned().collect()
+    }
+
+    /// Applies the signal's compression; `None` leaves the exporter uncompressed.
+    fn compressed<B>(
+        builder: B,
+        config: &TelemetryConfig,
+        signal: Signal,
+        with: impl FnOnce(B, opentelemetry_otlp::Compression) -> B,
+    ) -> B {
+        match config.resolved_compression(signal) {
+            Compression::None => builder,
+            Compression::Gzip => with(builder, opentelemetry_otlp::Compression::Gzip),
+        }
     }
 
     /// Builds an OTLP exporter of either signal: the span and metric exporter builders have the same methods but
     /// no common trait, so one macro spells the chain once for both.
     macro_rules! otlp_exporter {
-        ($exporter:ident, $signal:literal, $config:expr, $endpoint:expr, $runtime:expr) => {{
+        ($exporter:ident, $signal:expr, $config:expr, $endpoint:expr, $runtime:expr) => {{
             #[allow(unused_imports)]
             use opentelemetry_otlp::WithExportConfig as _;
             let (config, endpoint): (&TelemetryConfig, &str) = ($config, $endpoint);
+            let signal: Signal = $signal;
             #[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
             let runtime: Option<&ExporterRuntime> = $runtime;
-            let built = match config.protocol {
+            let built = match config.resolved_protocol(signal) {
                 #[cfg(feature = "grpc")]
                 Protocol::Grpc => {
                     use opentelemetry_otlp::WithTonicConfig as _;
                     let _entered = runtime.map(|rt| rt.handle().enter());
-                    opentelemetry_otlp::$exporter::builder()
+                    let builder = opentelemetry_otlp::$exporter::builder()
                         .with_tonic()
                         .with_endpoint(endpoint)
-                        .with_timeout(config.resolved_export_timeout())
+                        .with_timeout(config.resolved_export_timeout(signal))
                         .with_metadata(tonic::metadata::MetadataMap::from_headers(header_map(
-                            config,
-                        )))
-                        .build()
+                            config, signal,
+                        )));
+                    compressed(builder, config, signal, |b, c| b.with_compression(c)).build()
                 }
                 #[cfg(feature = "http")]
                 Protocol::HttpProtobuf => {
                     use opentelemetry_otlp::WithHttpConfig as _;
-                    opentelemetry_otlp::$exporter::builder()
+                    let builder = opentelemetry_otlp::$exporter::builder()
                         .with_http()
                         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                         .with_endpoint(endpoint)
-                        .with_timeout(config.resolved_export_timeout())
-                        .with_headers(http_headers(config))
-                        .build()
+                        .with_timeout(config.resolved_export_timeout(signal))
+                        .with_headers(http_headers(config, signal));
+                    compressed(builder, config, signal, |b, c| b.with_compression(c)).build()
                 }
                 #[allow(unreachable_patterns)]
                 other => return Err(not_compiled(other)),
             };
             built.map_err(|source| TelemetryError::Exporter {
-                signal: $signal,
+                signal: signal.as_str(),
                 endpoint: endpoint.to_owned(),
                 source,
             })
@@ -408,7 +428,7 @@ mod export {
         endpoint: &str,
         runtime: Option<&ExporterRuntime>,
     ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-        otlp_exporter!(SpanExporter, "traces", config, endpoint, runtime)
+        otlp_exporter!(SpanExporter, Signal::Traces, config, endpoint, runtime)
     }
 
     fn metric_exporter(
@@ -416,7 +436,7 @@ mod export {
         endpoint: &str,
         runtime: Option<&ExporterRuntime>,
     ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
-        otlp_exporter!(MetricExporter, "metrics", config, endpoint, runtime)
+        otlp_exporter!(MetricExporter, Signal::Metrics, config, endpoint, runtime)
     }
 }
 
@@ -431,7 +451,7 @@ mod export {
         _counts: Arc<SpanCounts>,
         _ledger: Arc<Ledger>,
     ) -> Result<TracerProviderBuilder, TelemetryError> {
-        Err(not_compiled(config.protocol))
+        Err(not_compiled(config.resolved_protocol(Signal::Traces)))
     }
 
     pub(super) fn meter_provider(
@@ -440,7 +460,7 @@ mod export {
         _runtime: Option<&ExporterRuntime>,
         _ledger: Arc<Ledger>,
     ) -> Result<SdkMeterProvider, TelemetryError> {
-        Err(not_compiled(config.protocol))
+        Err(not_compiled(config.resolved_protocol(Signal::Metrics)))
     }
 }
 

@@ -15,7 +15,10 @@
 //!
 //! Point it at a collector with the standard variables, e.g.
 //! `OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4317` (gRPC, the default) or
-//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318`.
+//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318`; each
+//! signal may have its own endpoint, protocol, headers, timeout and compression
+//! (`OTEL_EXPORTER_OTLP_TRACES_*`, `OTEL_EXPORTER_OTLP_METRICS_*`). Every variable read is in the table
+//! of [`env`](mod@env).
 //!
 //! # What is where
 //! - [`config`]: [`TelemetryConfig`], the builder, and its spec defaults; [`env`](mod@env): the `OTEL_*` variables.
@@ -31,12 +34,13 @@
 //! - A collector that is down never blocks or slows the application: spans go to a bounded queue
 //!   (dropped when full, and counted: [`TelemetryGuard::dropped_spans`]), export runs on the SDK's own
 //!   threads, failures are logged at most once per export interval (target `otlp_telemetry::export`), and
-//!   shutdown returns within its timeout.
+//!   shutdown returns within its timeout, saying how many spans and data points were not delivered.
 //! - No blocking call on a tokio worker thread; works outside a runtime and from multi-thread and
 //!   current-thread runtimes (gRPC connections run on a small runtime of their own).
 //!
 //! # Features
 //! - `grpc` (default): OTLP/gRPC via tonic. `http` (default): OTLP/HTTP protobuf via blocking reqwest.
+//!   Both with gzip compression (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
 //! - `tower`: `tower::ServerTraceLayer`, a server layer that continues the caller's trace.
 //!
 //! TLS (`https://` endpoints) needs a TLS feature of `opentelemetry-otlp` (`tls-ring` for gRPC,
@@ -57,7 +61,9 @@ pub mod tower;
 mod tracer_switch;
 pub mod views;
 
-pub use config::{DurationHistogram, Propagator, Protocol, TelemetryConfig, TraceSampler};
+pub use config::{
+    Compression, DurationHistogram, Propagator, Protocol, Signal, TelemetryConfig, TraceSampler,
+};
 pub use error::{ConfigError, ShutdownError, ShutdownFailure, SignalReport, TelemetryError};
 pub use guard::TelemetryGuard;
 pub use init::init;
@@ -86,6 +92,8 @@ mod tests {
         check::<TraceSampler>();
         check::<DurationHistogram>();
         check::<Propagator>();
+        check::<Signal>();
+        check::<Compression>();
         #[cfg(feature = "tower")]
         {
             check::<tower::ServerTraceLayer>();
