@@ -67,7 +67,7 @@ pub fn build(args: &Args, peak_tasks: Arc<AtomicUsize>) -> Result<(Router, Arc<K
     let limiter = KeyedRateLimiter::<String>::builder("demo.clients")
         .per_second(args.client_rps)
         .burst(args.burst())
-        .build_keyed::<String>()
+        .build()
         .map_err(|e| err("client rate limiter", &e))?;
     let downstream = Semaphore::new("demo.downstream", args.downstream_permits)
         .map_err(|e| err("downstream semaphore", &e))?;

@@ -48,8 +48,9 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("could not start the tokio runtime: {e}"))?;
-    let (mut guard, mut report) = runtime.block_on(serve(&args))?;
-    // Telemetry is flushed last, off the runtime's threads, so the spans of the last requests go out too.
+    let (mut guard, mut report, app) = runtime.block_on(serve(&args))?;
+    // Telemetry is flushed last, off the runtime's threads, so the spans of the last requests go out too; the
+    // owners live until then, so their observable instruments report their final counts in that last export.
     if let Some(guard) = guard.as_mut() {
         report["telemetry_shutdown"] = match guard.shutdown() {
             Ok(()) => "ok".into(),
@@ -57,6 +58,7 @@ fn run(args: Args) -> Result<(), String> {
         };
         report["dropped_spans"] = guard.dropped_spans().into();
     }
+    drop(app);
     drop(runtime);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "otlp-demo stopped {report}");
@@ -83,7 +85,7 @@ enum App {
     Twin(Arc<twin::Twin>),
 }
 
-async fn serve(args: &Args) -> Result<(Option<TelemetryGuard>, serde_json::Value), String> {
+async fn serve(args: &Args) -> Result<(Option<TelemetryGuard>, serde_json::Value, App), String> {
     // First, so that the owners built next report through it.
     let guard = telemetry(args.variant)?;
     let sampler = common::TaskSampler::start(tokio::runtime::Handle::current());
@@ -140,7 +142,7 @@ async fn serve(args: &Args) -> Result<(Option<TelemetryGuard>, serde_json::Value
     if let App::Kit(k) = &app {
         report["owners"] = k.stats_json()["owners"].clone();
     }
-    Ok((guard, report))
+    Ok((guard, report, app))
 }
 
 /// Resolves on SIGINT or SIGTERM.

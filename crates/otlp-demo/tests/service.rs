@@ -1,0 +1,396 @@
+//! The service as a process: started on an ephemeral 127.0.0.1 port, spoken to over plain HTTP/1.1, stopped with
+//! SIGTERM; with a real collector (rotel, on free loopback ports, stopped by PID) for the telemetry test.
+
+#[path = "../../otlp-telemetry/tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A running `otlp-demo`, killed by PID on drop unless stopped gracefully first.
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Service {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Service {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_otlp-demo"));
+        cmd.args(["--addr", "127.0.0.1:0"]).args(args);
+        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        cmd.env("OTEL_SDK_DISABLED", "true");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start otlp-demo");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("otlp-demo prints its listening line");
+        let addr = first
+            .strip_prefix("otlp-demo listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .parse()
+            .expect("address");
+        Service { child, addr, lines }
+    }
+
+    /// SIGTERM, then the `stopped` report; asserts exit status 0.
+    fn stop(mut self) -> Value {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let report = self.report();
+        let exit = self.child.wait().expect("wait");
+        assert!(exit.success(), "otlp-demo exited with {exit}");
+        report
+    }
+
+    fn report(&self) -> Value {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("otlp-demo prints its stopped line");
+            if let Some(json) = line.strip_prefix("otlp-demo stopped ") {
+                return serde_json::from_str(json).expect("report is JSON");
+            }
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One request on its own connection (`Connection: close`); `Err` if the connection failed before a full answer.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Answer> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("no full head: {raw:?}"),
+        )
+    })?;
+    let mut head_lines = head.lines();
+    let status = head_lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head:?}")))?;
+    let headers: Vec<(String, String)> = head_lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let answer = Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    };
+    let declared: usize = answer
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if declared != answer.body.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "body cut short",
+        ));
+    }
+    Ok(answer)
+}
+
+fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    request(addr, "GET", path, headers, "").expect("GET")
+}
+
+const INGEST: &str = "A-1,2,150\nB-2,0,300\nnot a record\n\n,1,5\nC-3,1,1000\n";
+
+#[test]
+fn every_variant_answers_both_routes_alike() {
+    let mut orders = Vec::new();
+    for variant in ["kit", "twin", "naive"] {
+        let svc = Service::start(&["--variant", variant], &[]);
+        let a = get(svc.addr, "/api/orders/42", &[("x-client-id", "alice")]);
+        assert_eq!(a.status, 200, "{variant}: {a:?}");
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        let order = a.json();
+        assert_eq!(order["id"], 42);
+        assert_eq!(order["client"], "alice");
+        let lines = order["lines"].as_array().expect("lines");
+        assert_eq!(lines.len(), 3, "one line per shard");
+        let total: u64 = lines
+            .iter()
+            .map(|l| l["qty"].as_u64().unwrap() * l["price_cents"].as_u64().unwrap())
+            .sum();
+        assert_eq!(order["total_cents"], total);
+        orders.push(order);
+
+        let bad = get(svc.addr, "/api/orders/forty-two", &[]);
+        assert_eq!(bad.status, 400, "{variant}: {bad:?}");
+        assert!(bad.body.contains("whole number"));
+
+        let ingest = request(svc.addr, "POST", "/api/ingest", &[], INGEST).expect("POST");
+        assert_eq!(ingest.status, 200, "{variant}: {ingest:?}");
+        assert_eq!(
+            ingest.json(),
+            serde_json::json!({"records": 5, "accepted": 2, "malformed": 1, "invalid": 2, "total_cents": 1300}),
+            "{variant}"
+        );
+
+        let report = svc.stop();
+        assert_eq!(report["variant"], variant);
+        assert_eq!(report["answered"]["total"], 3, "{variant}: {report}");
+        assert_eq!(report["answered"]["ok"], 2);
+        assert_eq!(report["answered"]["client_error"], 1);
+        assert_eq!(
+            report["alive_tasks_after_shutdown"], 0,
+            "{variant}: {report}"
+        );
+    }
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "the variants disagree: {orders:?}"
+    );
+}
+
+#[test]
+fn a_throttled_client_gets_429_with_retry_after_and_others_do_not() {
+    for variant in ["kit", "twin"] {
+        let svc = Service::start(
+            &[
+                "--variant",
+                variant,
+                "--client-rps",
+                "1",
+                "--client-burst",
+                "1",
+            ],
+            &[],
+        );
+        let first = get(svc.addr, "/api/orders/1", &[("x-client-id", "noisy")]);
+        assert_eq!(first.status, 200);
+        let second = get(svc.addr, "/api/orders/1", &[("x-client-id", "noisy")]);
+        assert_eq!(second.status, 429, "{variant}: {second:?}");
+        let after: u64 = second
+            .header("retry-after")
+            .unwrap_or_else(|| panic!("{variant}: 429 without retry-after: {second:?}"))
+            .parse()
+            .expect("retry-after in whole seconds");
+        assert!((1..=2).contains(&after), "{variant}: retry-after {after}");
+        let other = get(svc.addr, "/api/orders/1", &[("x-client-id", "quiet")]);
+        assert_eq!(
+            other.status, 200,
+            "{variant}: another client is not throttled"
+        );
+        let report = svc.stop();
+        assert_eq!(report["answered"]["throttled"], 1, "{variant}: {report}");
+        if variant == "kit" {
+            assert_eq!(report["owners"]["rate_limiter"]["throttled"], 1, "{report}");
+            assert_eq!(report["owners"]["rate_limiter"]["allowed"], 2, "{report}");
+        }
+    }
+}
+
+#[test]
+fn sigterm_mid_load_loses_no_accepted_request() {
+    let svc = Service::start(&["--downstream-latency-ms", "2"], &[]);
+    let addr = svc.addr;
+    let (tx, rx) = mpsc::channel::<()>();
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let client = format!("client-{c}");
+                let (mut answered, mut refused) = (0u64, 0u64);
+                for i in 0..100_000u64 {
+                    match request(
+                        addr,
+                        "GET",
+                        &format!("/api/orders/{i}"),
+                        &[("x-client-id", &client)],
+                        "",
+                    ) {
+                        Ok(a) => {
+                            assert!(matches!(a.status, 200 | 429 | 503), "{a:?}");
+                            answered += 1;
+                            let _ = tx.send(());
+                        }
+                        // The listener is closed: the connection was never accepted, so nothing was lost.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            refused += 1;
+                            break;
+                        }
+                        // Still in the kernel's backlog when the listener closed (reset), or accepted but closed
+                        // before its request was read (no byte of an answer): the server never took the request.
+                        // Whether it did is what the count comparison below checks.
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::ConnectionReset
+                                    | std::io::ErrorKind::UnexpectedEof
+                            ) && !e.to_string().contains("cut short") => {}
+                        Err(e) => {
+                            panic!("request {i} of {client} was accepted but not answered: {e}")
+                        }
+                    }
+                }
+                (answered, refused)
+            })
+        })
+        .collect();
+    drop(tx);
+    // Mid-load: after 300 answers, with 8 clients still sending.
+    for _ in 0..300 {
+        rx.recv().expect("answers while the clients run");
+    }
+    let report = svc.stop();
+    let (mut answered, mut stopped) = (0, 0);
+    for c in clients {
+        let (a, r) = c.join().expect("client thread");
+        answered += a;
+        stopped += r;
+    }
+    assert_eq!(stopped, 8, "every client saw the listener close");
+    assert_eq!(
+        report["answered"]["total"], answered,
+        "server and clients disagree: {report}"
+    );
+    assert_eq!(report["alive_tasks_after_shutdown"], 0, "{report}");
+    let pool = &report["owners"]["worker_pool"];
+    assert_eq!(pool["queued"], 0, "{report}");
+    assert_eq!(pool["active"], 0, "{report}");
+}
+
+#[test]
+fn spans_and_every_owners_metrics_reach_a_collector() {
+    let rotel = common::Rotel::start();
+    let endpoint = format!("http://127.0.0.1:{}", rotel.grpc_port);
+    let svc = Service::start(
+        &[],
+        &[
+            ("OTEL_SDK_DISABLED", "false"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_SERVICE_NAME", "otlp-demo-test"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let traceparent = format!("00-{trace_id}-{parent_id}-01");
+    let a = get(svc.addr, "/api/orders/7", &[("traceparent", &traceparent)]);
+    assert_eq!(a.status, 200);
+    let b = request(svc.addr, "POST", "/api/ingest", &[], INGEST).expect("POST");
+    assert_eq!(b.status, 200);
+    let report = svc.stop();
+    assert_eq!(report["telemetry_shutdown"], "ok", "{report}");
+    assert_eq!(report["dropped_spans"], 0, "{report}");
+
+    // Each owner's metrics carry its name as an attribute value.
+    let owners = [
+        "demo.clients",
+        "demo.downstream",
+        "demo.shards",
+        "demo.audit",
+        "demo.ingest",
+        "demo.bodies",
+    ];
+    let mut needles = vec!["otlp-demo-test", trace_id];
+    needles.extend(owners.iter().copied());
+    let out = rotel.wait_for(&needles, Duration::from_secs(20));
+    let spans = common::spans(&out);
+    let server = |method: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == method && s.kind.to_ascii_lowercase().contains("server"))
+            .unwrap_or_else(|| panic!("no {method} server span in {spans:?}"))
+            .clone()
+    };
+    let order = server("GET");
+    assert_eq!(
+        order.trace_id, trace_id,
+        "the incoming traceparent's trace: {order:?}"
+    );
+    assert_eq!(
+        order.parent_id, parent_id,
+        "the incoming span is the server span's parent: {order:?}"
+    );
+    assert!(
+        order.attributes.iter().any(|a| a.contains("/api/orders/7")),
+        "{order:?}"
+    );
+    let ingest = server("POST");
+    assert!(
+        ingest.parent_id.is_empty(),
+        "no traceparent: a new root: {ingest:?}"
+    );
+    assert!(
+        ingest.attributes.iter().any(|a| a.contains("/api/ingest")),
+        "{ingest:?}"
+    );
+}
