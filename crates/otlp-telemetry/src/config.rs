@@ -166,7 +166,7 @@ pub enum Propagator {
     Baggage,
 }
 
-/// How `*.duration` histograms (unit `s`) are aggregated.
+/// How otlp-kit's `*.duration` histograms (unit `s`) are aggregated.
 ///
 /// The SDK's default buckets (0, 5, 10, 25, ... 10 000) are meant for milliseconds; a semaphore wait of
 /// 3 µs recorded in seconds would land in the first bucket. See [`crate::views`].
@@ -232,6 +232,7 @@ pub struct TelemetryConfig {
     pub(crate) bsp_max_export_batch_size: usize,
     pub(crate) propagators: Vec<Propagator>,
     pub(crate) duration_histogram: DurationHistogram,
+    pub(crate) duration_view_scopes: Vec<String>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) install_tracing_subscriber: bool,
     pub(crate) fmt_output: bool,
@@ -277,6 +278,7 @@ impl TelemetryConfig {
             bsp_max_export_batch_size: 512,
             propagators: vec![Propagator::TraceContext, Propagator::Baggage],
             duration_histogram: DurationHistogram::default(),
+            duration_view_scopes: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),
             install_tracing_subscriber: true,
             fmt_output: true,
@@ -473,9 +475,30 @@ impl TelemetryConfig {
         self
     }
 
-    /// How `*.duration` histograms with unit `s` are aggregated (see [`crate::views`]).
+    /// How otlp-kit's `*.duration` histograms with unit `s` are aggregated (see [`crate::views`]).
     pub fn duration_histogram(mut self, histogram: DurationHistogram) -> Self {
         self.duration_histogram = histogram;
+        self
+    }
+
+    /// The bucket upper bounds, in seconds (finite, strictly increasing), of otlp-kit's `*.duration`
+    /// histograms: a shorthand for [`duration_histogram`](Self::duration_histogram) with
+    /// [`DurationHistogram::ExplicitBuckets`]. The default is [`LATENCY_BUCKETS_SECONDS`].
+    ///
+    /// ```
+    /// let config = otlp_telemetry::TelemetryConfig::new().duration_buckets([0.001, 0.01, 0.1, 1.0]);
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn duration_buckets(mut self, bounds: impl IntoIterator<Item = f64>) -> Self {
+        self.duration_histogram = DurationHistogram::ExplicitBuckets(bounds.into_iter().collect());
+        self
+    }
+
+    /// Applies the duration view to the `*.duration` histograms (unit `s`) of one more instrumentation
+    /// scope, matched exactly, e.g. your service's own meter. otlp-kit's scopes (`otlp-*`) always get it;
+    /// other libraries' histograms keep their own buckets.
+    pub fn duration_view_scope(mut self, scope: impl Into<String>) -> Self {
+        self.duration_view_scopes.push(scope.into());
         self
     }
 

@@ -5,7 +5,8 @@
 //!    export threads), wrapped so that failures are logged at most once per interval;
 //! 2. a tracer provider with a batch span processor (bounded queue, its own thread) and the dynamic
 //!    [`RatioSampler`], parent-based unless configured otherwise;
-//! 3. a meter provider with a periodic reader (its own thread) and the `*.duration` [views](crate::views);
+//! 3. a meter provider with a periodic reader (its own thread) and the [view](crate::views) that
+//!    re-buckets otlp-kit's `*.duration` histograms;
 //! 4. a `Resource` with `service.name`, `service.version`, `telemetry.sdk.*` and the configured attributes;
 //! 5. the global `tracing` subscriber: `EnvFilter` (`RUST_LOG`), fmt output to stderr, and the
 //!    `tracing-opentelemetry` layer (which ignores the exporter's own `h2`/`hyper`/`tonic`/`reqwest` spans);
@@ -295,7 +296,7 @@ mod export {
     use crate::accounting::CountingProcessor;
     use crate::config::Compression;
     use crate::report::{ErrorReporter, ReportingMetricExporter, ReportingSpanExporter};
-    use crate::views::duration_view;
+    use crate::views::duration_view_with_scopes;
     use opentelemetry_sdk::metrics::PeriodicReader;
     use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
 
@@ -337,7 +338,10 @@ mod export {
         Ok(SdkMeterProvider::builder()
             .with_resource(resource)
             .with_reader(reader)
-            .with_view(duration_view(&config.duration_histogram))
+            .with_view(duration_view_with_scopes(
+                &config.duration_histogram,
+                config.duration_view_scopes.iter().cloned(),
+            ))
             .build())
     }
 

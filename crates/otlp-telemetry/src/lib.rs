@@ -25,7 +25,8 @@
 //! - [`init()`]: installs everything; [`TelemetryGuard`]: shutdown, flush and run-time sampling control.
 //! - [`sampler`]: [`RatioSampler`], the parent-based trace-id ratio sampler behind
 //!   [`TelemetryGuard::set_trace_ratio`].
-//! - [`views`]: bucket boundaries from 1 µs to 10 s for every `*.duration` histogram in seconds.
+//! - [`views`]: bucket boundaries from 1 µs to 10 s (or your own) for otlp-kit's `*.duration` histograms
+//!   in seconds; other libraries' histograms keep theirs.
 //! - [`propagation`]: [`inject_context`] / [`extract_context`] over `http::HeaderMap`;
 //!   `tower` (feature `tower`): a server layer that continues the caller's trace.
 //! - [`error`]: typed errors whose messages say what to fix.

@@ -1,4 +1,4 @@
-//! Histogram views for latencies: every instrument named `*.duration` with unit `s`.
+//! Histogram views for latencies: otlp-kit's instruments named `*.duration` with unit `s`.
 //!
 //! The OpenTelemetry SDK's default histogram buckets (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500,
 //! 5000, 7500, 10000) suit milliseconds. The instruments of this workspace record seconds
@@ -9,9 +9,13 @@
 //! exponential histograms with
 //! [`DurationHistogram::exponential`](crate::DurationHistogram::exponential).
 //!
-//! The view matches any instrument, from any crate, whose name ends in `.duration` and whose unit is `s`
-//! (the OpenTelemetry semantic conventions name durations this way, e.g. `http.server.request.duration`).
-//! Other instruments keep the SDK defaults.
+//! The view matches the histograms whose name ends in `.duration` and whose unit is `s` in otlp-kit's
+//! instrumentation scopes: `otlp-pool`, `otlp-sync`, `otlp-patterns`, and any other scope named `otlp-*`.
+//! Other libraries' histograms keep their own buckets (semantic-convention instruments such as
+//! `http.server.request.duration` come with advice of their own), unless their scope is added with
+//! [`TelemetryConfig::duration_view_scope`](crate::TelemetryConfig::duration_view_scope). The
+//! boundaries are the user's to choose: [`TelemetryConfig::duration_buckets`](crate::TelemetryConfig::duration_buckets)
+//! or [`TelemetryConfig::duration_histogram`](crate::TelemetryConfig::duration_histogram).
 //!
 //! ```
 //! use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -58,16 +62,31 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 22] = [
     10.0,
 ];
 
-/// Whether the duration view applies to an instrument with this name, unit and kind.
+/// Whether the duration view applies to an instrument with this name, unit and kind (whatever its scope).
 pub fn is_duration_instrument(name: &str, unit: &str, kind: InstrumentKind) -> bool {
     kind == InstrumentKind::Histogram && name.ends_with(".duration") && unit == "s"
 }
 
-/// A view for `SdkMeterProvider::builder().with_view(..)` that gives every `*.duration` histogram with unit
-/// `s` the chosen aggregation; other instruments are left alone.
+/// Whether an instrumentation scope is otlp-kit's: `otlp-pool`, `otlp-sync`, `otlp-patterns`, any `otlp-*`.
+pub fn is_otlp_kit_scope(scope: &str) -> bool {
+    scope.starts_with("otlp-")
+}
+
+/// A view for `SdkMeterProvider::builder().with_view(..)` that gives otlp-kit's `*.duration` histograms
+/// with unit `s` the chosen aggregation; other instruments are left alone.
 pub fn duration_view(
     histogram: &DurationHistogram,
 ) -> impl Fn(&Instrument) -> Option<Stream> + Send + Sync + 'static {
+    duration_view_with_scopes(histogram, std::iter::empty::<String>())
+}
+
+/// Like [`duration_view`], and also for the `*.duration` histograms of the given instrumentation scopes
+/// (exact names, e.g. your service's own meter).
+pub fn duration_view_with_scopes(
+    histogram: &DurationHistogram,
+    scopes: impl IntoIterator<Item = impl Into<String>>,
+) -> impl Fn(&Instrument) -> Option<Stream> + Send + Sync + 'static {
+    let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
     let aggregation = match histogram {
         DurationHistogram::ExplicitBuckets(bounds) => Aggregation::ExplicitBucketHistogram {
             boundaries: bounds.clone(),
@@ -84,6 +103,10 @@ pub fn duration_view(
     };
     move |instrument: &Instrument| {
         if !is_duration_instrument(instrument.name(), instrument.unit(), instrument.kind()) {
+            return None;
+        }
+        let scope = instrument.scope().name();
+        if !is_otlp_kit_scope(scope) && !scopes.iter().any(|s| s == scope) {
             return None;
         }
         // An invalid aggregation (rejected by TelemetryConfig::validate) falls back to the SDK default.
@@ -133,7 +156,7 @@ mod tests {
             .with_reader(PeriodicReader::builder(exporter.clone()).build())
             .with_view(duration_view(&DurationHistogram::default()))
             .build();
-        let meter = provider.meter("test");
+        let meter = provider.meter("otlp-sync");
         let wait = meter
             .f64_histogram("semaphore.wait.duration")
             .with_unit("s")
@@ -161,6 +184,98 @@ mod tests {
     }
 
     #[test]
+    fn only_otlp_kit_scopes_are_rebucketed() {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .with_view(duration_view(&DurationHistogram::default()))
+            .build();
+        let ours = [
+            ("otlp-pool", "pool.wait.duration"),
+            ("otlp-sync", "semaphore.wait.duration"),
+            ("otlp-patterns", "worker_pool.task.duration"),
+            ("otlp-anything", "future.thing.duration"),
+        ];
+        for (scope, name) in ours {
+            let h = provider
+                .meter(scope)
+                .f64_histogram(name)
+                .with_unit("s")
+                .build();
+            h.record(0.000_003, &[]);
+        }
+        // Semantic-convention histograms of other libraries keep the buckets their authors chose.
+        let semconv = provider
+            .meter("tower-http")
+            .f64_histogram("http.server.request.duration")
+            .with_unit("s")
+            .build();
+        semconv.record(0.2, &[]);
+        let lookalike = provider
+            .meter("otlpish")
+            .f64_histogram("other.duration")
+            .with_unit("s")
+            .build();
+        lookalike.record(0.2, &[]);
+        provider.force_flush().unwrap();
+        for (_, name) in ours {
+            assert_eq!(
+                bounds_of(&exporter, name).unwrap(),
+                LATENCY_BUCKETS_SECONDS.to_vec(),
+                "{name}"
+            );
+        }
+        for name in ["http.server.request.duration", "other.duration"] {
+            assert_eq!(
+                bounds_of(&exporter, name).unwrap().first(),
+                Some(&0.0),
+                "{name} keeps the SDK default buckets"
+            );
+        }
+        provider.shutdown().unwrap();
+    }
+
+    #[test]
+    fn user_buckets_and_user_scopes() {
+        let exporter = InMemoryMetricExporter::default();
+        let buckets = vec![0.001, 0.01, 0.1];
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .with_view(duration_view_with_scopes(
+                &DurationHistogram::ExplicitBuckets(buckets.clone()),
+                ["checkout"],
+            ))
+            .build();
+        for (scope, name) in [
+            ("otlp-sync", "semaphore.wait.duration"),
+            ("checkout", "checkout.step.duration"),
+            ("checkout-db", "db.query.duration"),
+        ] {
+            let h = provider
+                .meter(scope)
+                .f64_histogram(name)
+                .with_unit("s")
+                .build();
+            h.record(0.005, &[]);
+        }
+        provider.force_flush().unwrap();
+        assert_eq!(
+            bounds_of(&exporter, "semaphore.wait.duration").unwrap(),
+            buckets
+        );
+        assert_eq!(
+            bounds_of(&exporter, "checkout.step.duration").unwrap(),
+            buckets
+        );
+        // Scopes are matched exactly.
+        assert_eq!(
+            bounds_of(&exporter, "db.query.duration").unwrap().first(),
+            Some(&0.0)
+        );
+        provider.shutdown().unwrap();
+    }
+
+    #[test]
     fn exponential_is_selectable() {
         let exporter = InMemoryMetricExporter::default();
         let provider = SdkMeterProvider::builder()
@@ -168,7 +283,7 @@ mod tests {
             .with_view(duration_view(&DurationHistogram::exponential()))
             .build();
         let h = provider
-            .meter("test")
+            .meter("otlp-patterns")
             .f64_histogram("fan_out.task.duration")
             .with_unit("s")
             .build();

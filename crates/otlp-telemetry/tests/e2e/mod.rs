@@ -20,6 +20,8 @@ pub async fn run(rotel: &Rotel, config: TelemetryConfig, service: &str, end: End
         config
             .service_version("9.9.9")
             .resource_attribute("deployment.environment.name", "e2e")
+            // The service's own meter gets the duration view too; other libraries' do not.
+            .duration_view_scope("e2e")
             .shutdown_timeout(Duration::from_secs(15)),
     )
     .expect("init");
@@ -45,6 +47,11 @@ pub async fn run(rotel: &Rotel, config: TelemetryConfig, service: &str, end: End
         .build();
     histogram.record(0.003, &[]);
     histogram.record(0.2, &[]);
+    let semconv = opentelemetry::global::meter("tower-http")
+        .f64_histogram("http.server.request.duration")
+        .with_unit("s")
+        .build();
+    semconv.record(0.2, &[]);
 
     // Either way, everything recorded before is delivered.
     match end {
@@ -61,6 +68,7 @@ pub async fn run(rotel: &Rotel, config: TelemetryConfig, service: &str, end: End
             "e2e.child",
             "-> Name: e2e.requests",
             "-> Name: e2e.request.duration",
+            "-> Name: http.server.request.duration",
         ],
         Duration::from_secs(15),
     );
@@ -126,4 +134,9 @@ pub async fn run(rotel: &Rotel, config: TelemetryConfig, service: &str, end: End
     // 0.003 s falls in (0.0025, 0.005], 0.2 s in (0.1, 0.25].
     assert!(hist.contains("Buckets #11, Count: 1\n"), "{hist}");
     assert!(hist.contains("Buckets #16, Count: 1\n"), "{hist}");
+    // Another library's histogram keeps the SDK's default buckets (0, 5, 10, ...).
+    let foreign =
+        common::metric_block(&out, "http.server.request.duration").expect("semconv histogram");
+    assert!(foreign.contains("ExplicitBounds #0: 0\n"), "{foreign}");
+    assert!(foreign.contains("ExplicitBounds #1: 5\n"), "{foreign}");
 }
