@@ -125,11 +125,7 @@ fn pool_group(c: &mut Criterion, group: &str, tiny: bool) {
                 rt.block_on(rt.spawn(async move {
                     let mut handles = Vec::with_capacity(TASKS as usize);
                     for i in 0..TASKS {
-                        handles.push(
-                            pool.submit(async move { Ok::<_, ()>(work(i)) })
-                                .await
-                                .expect("open"),
-                        );
+                        handles.push(pool.submit(async move { work(i) }).await.expect("open"));
                     }
                     let mut sum = 0u64;
                     for h in handles {
@@ -202,11 +198,7 @@ fn worker_pool_allocs(_c: &mut Criterion) {
     let submit = allocs_per_op_batched(10_000, |n| {
         rt.block_on(async {
             for i in 0..n {
-                handles.push(
-                    pool.submit(async move { Ok::<_, ()>(i) })
-                        .await
-                        .expect("open"),
-                );
+                handles.push(pool.submit(async move { i }).await.expect("open"));
             }
             for h in handles.drain(..) {
                 black_box(h.await.expect("ok"));
@@ -219,7 +211,6 @@ fn worker_pool_allocs(_c: &mut Criterion) {
             for i in 0..n {
                 pool.execute(async move {
                     black_box(i);
-                    Ok::<_, ()>(())
                 })
                 .await
                 .expect("open");

@@ -22,7 +22,7 @@ tokio::task_local! {
 /// let handle = pool
 ///     .submit(async {
 ///         let token = current_token().expect("inside a pool task");
-///         Ok::<_, std::io::Error>(token.is_cancelled())
+///         token.is_cancelled()
 ///     })
 ///     .await?;
 /// assert!(!handle.await?);

@@ -135,8 +135,11 @@ impl fmt::Display for SubmitError {
 impl std::error::Error for SubmitError {}
 
 /// Why a task did not produce a value. Panics and cancellations are kept apart (unlike tokio's `JoinError`).
+///
+/// `E` is the task's own error type; it is [`Infallible`](std::convert::Infallible) (the default) for tasks that
+/// cannot fail, which then end only as `Panicked`, `TimedOut` or `Cancelled`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskError<E> {
+pub enum TaskError<E = std::convert::Infallible> {
     /// The task ran and returned this error.
     Failed(E),
     /// The task panicked with this message; the panic was caught and the worker kept serving.

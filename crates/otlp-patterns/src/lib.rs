@@ -18,7 +18,7 @@
 //! use otlp_patterns::WorkerPool;
 //!
 //! let pool = WorkerPool::builder("mail").workers(2).queue(16).build()?;
-//! let handle = pool.submit(async { Ok::<_, std::io::Error>("sent") }).await?;
+//! let handle = pool.submit(async { "sent" }).await?;
 //! assert_eq!(handle.await?, "sent");
 //! pool.shutdown_now().await;
 //! # Ok(())

@@ -1,20 +1,134 @@
 //! One submitted task: the boxed job a worker runs, and the [`TaskHandle`] its submitter awaits.
 //!
-//! A submitted task costs two heap allocations: the job box (the user's future, its reply sender, its span and its
-//! deadline, all in one block) and the reply channel. `execute` has no reply channel: one allocation.
+//! A submitted task costs two heap allocations: the job box (the user's future, its link to the handle, its span and
+//! its deadline, all in one block) and the link (the result slot and the cancellation flag the job and its
+//! [`TaskHandle`] share). `execute` has no link: one allocation.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Span;
 
 use crate::error::panic_message;
+use crate::sync::{Mutex, lock};
 use crate::{Outcome, TaskError};
+
+pin_project! {
+    /// A future that cannot fail, as one returning `Result<T, Infallible>`: how plain tasks share the fallible
+    /// tasks' machinery.
+    #[derive(Debug)]
+    pub(crate) struct Infallibly<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F> Infallibly<F> {
+    pub(crate) fn new(fut: F) -> Self {
+        Infallibly { fut }
+    }
+}
+
+impl<F: Future> Future for Infallibly<F> {
+    type Output = Result<F::Output, Infallible>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().fut.poll(cx).map(Ok)
+    }
+}
+
+/// What a job and its [`TaskHandle`] share: the result, who waits for it, and the handle's cancellation request.
+struct Link<T, E> {
+    /// Set by [`TaskHandle::cancel`]; read by the job before each poll.
+    cancelled: AtomicBool,
+    state: Mutex<LinkState<T, E>>,
+}
+
+struct LinkState<T, E> {
+    result: Option<Result<T, TaskError<E>>>,
+    /// The handle's task, woken when the result comes (or the job is gone).
+    handle_waker: Option<Waker>,
+    /// The worker running the job, woken by a cancellation.
+    job_waker: Option<Waker>,
+    /// The job ended without a result (dropped unrun): the handle reads `Cancelled`.
+    job_gone: bool,
+    /// The handle was dropped: nobody will read a result.
+    handle_gone: bool,
+}
+
+impl<T, E> Link<T, E> {
+    fn new() -> Arc<Self> {
+        Arc::new(Link {
+            cancelled: AtomicBool::new(false),
+            state: Mutex::new(LinkState {
+                result: None,
+                handle_waker: None,
+                job_waker: None,
+                job_gone: false,
+                handle_gone: false,
+            }),
+        })
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// The job's side: hands the result over (dropped here if the handle is gone).
+    fn deliver(&self, result: Result<T, TaskError<E>>) {
+        let mut st = lock(&self.state);
+        let waker = if st.handle_gone {
+            None
+        } else {
+            st.result = Some(result);
+            st.handle_waker.take()
+        };
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The job's side: it ended without a result.
+    fn job_gone(&self) {
+        let mut st = lock(&self.state);
+        st.job_gone = true;
+        let waker = st.handle_waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The job's side: wake `waker` if the handle cancels while the job waits.
+    fn watch_cancel(&self, waker: &Waker) {
+        let mut st = lock(&self.state);
+        if st.handle_gone {
+            // A dropped handle can no longer cancel (it cancelled on drop, if it was asked to, before it went).
+            st.job_waker = None;
+            return;
+        }
+        match &st.job_waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => st.job_waker = Some(waker.clone()),
+        }
+    }
+
+    /// The handle's side: asks the job to stop, waking the worker running it.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        let waker = lock(&self.state).job_waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
 
 /// A type-erased task as the worker sees it.
 pub(crate) trait Job: Send + 'static {
@@ -33,8 +147,8 @@ pub(crate) type BoxJob = Pin<Box<dyn Job>>;
 
 /// Where a task's result goes.
 enum Reply<T, E> {
-    /// A waiting [`TaskHandle`].
-    Handle(oneshot::Sender<Result<T, TaskError<E>>>),
+    /// A [`TaskHandle`] (which may have been dropped: the task was detached).
+    Handle(LinkTx<T, E>),
     /// Fire and forget (`execute`): errors are only counted (and logged at debug level).
     Detached,
     /// Already delivered.
@@ -47,9 +161,10 @@ impl<T, E> Reply<T, E> {
         E: std::fmt::Debug,
     {
         match std::mem::replace(self, Reply::Done) {
-            Reply::Handle(tx) => {
-                // The submitter may have dropped its handle: the task was detached, nothing to tell.
-                let _ = tx.send(result);
+            Reply::Handle(mut tx) => {
+                if let Some(link) = tx.0.take() {
+                    link.deliver(result);
+                }
             }
             Reply::Detached => {
                 if let Err(e) = result {
@@ -57,6 +172,22 @@ impl<T, E> Reply<T, E> {
                 }
             }
             Reply::Done => {}
+        }
+    }
+
+    fn cancel_requested(&self) -> bool {
+        matches!(self, Reply::Handle(LinkTx(Some(link))) if link.is_cancelled())
+    }
+}
+
+/// The job's end of a [`Link`].
+struct LinkTx<T, E>(Option<Arc<Link<T, E>>>);
+
+impl<T, E> Drop for LinkTx<T, E> {
+    fn drop(&mut self) {
+        // Dropped without a result (a job dropped unrun): its handle reads `Cancelled`.
+        if let Some(link) = self.0.take() {
+            link.job_gone();
         }
     }
 }
@@ -85,15 +216,21 @@ where
         span: Span,
         deadline: Option<Instant>,
     ) -> (BoxJob, TaskHandle<T, E>) {
-        let (tx, rx) = oneshot::channel();
+        let link = Link::new();
         let job = Box::pin(TaskJob {
             fut,
-            reply: Reply::Handle(tx),
+            reply: Reply::Handle(LinkTx(Some(Arc::clone(&link)))),
             span,
             enqueued: Instant::now(),
             deadline,
         });
-        (job, TaskHandle { rx })
+        (
+            job,
+            TaskHandle {
+                link,
+                cancel_on_drop: false,
+            },
+        )
     }
 
     /// A fire-and-forget job.
@@ -119,10 +256,23 @@ where
         if matches!(this.reply, Reply::Done) {
             return Poll::Ready(Outcome::Cancelled);
         }
+        if this.reply.cancel_requested() {
+            this.reply.deliver(Err(TaskError::Cancelled));
+            return Poll::Ready(Outcome::Cancelled);
+        }
         let _entered = this.span.enter();
         let fut = this.fut;
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Pending) => {
+                if let Reply::Handle(LinkTx(Some(link))) = &*this.reply {
+                    link.watch_cancel(cx.waker());
+                    // A cancel between the check above and the registration would find no waker: look again.
+                    if link.is_cancelled() {
+                        cx.waker().wake_by_ref();
+                    }
+                }
+                Poll::Pending
+            }
             Ok(Poll::Ready(Ok(value))) => {
                 this.reply.deliver(Ok(value));
                 Poll::Ready(Outcome::Ok)
@@ -185,41 +335,108 @@ impl Future for RunJob<'_> {
 }
 
 /// The result of a task submitted with [`WorkerPool::submit`](crate::WorkerPool::submit): a future resolving to
-/// `Result<T, TaskError<E>>`.
+/// `Result<T, TaskError<E>>` (`E` is [`Infallible`] for tasks that cannot fail).
 ///
-/// Dropping the handle detaches the task: it still runs and is counted, its result is dropped. Awaiting the handle
-/// is cancel-safe (dropping the `await` loses nothing but the result).
+/// Dropping the handle detaches the task: it still runs and is counted, its result is dropped. Call
+/// [`cancel`](Self::cancel) to stop it, or make the handle cancel it when dropped with
+/// [`cancel_on_drop`](Self::cancel_on_drop) (a request handler whose client went away, say). Awaiting the handle is
+/// cancel-safe (dropping the `await` loses nothing but the result).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use otlp_patterns::{TaskError, WorkerPool};
+///
+/// let pool = WorkerPool::builder("reports").workers(1).build()?;
+/// let report = pool.submit(std::future::pending::<()>()).await?;
+/// report.cancel(); // the task is dropped at its next poll, counted as cancelled
+/// assert_eq!(report.await, Err(TaskError::Cancelled));
+///
+/// // Tied to a scope: leaving it cancels the task.
+/// let guard = pool.submit(std::future::pending::<()>()).await?.cancel_on_drop();
+/// drop(guard);
+/// pool.shutdown_now().await;
+/// assert_eq!(pool.stats().cancelled, 2);
+/// # Ok(()) }
+/// ```
 #[must_use = "a TaskHandle does nothing unless awaited; drop it to detach the task"]
-pub struct TaskHandle<T, E> {
-    rx: oneshot::Receiver<Result<T, TaskError<E>>>,
+pub struct TaskHandle<T, E = Infallible> {
+    link: Arc<Link<T, E>>,
+    cancel_on_drop: bool,
 }
 
 impl<T, E> std::fmt::Debug for TaskHandle<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskHandle").finish_non_exhaustive()
+        f.debug_struct("TaskHandle")
+            .field("cancel_requested", &self.link.is_cancelled())
+            .field("cancel_on_drop", &self.cancel_on_drop)
+            .finish_non_exhaustive()
     }
 }
 
 impl<T, E> TaskHandle<T, E> {
     /// The result if the task already finished, without waiting: `None` while it is queued or running.
     pub fn try_result(&mut self) -> Option<Result<T, TaskError<E>>> {
-        match self.rx.try_recv() {
-            Ok(r) => Some(r),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => Some(Err(TaskError::Cancelled)),
+        let mut st = lock(&self.link.state);
+        match st.result.take() {
+            Some(r) => Some(r),
+            None if st.job_gone => Some(Err(TaskError::Cancelled)),
+            None => None,
         }
+    }
+
+    /// Asks the task to stop: a queued task will not run, a running one is dropped at its next poll (that is, at
+    /// an `.await`). It is counted as `cancelled` and the handle resolves to [`TaskError::Cancelled`], unless it
+    /// had already finished, in which case the handle keeps its result. Returns at once; await the handle to know
+    /// how it ended.
+    pub fn cancel(&self) {
+        self.link.cancel();
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.link.is_cancelled()
+    }
+
+    /// Makes dropping this handle cancel the task (instead of detaching it), so the task lives no longer than the
+    /// handle.
+    pub fn cancel_on_drop(mut self) -> Self {
+        self.cancel_on_drop = true;
+        self
+    }
+}
+
+impl<T, E> Drop for TaskHandle<T, E> {
+    fn drop(&mut self) {
+        if self.cancel_on_drop {
+            self.link.cancel();
+        }
+        let mut st = lock(&self.link.state);
+        st.handle_gone = true;
+        st.handle_waker = None;
+        // Dropped outside the lock: the value's own `Drop` may be arbitrary code.
+        let result = st.result.take();
+        drop(st);
+        drop(result);
     }
 }
 
 impl<T, E> Future for TaskHandle<T, E> {
     type Output = Result<T, TaskError<E>>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(result)) => Poll::Ready(result),
-            // The job was dropped without a result: only cancellation does that.
-            Poll::Ready(Err(_)) => Poll::Ready(Err(TaskError::Cancelled)),
-            Poll::Pending => Poll::Pending,
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = lock(&self.link.state);
+        if let Some(result) = st.result.take() {
+            return Poll::Ready(result);
         }
+        if st.job_gone {
+            // The job was dropped without a result: only cancellation does that.
+            return Poll::Ready(Err(TaskError::Cancelled));
+        }
+        match &st.handle_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.handle_waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }

@@ -9,9 +9,14 @@
 //! * **Timeouts**: every task gets the pool's `task_timeout` (5 s by default) from the moment it starts; a task
 //!   submitted with [`submit_with_deadline`](WorkerPool::submit_with_deadline) gets that deadline instead, counted
 //!   from submission (a task whose deadline passes while queued times out without running).
-//! * **Failures**: a task returns `Result<T, E>`; its [`TaskHandle`] resolves to `Result<T, TaskError<E>>`, which
-//!   keeps apart `Failed(E)`, `Panicked(msg)` (the panic is caught, the worker keeps serving), `TimedOut` and
-//!   `Cancelled`.
+//! * **Tasks**: [`submit`](WorkerPool::submit) takes any future and its [`TaskHandle`] resolves to
+//!   `Result<T, TaskError>`: the value, or `Panicked(msg)` (the panic is caught, the worker keeps serving),
+//!   `TimedOut` or `Cancelled`. A task that can fail goes through
+//!   [`submit_fallible`](WorkerPool::submit_fallible): it returns `Result<T, E>`, its handle resolves to
+//!   `Result<T, TaskError<E>>`, and an `Err` is `Failed(E)`, counted as `error`.
+//! * **Cancellation**: [`TaskHandle::cancel`] stops one task (queued: it never runs; running: it is dropped at its
+//!   next `.await`), and [`TaskHandle::cancel_on_drop`] ties a task to its handle. Dropping a plain handle
+//!   detaches the task.
 //! * **Context**: each task runs in a `worker_pool.task` span (debug level) whose parent is the span current at
 //!   submission, so traces follow work into the pool; [`current_token`](crate::current_token) gives the pool's
 //!   cancellation token (a child of the builder's `parent`).
@@ -44,10 +49,16 @@
 //!     .task_timeout(Duration::from_secs(2))
 //!     .build()?;
 //!
-//! let ok = pool.submit(async { Ok::<_, String>(21 * 2) }).await?;
-//! let bad = pool.submit(async { Err::<u32, _>("no such image".to_string()) }).await?;
+//! // A task that cannot fail: its value, or why there is none (a panic, a timeout, a cancellation).
+//! let ok = pool.submit(async { 21 * 2 }).await?;
 //! assert_eq!(ok.await, Ok(42));
-//! assert_eq!(bad.await, Err(TaskError::Failed("no such image".to_string())));
+//!
+//! // A task that can fail: its `Err` is kept, and counted as `error`.
+//! async fn resize(name: &str) -> Result<u32, String> {
+//!     Err(format!("no such image: {name}"))
+//! }
+//! let bad = pool.submit_fallible(resize("cat.png")).await?;
+//! assert_eq!(bad.await, Err(TaskError::Failed("no such image: cat.png".to_string())));
 //!
 //! let report = pool.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
 //! assert_eq!(report.cancelled, 0);
@@ -74,7 +85,7 @@ use crate::outcome::{OutcomeCounters, sum};
 use crate::queue::{PushError, Queue};
 use crate::roster::Roster;
 use crate::sync::{AtomicU64, Ordering};
-use crate::task::{BoxJob, RunJob, TaskJob};
+use crate::task::{BoxJob, Infallibly, RunJob, TaskJob};
 use crate::telemetry::{DurationBuffer, duration_histogram, outcome_counter, up_down};
 use crate::{BuildError, Outcome, ResizeError, SubmitError, TaskHandle};
 
@@ -718,24 +729,47 @@ impl WorkerPool {
 
     /// Queues `fut`, waiting for room if the queue is full, and returns a handle to its result.
     ///
+    /// `fut` is any future: its output is the task's value, and the task is counted `ok` when it finishes (use
+    /// [`submit_fallible`](Self::submit_fallible) for a task returning `Result`, so its errors count as `error`).
     /// Fails with [`SubmitError::Closed`] once the pool shuts down. Cancel-safe: dropped while waiting for room,
     /// it drops `fut` unrun and counts nothing.
-    pub async fn submit<F, T, E>(&self, fut: F) -> Result<TaskHandle<T, E>, SubmitError>
+    pub async fn submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.push_handle(Infallibly::new(fut), None).await
+    }
+
+    /// Queues `fut`, a task that may fail, waiting for room: its handle resolves to its value or
+    /// [`TaskError::Failed`](crate::TaskError::Failed) with its error, counted as `ok` or `error`. Otherwise like
+    /// [`submit`](Self::submit).
+    pub async fn submit_fallible<F, T, E>(&self, fut: F) -> Result<TaskHandle<T, E>, SubmitError>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + std::fmt::Debug + 'static,
     {
-        let (job, handle) = TaskJob::with_handle(fut, self.task_span(), None);
-        match self.shared.queue.push(job).await {
-            Ok(()) => Ok(handle),
-            Err(e) => Err(self.rejected(e)),
-        }
+        self.push_handle(fut, None).await
     }
 
     /// Like [`submit`](Self::submit), with the task's own `deadline` instead of the pool's timeout. The deadline
     /// counts from now, queueing included: a task still queued at its deadline times out without running.
-    pub async fn submit_with_deadline<F, T, E>(
+    pub async fn submit_with_deadline<F>(
+        &self,
+        deadline: Instant,
+        fut: F,
+    ) -> Result<TaskHandle<F::Output>, SubmitError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.push_handle(Infallibly::new(fut), Some(deadline)).await
+    }
+
+    /// [`submit_fallible`](Self::submit_fallible) with the task's own `deadline` (see
+    /// [`submit_with_deadline`](Self::submit_with_deadline)).
+    pub async fn submit_fallible_with_deadline<F, T, E>(
         &self,
         deadline: Instant,
         fut: F,
@@ -745,16 +779,47 @@ impl WorkerPool {
         T: Send + 'static,
         E: Send + std::fmt::Debug + 'static,
     {
-        let (job, handle) = TaskJob::with_handle(fut, self.task_span(), Some(deadline));
+        self.push_handle(fut, Some(deadline)).await
+    }
+
+    /// Queues `fut` if there is room now; else fails at once with [`SubmitError::Full`] (`fut` is dropped and
+    /// counted as rejected).
+    pub fn try_submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.try_push_handle(Infallibly::new(fut))
+    }
+
+    /// [`submit_fallible`](Self::submit_fallible) if there is room now; else [`SubmitError::Full`].
+    pub fn try_submit_fallible<F, T, E>(&self, fut: F) -> Result<TaskHandle<T, E>, SubmitError>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + std::fmt::Debug + 'static,
+    {
+        self.try_push_handle(fut)
+    }
+
+    async fn push_handle<F, T, E>(
+        &self,
+        fut: F,
+        deadline: Option<Instant>,
+    ) -> Result<TaskHandle<T, E>, SubmitError>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + std::fmt::Debug + 'static,
+    {
+        let (job, handle) = TaskJob::with_handle(fut, self.task_span(), deadline);
         match self.shared.queue.push(job).await {
             Ok(()) => Ok(handle),
             Err(e) => Err(self.rejected(e)),
         }
     }
 
-    /// Queues `fut` if there is room now; else fails at once with [`SubmitError::Full`] (`fut` is dropped and
-    /// counted as rejected).
-    pub fn try_submit<F, T, E>(&self, fut: F) -> Result<TaskHandle<T, E>, SubmitError>
+    fn try_push_handle<F, T, E>(&self, fut: F) -> Result<TaskHandle<T, E>, SubmitError>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -768,8 +833,17 @@ impl WorkerPool {
     }
 
     /// Queues `fut` without a handle (fire and forget: one allocation), waiting for room. Its outcome is only
-    /// counted; an error or panic is also logged at debug level. Cancel-safe like [`submit`](Self::submit).
-    pub async fn execute<F, E>(&self, fut: F) -> Result<(), SubmitError>
+    /// counted; a panic is also logged at debug level. Cancel-safe like [`submit`](Self::submit).
+    pub async fn execute<F>(&self, fut: F) -> Result<(), SubmitError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.execute_fallible(Infallibly::new(fut)).await
+    }
+
+    /// [`execute`](Self::execute) for a task that may fail: an `Err` is counted as `error` and logged at debug
+    /// level.
+    pub async fn execute_fallible<F, E>(&self, fut: F) -> Result<(), SubmitError>
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Send + std::fmt::Debug + 'static,
@@ -782,7 +856,15 @@ impl WorkerPool {
     }
 
     /// [`execute`](Self::execute) if there is room now; else [`SubmitError::Full`].
-    pub fn try_execute<F, E>(&self, fut: F) -> Result<(), SubmitError>
+    pub fn try_execute<F>(&self, fut: F) -> Result<(), SubmitError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.try_execute_fallible(Infallibly::new(fut))
+    }
+
+    /// [`execute_fallible`](Self::execute_fallible) if there is room now; else [`SubmitError::Full`].
+    pub fn try_execute_fallible<F, E>(&self, fut: F) -> Result<(), SubmitError>
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Send + std::fmt::Debug + 'static,
@@ -883,18 +965,26 @@ mod tests {
                 .task_timeout(Duration::from_millis(10))
                 .build()
                 .unwrap();
-            let ok = pool.submit(async { Ok::<_, u8>(1) }).await.unwrap();
-            let err = pool.submit(async { Err::<u8, _>(2u8) }).await.unwrap();
-            let slow = pool
-                .submit(std::future::pending::<Result<u8, u8>>())
+            let ok = pool
+                .submit_fallible(async { Ok::<_, u8>(1) })
                 .await
                 .unwrap();
-            pool.execute(async { Ok::<_, u8>(()) }).await.unwrap();
+            let err = pool
+                .submit_fallible(async { Err::<u8, _>(2u8) })
+                .await
+                .unwrap();
+            let slow = pool
+                .submit_fallible(std::future::pending::<Result<u8, u8>>())
+                .await
+                .unwrap();
+            pool.execute_fallible(async { Ok::<_, u8>(()) })
+                .await
+                .unwrap();
             assert_eq!(ok.await, Ok(1));
             assert_eq!(err.await, Err(TaskError::Failed(2)));
             assert_eq!(slow.await, Err(TaskError::TimedOut));
             let stuck = pool
-                .submit(std::future::pending::<Result<u8, u8>>())
+                .submit_fallible(std::future::pending::<Result<u8, u8>>())
                 .await
                 .unwrap();
             let report = pool.shutdown_now().await;
@@ -924,11 +1014,11 @@ mod tests {
                 .build()
                 .unwrap();
             let a = pool
-                .submit(std::future::pending::<Result<u8, u8>>())
+                .submit_fallible(std::future::pending::<Result<u8, u8>>())
                 .await
                 .unwrap();
             let b = pool
-                .submit(std::future::pending::<Result<u8, u8>>())
+                .submit_fallible(std::future::pending::<Result<u8, u8>>())
                 .await
                 .unwrap();
             tokio::task::yield_now().await;

@@ -108,14 +108,17 @@ async fn worker_pool_instruments() {
         .task_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let ok = pool.submit(async { Ok::<_, String>(1) }).await.unwrap();
-    let err = pool
-        .submit(async { Err::<u32, _>("x".to_string()) })
+    let ok = pool
+        .submit_fallible(async { Ok::<_, String>(1) })
         .await
         .unwrap();
-    let panic = pool.submit(async { panic!("p") }).await.unwrap();
+    let err = pool
+        .submit_fallible(async { Err::<u32, _>("x".to_string()) })
+        .await
+        .unwrap();
+    let panic = pool.submit_fallible(async { panic!("p") }).await.unwrap();
     let slow = pool
-        .submit(async { std::future::pending::<Result<u32, String>>().await })
+        .submit_fallible(async { std::future::pending::<Result<u32, String>>().await })
         .await
         .unwrap();
     assert!(ok.await.is_ok());

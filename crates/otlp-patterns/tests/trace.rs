@@ -20,7 +20,7 @@ async fn task_span_is_a_child_of_the_submitter_span() {
         .unwrap();
     let spans = traced(async {
         let h = pool
-            .submit(async {
+            .submit_fallible(async {
                 tracing::info_span!("inner.work").in_scope(|| {});
                 Ok::<_, String>(())
             })

@@ -91,14 +91,20 @@ async fn outcomes_are_kept_apart() {
         .task_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let ok = pool.submit(async { Ok::<u32, String>(1) }).await.unwrap();
-    let err = pool
-        .submit(async { Err::<u32, _>("boom".to_string()) })
+    let ok = pool
+        .submit_fallible(async { Ok::<u32, String>(1) })
         .await
         .unwrap();
-    let panic = pool.submit(async { panic!("kaboom") }).await.unwrap();
+    let err = pool
+        .submit_fallible(async { Err::<u32, _>("boom".to_string()) })
+        .await
+        .unwrap();
+    let panic = pool
+        .submit_fallible(async { panic!("kaboom") })
+        .await
+        .unwrap();
     let slow = pool
-        .submit(async { pending::<Result<u32, String>>().await })
+        .submit_fallible(async { pending::<Result<u32, String>>().await })
         .await
         .unwrap();
     assert_eq!(ok.await, Ok(1));
@@ -107,7 +113,10 @@ async fn outcomes_are_kept_apart() {
     assert_eq!(p, Err(TaskError::Panicked("kaboom".into())));
     assert_eq!(slow.await, Err(TaskError::TimedOut));
     // The worker that caught the panic keeps serving.
-    let again = pool.submit(async { Ok::<u32, String>(7) }).await.unwrap();
+    let again = pool
+        .submit_fallible(async { Ok::<u32, String>(7) })
+        .await
+        .unwrap();
     assert_eq!(again.await, Ok(7));
     pool.shutdown_now().await;
     let s = pool.stats();
@@ -129,14 +138,14 @@ async fn own_deadline_overrides_the_default_and_counts_queue_time() {
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
     let blocker = pool
-        .submit(async move {
+        .submit_fallible(async move {
             g.notified().await;
             Ok::<_, String>(())
         })
         .await
         .unwrap();
     let late = pool
-        .submit_with_deadline(Instant::now() + Duration::from_millis(10), async {
+        .submit_fallible_with_deadline(Instant::now() + Duration::from_millis(10), async {
             Ok::<_, String>(())
         })
         .await
@@ -161,7 +170,7 @@ async fn try_submit_reports_full_and_queue_never_exceeds_capacity() {
     let mut full = 0;
     for _ in 0..10 {
         let g = gate.clone();
-        match pool.try_submit(async move {
+        match pool.try_submit_fallible(async move {
             g.notified().await;
             Ok::<_, String>(())
         }) {
@@ -198,18 +207,21 @@ async fn submit_waits_for_room_and_is_cancel_safe() {
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
     let first = pool
-        .submit(async move {
+        .submit_fallible(async move {
             g.notified().await;
             Ok::<_, String>(1)
         })
         .await
         .unwrap();
     tokio::task::yield_now().await; // the worker takes it
-    let second = pool.submit(async { Ok::<_, String>(2) }).await.unwrap(); // fills the queue
+    let second = pool
+        .submit_fallible(async { Ok::<_, String>(2) })
+        .await
+        .unwrap(); // fills the queue
     // The third waits for room: dropping the wait submits nothing.
     let third = tokio::time::timeout(
         Duration::from_millis(5),
-        pool.submit(async { Ok::<_, String>(3) }),
+        pool.submit_fallible(async { Ok::<_, String>(3) }),
     )
     .await;
     assert!(third.is_err());
@@ -232,7 +244,7 @@ async fn shutdown_drains_then_leaves_no_task_alive() {
     let done = Arc::new(AtomicUsize::new(0));
     for i in 0..50u64 {
         let done = done.clone();
-        pool.execute(async move {
+        pool.execute_fallible(async move {
             tokio::time::sleep(Duration::from_millis(i % 7)).await;
             done.fetch_add(1, Ordering::Relaxed);
             Ok::<_, String>(())
@@ -250,7 +262,7 @@ async fn shutdown_drains_then_leaves_no_task_alive() {
     );
     assert_eq!(alive(), before);
     assert_eq!(
-        pool.submit(async { Ok::<_, String>(()) })
+        pool.submit_fallible(async { Ok::<_, String>(()) })
             .await
             .unwrap_err(),
         SubmitError::Closed
@@ -274,7 +286,7 @@ async fn shutdown_past_deadline_cancels_running_and_queued_tasks() {
     let mut handles = Vec::new();
     for _ in 0..6 {
         handles.push(
-            pool.submit(async { pending::<Result<(), String>>().await })
+            pool.submit_fallible(async { pending::<Result<(), String>>().await })
                 .await
                 .unwrap(),
         );
@@ -304,7 +316,7 @@ async fn tasks_see_the_token_cancelled_at_the_deadline() {
     let observed = Arc::new(Notify::new());
     let o = observed.clone();
     let h = pool
-        .submit(async move {
+        .submit_fallible(async move {
             let token = current_token().expect("pool task");
             token.cancelled().await;
             o.notify_one();
@@ -328,15 +340,15 @@ async fn cancelling_the_parent_cancels_the_pool() {
         .build()
         .unwrap();
     let h = pool
-        .submit(async { pending::<Result<(), String>>().await })
+        .submit_fallible(async { pending::<Result<(), String>>().await })
         .await
         .unwrap();
     let q = pool
-        .submit(async { pending::<Result<(), String>>().await })
+        .submit_fallible(async { pending::<Result<(), String>>().await })
         .await
         .unwrap();
     let r = pool
-        .submit(async { pending::<Result<(), String>>().await })
+        .submit_fallible(async { pending::<Result<(), String>>().await })
         .await
         .unwrap();
     parent.cancel();
@@ -345,7 +357,7 @@ async fn cancelling_the_parent_cancels_the_pool() {
     assert_eq!(r.await, Err(TaskError::Cancelled));
     assert!(pool.is_closed());
     assert_eq!(
-        pool.submit(async { Ok::<_, String>(()) })
+        pool.submit_fallible(async { Ok::<_, String>(()) })
             .await
             .unwrap_err(),
         SubmitError::Closed
@@ -369,7 +381,7 @@ async fn dropping_the_pool_cancels_its_tasks() {
     let mut handles = Vec::new();
     for _ in 0..5 {
         handles.push(
-            pool.submit(async { pending::<Result<(), String>>().await })
+            pool.submit_fallible(async { pending::<Result<(), String>>().await })
                 .await
                 .unwrap(),
         );
@@ -403,7 +415,7 @@ async fn many_tasks_on_a_multi_thread_runtime_are_all_accounted() {
             let mut handles = Vec::new();
             for i in 0..n {
                 let h = pool
-                    .submit(async move {
+                    .submit_fallible(async move {
                         if (i + p) % 10 == 0 {
                             Err(i)
                         } else {
@@ -475,7 +487,11 @@ async fn resize_grows_at_once_and_shrinks_without_cancelling() {
     let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut handles = Vec::new();
     for _ in 0..6 {
-        handles.push(pool.submit(counted(&running, &peak, 10)).await.unwrap());
+        handles.push(
+            pool.submit_fallible(counted(&running, &peak, 10))
+                .await
+                .unwrap(),
+        );
     }
     settle(|| running.load(Ordering::SeqCst) == 1).await;
 
@@ -496,7 +512,11 @@ async fn resize_grows_at_once_and_shrinks_without_cancelling() {
     peak.store(0, Ordering::SeqCst);
     let mut handles = Vec::new();
     for _ in 0..3 {
-        handles.push(pool.submit(counted(&running, &peak, 5)).await.unwrap());
+        handles.push(
+            pool.submit_fallible(counted(&running, &peak, 5))
+                .await
+                .unwrap(),
+        );
     }
     for h in handles {
         assert_eq!(h.await, Ok(()));
@@ -651,7 +671,7 @@ mod prop {
                             Kind::Hang => pending().await,
                         }
                     };
-                    let submitted = if wait { pool.submit(fut).await } else { pool.try_submit(fut) };
+                    let submitted = if wait { pool.submit_fallible(fut).await } else { pool.try_submit_fallible(fut) };
                     match submitted {
                         Ok(h) => handles.push(h),
                         Err(_) => refused += 1,
@@ -691,7 +711,7 @@ async fn panic_reports_what_was_caught() {
     let pool = WorkerPool::builder("payloads").workers(1).build().unwrap();
     async fn caught(pool: &WorkerPool, payload: Box<dyn std::any::Any + Send>) -> String {
         let handle = pool
-            .submit(async move {
+            .submit_fallible(async move {
                 if true {
                     std::panic::resume_unwind(payload);
                 }
@@ -734,4 +754,149 @@ async fn panic_reports_what_was_caught() {
     );
     pool.shutdown_now().await;
     assert_eq!(pool.stats().panicked, 7);
+}
+
+/// A task that cannot fail is submitted as it is: no `Ok::<_, E>` wrapping, no turbofish. Its handle resolves to
+/// its value, and it is counted `ok`; `execute` takes a plain `()` future too.
+#[tokio::test(start_paused = true)]
+async fn plain_tasks_need_no_result_wrapping() {
+    let pool = WorkerPool::builder("plain")
+        .workers(2)
+        .queue(8)
+        .build()
+        .unwrap();
+    let answer = pool.submit(async { 6 * 7 }).await.unwrap();
+    let text = pool.try_submit(async { String::from("hi") }).unwrap();
+    let late = pool
+        .submit_with_deadline(Instant::now() + Duration::from_secs(1), async { 1u8 })
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    pool.execute(async move {
+        r.fetch_add(1, Ordering::SeqCst);
+    })
+    .await
+    .unwrap();
+    let r = ran.clone();
+    pool.try_execute(async move {
+        r.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    assert_eq!(answer.await, Ok(42));
+    let text: Result<String, TaskError> = text.await;
+    assert_eq!(text.as_deref(), Ok("hi"));
+    assert_eq!(late.await, Ok(1));
+    // A plain task can still panic or time out: that is what its `TaskError` (with `Infallible`) carries.
+    let boom = pool.submit(async { panic!("plain panic") }).await.unwrap();
+    let boom: Result<(), TaskError> = boom.await;
+    assert_eq!(boom, Err(TaskError::Panicked("plain panic".into())));
+    pool.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+    let s = pool.stats();
+    assert_eq!((s.completed, s.failed, s.panicked), (5, 0, 1));
+    assert_accounted(&s);
+}
+
+/// `TaskHandle::cancel` stops a queued task before it runs and a running one at its next `.await`; both are
+/// counted `cancelled` and their handles say so. A task that already finished keeps its result.
+#[tokio::test(start_paused = true)]
+async fn cancel_stops_queued_and_running_tasks() {
+    let pool = WorkerPool::builder("cancel")
+        .workers(1)
+        .queue(8)
+        .build()
+        .unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    struct OnDrop(Arc<AtomicUsize>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let task = |started: Arc<AtomicUsize>, dropped: Arc<AtomicUsize>| async move {
+        let _guard = OnDrop(dropped);
+        started.fetch_add(1, Ordering::SeqCst);
+        pending::<()>().await
+    };
+    let running = pool
+        .submit(task(started.clone(), dropped.clone()))
+        .await
+        .unwrap();
+    let queued = pool
+        .submit(task(started.clone(), dropped.clone()))
+        .await
+        .unwrap();
+    let done = pool.submit(async { 5 }).await.unwrap();
+    while started.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.stats().active, 1);
+    queued.cancel();
+    assert!(queued.is_cancel_requested());
+    running.cancel();
+    assert_eq!(running.await, Err(TaskError::Cancelled));
+    assert_eq!(queued.await, Err(TaskError::Cancelled));
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "the queued task never ran"
+    );
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the running future was dropped"
+    );
+    assert_eq!(done.await, Ok(5), "the worker went on with the next task");
+
+    let finished = pool.submit(async { 10 }).await.unwrap();
+    while pool.stats().completed < 2 {
+        tokio::task::yield_now().await;
+    }
+    finished.cancel(); // too late: it already ran
+    assert_eq!(finished.await, Ok(10));
+
+    pool.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    let s = pool.stats();
+    assert_eq!((s.completed, s.cancelled), (2, 2));
+    assert_accounted(&s);
+}
+
+/// Dropping a handle detaches its task (it still runs); `cancel_on_drop` makes the drop cancel it instead.
+#[tokio::test(start_paused = true)]
+async fn cancel_on_drop_ties_the_task_to_its_handle() {
+    let pool = WorkerPool::builder("on-drop")
+        .workers(1)
+        .queue(8)
+        .build()
+        .unwrap();
+    let gate = Arc::new(Notify::new());
+    let ran = Arc::new(AtomicUsize::new(0));
+    let work = |gate: Arc<Notify>, ran: Arc<AtomicUsize>| async move {
+        gate.notified().await;
+        ran.fetch_add(1, Ordering::SeqCst);
+    };
+    let detached = pool.submit(work(gate.clone(), ran.clone())).await.unwrap();
+    let tied = pool
+        .submit(work(gate.clone(), ran.clone()))
+        .await
+        .unwrap()
+        .cancel_on_drop();
+    drop(detached);
+    drop(tied);
+    // Let the detached task start waiting, then open the gate for everyone.
+    while pool.stats().active == 0 {
+        tokio::task::yield_now().await;
+    }
+    gate.notify_waiters();
+    pool.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "only the detached task ran to its end"
+    );
+    let s = pool.stats();
+    assert_eq!((s.completed, s.cancelled), (1, 1));
+    assert_accounted(&s);
 }
