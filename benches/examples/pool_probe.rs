@@ -86,7 +86,7 @@ fn main() {
                     "ours" => {
                         let mut handles = Vec::with_capacity(TASKS as usize);
                         for i in 0..TASKS {
-                            handles.push(pool.submit(async move { Ok::<_, ()>(i) }).await.unwrap());
+                            handles.push(pool.submit(async move { i }).await.unwrap());
                         }
                         for h in handles {
                             sum = sum.wrapping_add(h.await.unwrap());
