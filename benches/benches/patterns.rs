@@ -238,13 +238,7 @@ fn fan_out_group(c: &mut Criterion, group: &str, tiny: bool) {
         .slow()
         .throughput(Throughput::Elements(ITEMS))
         .function("ours", |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    fan.run(0..ITEMS, |i| async move { Ok::<_, ()>(work(i).await) })
-                        .await
-                        .len()
-                })
-            })
+            b.iter(|| rt.block_on(async { fan.run(0..ITEMS, work).await.len() }))
         })
         .function("buffered", |b| {
             b.iter(|| {
@@ -277,9 +271,7 @@ fn fan_out_group(c: &mut Criterion, group: &str, tiny: bool) {
             .build()
             .expect("runtime");
         let per_item = allocs_per_op_batched(ITEMS, |n| {
-            local.block_on(async {
-                black_box(fan.run(0..n, |i| async move { Ok::<_, ()>(i) }).await.len())
-            });
+            local.block_on(async { black_box(fan.run(0..n, |i| async move { i }).await.len()) });
         });
         record_allocs(group, "ours", per_item);
     }

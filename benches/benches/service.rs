@@ -85,12 +85,7 @@ impl Ours {
         let _permit = self.sem.acquire().await.expect("open semaphore");
         let mut buf = self.buffers.get();
         encode(&mut buf, id);
-        let parts = self
-            .fan
-            .run(0..SUB_CALLS, |k| async move {
-                Ok::<_, ()>(sub_call(id, k).await)
-            })
-            .await;
+        let parts = self.fan.run(0..SUB_CALLS, |k| sub_call(id, k)).await;
         let sum: u64 = parts.into_iter().filter_map(Result::ok).sum();
         let len = buf.len() as u64;
         let write = self

@@ -210,7 +210,7 @@ impl Kit {
         }
         let lines = match self
             .shards
-            .run(0..SHARDS, |s| common::shard_lookup(id, s))
+            .run_fallible(0..SHARDS, |s| common::shard_lookup(id, s))
             .await
             .into_result()
         {

@@ -1,23 +1,26 @@
 //! Fan-out / fan-in: run one async function over many items with bounded concurrency, and gather the results.
 //!
-//! A [`FanOut`] is a long-lived, named runner (build it once, use it for many calls). Its concurrency bound is an
-//! instrumented [`otlp_sync::Semaphore`] shared by every call, so `k` bounds the items running at once across all
-//! concurrent [`run`](FanOut::run)s of the same `FanOut`, and the semaphore's own metrics
-//! (`semaphore.*`, `semaphore.name` = the fan-out's name) show how long calls waited for a slot.
+//! A [`FanOut`] is a long-lived, named runner (build it once, use it for many calls). Its concurrency `k` is per
+//! call, like `buffer_unordered(k)`: each [`run`](FanOut::run) has at most `k` items in flight, however many calls
+//! run at once. To bound the items of all calls together (a downstream that takes `n` requests in all), pass an
+//! [`otlp_sync::Semaphore`] with [`FanOutBuilder::shared_limit`]: each item then also holds one of its permits, and
+//! the semaphore's own metrics (`semaphore.*`) show how long calls waited for a slot.
 //!
-//! [`run`](FanOut::run) hands the permit of a finished item straight to its next item, so the semaphore counts
-//! permits taken (at most `k` per call while nobody else waits), not items; when another call is waiting on the
-//! semaphore, a finished item's permit goes back to it instead, so concurrent calls share the slots in turn.
-//! ([`run_unordered`](FanOut::run_unordered) gives a finished item's permit back as it yields the result, since
-//! its consumer may pause before it asks for more.) Closing the
-//! semaphore ([`FanOut::semaphore`]) stops calls from taking new permits: items in flight finish, and items that
-//! then find no permit are reported as [`TaskError::Cancelled`].
+//! With a shared limit, [`run`](FanOut::run) hands the permit of a finished item straight to its next item, so the
+//! semaphore counts permits taken (at most `k` per call while nobody else waits), not items; when another call is
+//! waiting on the semaphore, a finished item's permit goes back to it instead, so concurrent calls share the slots
+//! in turn. ([`run_unordered`](FanOut::run_unordered) gives a finished item's permit back as it yields the result,
+//! since its consumer may pause before it asks for more.) Closing the shared semaphore stops calls from taking new
+//! permits: items in flight finish, and items that then find no permit are reported as [`TaskError::Cancelled`].
 //!
-//! * [`run`](FanOut::run) returns one result per item, **in input order** whatever the completion order, in a
-//!   vector allocated once. Every error is kept ([`FanOutResults::into_result`] joins them, like Go's
+//! * [`run`](FanOut::run) takes a function whose items cannot fail, and returns one result per item (the value,
+//!   or why there is none: a panic, a cancellation), **in input order** whatever the completion order, in a vector
+//!   allocated once. [`run_fallible`](FanOut::run_fallible) takes a function returning `Result<T, E>`; an `Err` is
+//!   kept as [`TaskError::Failed`] and counted as `error`. Every error is kept ([`FanOutResults::into_result`] joins them, like Go's
 //!   `errors.Join`). In fail-fast mode the first error (or panic) cancels the rest: each item is still returned,
 //!   as done, failed or [`TaskError::Cancelled`].
-//! * [`run_unordered`](FanOut::run_unordered) streams `(index, result)` pairs as items finish.
+//! * [`run_unordered`](FanOut::run_unordered) (and [`run_unordered_fallible`](FanOut::run_unordered_fallible))
+//!   stream `(index, result)` pairs as items finish.
 //!
 //! Items run as futures polled by the caller's task (no spawning), so `f` may borrow from the caller and items need
 //! not be `Send` or `'static`; for CPU-heavy items, spawn inside `f`. A panicking item is caught and reported as
@@ -37,19 +40,21 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use otlp_patterns::FanOut;
 //!
-//! let fetch = FanOut::builder("fetch").concurrency(8).build()?;
+//! let fetch = FanOut::builder("fetch").concurrency(8).build()?; // at most 8 in flight per call
+//!
+//! // Items that cannot fail: the values in input order.
+//! let doubled = fetch.run(1..=3u64, |id| async move { id * 2 }).await.into_result()?;
+//! assert_eq!(doubled, vec![2, 4, 6]);
+//!
+//! // Items that can fail: every error is kept.
 //! let results = fetch
-//!     .run(1..=5u64, |id| async move {
+//!     .run_fallible(1..=5u64, |id| async move {
 //!         if id == 4 { Err(format!("user {id} not found")) } else { Ok(id * 10) }
 //!     })
 //!     .await;
 //! assert_eq!(results.len(), 5);
 //! let err = results.into_result().unwrap_err();
 //! assert_eq!(err.to_string(), "1 of 5 items failed: item 3: task failed: user 4 not found");
-//!
-//! // All good: the values in input order.
-//! let values = fetch.run(1..=3u64, |id| async move { Ok::<_, std::io::Error>(id) }).await.into_result()?;
-//! assert_eq!(values, vec![1, 2, 3]);
 //! # Ok(())
 //! # }
 //! ```
@@ -68,6 +73,7 @@ use pin_project_lite::pin_project;
 
 use crate::catch::CatchPanic;
 use crate::outcome::OutcomeCounters;
+use crate::task::Infallibly;
 use crate::telemetry::{DurationBuffer, Mark, Stopwatch, duration_histogram, outcome_counter};
 use crate::{BuildError, Outcome, TaskError};
 
@@ -77,11 +83,13 @@ pub struct FanOutBuilder {
     name: String,
     concurrency: usize,
     fail_fast: bool,
+    shared: Option<otlp_sync::Semaphore>,
     meter: Option<Meter>,
 }
 
 impl FanOutBuilder {
-    /// At most `k` items run at once, across every call on this fan-out (default: the available parallelism).
+    /// At most `k` items of one call run at once, like `buffer_unordered(k)` (default: the available parallelism).
+    /// Calls do not share it: two calls may have `2k` items in flight (see [`shared_limit`](Self::shared_limit)).
     /// 0 is an error (it would hang, like `buffer_unordered(0)`).
     pub fn concurrency(mut self, k: usize) -> Self {
         self.concurrency = k;
@@ -95,7 +103,14 @@ impl FanOutBuilder {
         self
     }
 
-    /// Uses `meter` instead of the global meters (for this crate's and the semaphore's instruments; for tests).
+    /// Also bounds the items of all calls together: each item holds one permit of `semaphore` while it runs, so at
+    /// most `semaphore.limit()` items are in flight across every call (and every other user of the semaphore).
+    pub fn shared_limit(mut self, semaphore: otlp_sync::Semaphore) -> Self {
+        self.shared = Some(semaphore);
+        self
+    }
+
+    /// Uses `meter` instead of the global meter (for tests).
     pub fn meter(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
         self
@@ -108,14 +123,6 @@ impl FanOutBuilder {
                 what: format!("fan-out {:?}", self.name),
             });
         }
-        let mut sem = otlp_sync::Semaphore::builder(self.name.clone()).permits(self.concurrency);
-        if let Some(m) = &self.meter {
-            sem = sem.meter(m.clone());
-        }
-        let sem = sem.build().map_err(|_| BuildError::ConcurrencyTooHigh {
-            what: format!("fan-out {:?}", self.name),
-            max: otlp_sync::Semaphore::MAX_PERMITS,
-        })?;
         let meter = self.meter.unwrap_or_else(crate::telemetry::default_meter);
         let attrs = [KeyValue::new("fan_out.name", self.name.clone())];
         let shared = Arc::new(Shared {
@@ -145,7 +152,7 @@ impl FanOutBuilder {
             name: self.name,
             concurrency: self.concurrency,
             fail_fast: self.fail_fast,
-            sem,
+            sem: self.shared,
             shared,
             _tasks: tasks,
         })
@@ -157,7 +164,8 @@ pub struct FanOut {
     name: String,
     concurrency: usize,
     fail_fast: bool,
-    sem: otlp_sync::Semaphore,
+    /// The limit shared by every call, when the builder was given one.
+    sem: Option<otlp_sync::Semaphore>,
     shared: Arc<Shared>,
     _tasks: ObservableCounter<u64>,
 }
@@ -190,6 +198,7 @@ impl fmt::Debug for FanOut {
             .field("name", &self.name)
             .field("concurrency", &self.concurrency)
             .field("fail_fast", &self.fail_fast)
+            .field("shared_limit", &self.sem)
             .field("stats", &self.stats())
             .finish()
     }
@@ -218,11 +227,12 @@ impl FanOut {
             name: name.into(),
             concurrency: std::thread::available_parallelism().map_or(1, usize::from),
             fail_fast: false,
+            shared: None,
             meter: None,
         }
     }
 
-    /// A fan-out named `name` running at most `concurrency` items at once.
+    /// A fan-out named `name` running at most `concurrency` items at once per call.
     pub fn new(name: impl Into<String>, concurrency: usize) -> Result<FanOut, BuildError> {
         FanOut::builder(name).concurrency(concurrency).build()
     }
@@ -232,14 +242,15 @@ impl FanOut {
         &self.name
     }
 
-    /// The most items running at once.
+    /// The most items of one call running at once.
     pub fn concurrency(&self) -> usize {
         self.concurrency
     }
 
-    /// The semaphore bounding the concurrency.
-    pub fn semaphore(&self) -> &otlp_sync::Semaphore {
-        &self.sem
+    /// The semaphore bounding the items of all calls together, if the builder was given one
+    /// ([`FanOutBuilder::shared_limit`]).
+    pub fn shared_limit(&self) -> Option<&otlp_sync::Semaphore> {
+        self.sem.as_ref()
     }
 
     /// A snapshot of the counters.
@@ -254,10 +265,26 @@ impl FanOut {
         }
     }
 
-    /// Runs `f` on every item, at most `concurrency` at once, and returns one result per item in input order.
+    /// Runs `f` on every item, at most `concurrency` at once, and returns one result per item in input order:
+    /// its value, or [`TaskError::Panicked`] / [`TaskError::Cancelled`]. For items that can fail, see
+    /// [`run_fallible`](Self::run_fallible).
     ///
     /// Cancel-safe in the sense of the module docs: dropping the future drops the items in flight and counts them.
-    pub async fn run<I, F, Fut, T, E>(&self, items: I, f: F) -> FanOutResults<T, E>
+    pub async fn run<I, F, Fut>(&self, items: I, mut f: F) -> FanOutResults<Fut::Output>
+    where
+        I: IntoIterator,
+        F: FnMut(I::Item) -> Fut,
+        Fut: Future,
+    {
+        self.run_fallible(items, move |item| Infallibly::new(f(item)))
+            .await
+    }
+
+    /// Runs `f`, which may fail, on every item, at most `concurrency` at once, and returns one result per item in
+    /// input order; an `Err` is kept as [`TaskError::Failed`] (and counted as `error`).
+    ///
+    /// Cancel-safe in the sense of the module docs: dropping the future drops the items in flight and counts them.
+    pub async fn run_fallible<I, F, Fut, T, E>(&self, items: I, f: F) -> FanOutResults<T, E>
     where
         I: IntoIterator,
         F: FnMut(I::Item) -> Fut,
@@ -283,7 +310,7 @@ impl FanOut {
 
     /// Runs `f` on every item, at most `concurrency` at once, and yields `(index, result)` as items finish.
     ///
-    /// Every item taken from the input is yielded exactly once; in fail-fast mode, after the first error the items
+    /// Every item taken from the input is yielded exactly once; in fail-fast mode, after the first panic the items
     /// in flight and the rest of the input are yielded as [`TaskError::Cancelled`] (the rest of the input is
     /// consumed, without calling `f`). Dropping the stream drops the items in flight (counted as cancelled).
     ///
@@ -297,9 +324,7 @@ impl FanOut {
     /// use otlp_patterns::FanOut;
     ///
     /// let fan = FanOut::new("probe", 2)?;
-    /// let mut done = std::pin::pin!(fan.run_unordered(["a", "b", "c"], |host| async move {
-    ///     Ok::<_, std::io::Error>(host.len())
-    /// }));
+    /// let mut done = std::pin::pin!(fan.run_unordered(["a", "b", "c"], |host| async move { host.len() }));
     /// let mut seen = Vec::new();
     /// while let Some((index, result)) = done.next().await {
     ///     seen.push((index, result?));
@@ -308,7 +333,23 @@ impl FanOut {
     /// assert_eq!(seen, vec![(0, 1), (1, 1), (2, 1)]);
     /// # Ok(()) }
     /// ```
-    pub fn run_unordered<'a, I, F, Fut, T, E>(
+    pub fn run_unordered<'a, I, F, Fut>(
+        &'a self,
+        items: I,
+        mut f: F,
+    ) -> impl Stream<Item = (usize, Result<Fut::Output, TaskError>)> + 'a
+    where
+        I: IntoIterator,
+        I::IntoIter: 'a,
+        F: FnMut(I::Item) -> Fut + 'a,
+        Fut: Future + 'a,
+    {
+        self.stream(items.into_iter(), move |item| Infallibly::new(f(item)))
+    }
+
+    /// [`run_unordered`](Self::run_unordered) for a function that may fail: an `Err` is yielded as
+    /// [`TaskError::Failed`] (in fail-fast mode, it stops the run like a panic).
+    pub fn run_unordered_fallible<'a, I, F, Fut, T, E>(
         &'a self,
         items: I,
         f: F,
@@ -645,32 +686,34 @@ where
                 continue;
             }
 
-            // 2. Start one more item, if the bound, the input and a permit allow.
+            // 2. Start one more item, if the bound, the input and (with a shared limit) a permit allow.
             let in_flight = usize::from(this.inline.is_some()) + this.rest.len();
             if !*this.exhausted && in_flight < owner.concurrency {
-                if this.permits.len() > in_flight && owner.sem.waiting() > 0 {
-                    // Another caller waits: give the spare permit back instead of keeping it.
-                    this.permits.truncate(in_flight);
-                }
-                if this.permits.len() <= in_flight {
-                    match next_permit(owner, this.permits, this.acquiring, in_flight, cx) {
-                        NextPermit::Got => {}
-                        NextPermit::Wait => {
-                            if in_flight == 0 {
-                                this.tally.flush();
-                                return Poll::Pending;
+                if let Some(sem) = &owner.sem {
+                    if this.permits.len() > in_flight && sem.waiting() > 0 {
+                        // Another caller waits: give the spare permit back instead of keeping it.
+                        this.permits.truncate(in_flight);
+                    }
+                    if this.permits.len() <= in_flight {
+                        match next_permit(sem, this.permits, this.acquiring, in_flight, cx) {
+                            NextPermit::Got => {}
+                            NextPermit::Wait => {
+                                if in_flight == 0 {
+                                    this.tally.flush();
+                                    return Poll::Pending;
+                                }
                             }
-                        }
-                        NextPermit::Closed => {
-                            if in_flight == 0 {
-                                // No permit will come: the rest of the input is reported as cancelled.
-                                *this.stopped = true;
-                                continue;
+                            NextPermit::Closed => {
+                                if in_flight == 0 {
+                                    // No permit will come: the rest of the input is reported as cancelled.
+                                    *this.stopped = true;
+                                    continue;
+                                }
                             }
                         }
                     }
                 }
-                if this.permits.len() > in_flight {
+                if owner.sem.is_none() || this.permits.len() > in_flight {
                     match this.items.next() {
                         None => {
                             *this.exhausted = true;
@@ -711,14 +754,14 @@ where
 /// Gets one more permit into `permits`: at once if one is free, else by waiting (only when no item of the call is
 /// in flight: otherwise a finishing item's permit is the next one).
 fn next_permit<'a>(
-    owner: &'a FanOut,
+    sem: &'a otlp_sync::Semaphore,
     permits: &mut Permits<'a>,
     acquiring: &mut Option<Acquiring<'a>>,
     in_flight: usize,
     cx: &mut Context<'_>,
 ) -> NextPermit {
-    if acquiring.is_none() && owner.sem.available() > 0 {
-        match owner.sem.try_acquire() {
+    if acquiring.is_none() && sem.available() > 0 {
+        match sem.try_acquire() {
             Ok(p) => {
                 permits.push(p);
                 return NextPermit::Got;
@@ -727,13 +770,13 @@ fn next_permit<'a>(
             Err(_) => {}
         }
     }
-    if owner.sem.is_closed() {
+    if sem.is_closed() {
         return NextPermit::Closed;
     }
     if in_flight > 0 {
         return NextPermit::Wait;
     }
-    let wait = acquiring.get_or_insert_with(|| Box::pin(owner.sem.acquire()));
+    let wait = acquiring.get_or_insert_with(|| Box::pin(sem.acquire()));
     match wait.as_mut().poll(cx) {
         Poll::Ready(Ok(p)) => {
             *acquiring = None;
@@ -768,8 +811,9 @@ where
     }
 }
 
-/// One result per item, in input order ([`FanOut::run`]).
-pub struct FanOutResults<T, E> {
+/// One result per item, in input order ([`FanOut::run`], [`FanOut::run_fallible`]). `E` is
+/// [`Infallible`](std::convert::Infallible) for items that cannot fail.
+pub struct FanOutResults<T, E = std::convert::Infallible> {
     items: Vec<Result<T, TaskError<E>>>,
 }
 
@@ -839,7 +883,7 @@ impl<T, E> IntoIterator for FanOutResults<T, E> {
 
 /// Every error of a fan-out, with the index of its item (like Go's `errors.Join`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FanOutError<E> {
+pub struct FanOutError<E = std::convert::Infallible> {
     errors: Vec<(usize, TaskError<E>)>,
     total: usize,
 }

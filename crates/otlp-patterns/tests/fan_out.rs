@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use otlp_patterns::{BuildError, FanOut, FanOutStats, TaskError};
+use otlp_sync::Semaphore;
 use proptest::prelude::*;
 
 fn assert_accounted(s: &FanOutStats, items: u64) {
@@ -36,7 +37,7 @@ fn zero_concurrency_is_a_typed_error() {
 async fn keeps_every_error_in_input_order() {
     let fan = FanOut::new("errors", 3).unwrap();
     let results = fan
-        .run(0..10u64, |i| async move {
+        .run_fallible(0..10u64, |i| async move {
             tokio::time::sleep(Duration::from_millis(10 - i)).await;
             match i % 4 {
                 1 => Err(format!("bad {i}")),
@@ -75,7 +76,7 @@ async fn fail_fast_cancels_the_rest_and_returns_every_item() {
         .unwrap();
     let called = AtomicUsize::new(0);
     let results = fan
-        .run(0..10u64, |i| {
+        .run_fallible(0..10u64, |i| {
             called.fetch_add(1, Ordering::Relaxed);
             async move {
                 tokio::time::sleep(Duration::from_millis(if i == 1 { 1 } else { 100 })).await;
@@ -103,14 +104,22 @@ async fn fail_fast_cancels_the_rest_and_returns_every_item() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrency_is_bounded_across_concurrent_runs() {
-    let fan = Arc::new(FanOut::new("bounded", 3).unwrap());
+    // Three calls of up to 3 items each, bounded to 3 in all by a shared semaphore.
+    let limit = Semaphore::new("bounded", 3).unwrap();
+    let fan = Arc::new(
+        FanOut::builder("bounded")
+            .concurrency(3)
+            .shared_limit(limit.clone())
+            .build()
+            .unwrap(),
+    );
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let mut runs = Vec::new();
     for r in 0..3u64 {
         let (fan, running, peak) = (fan.clone(), running.clone(), peak.clone());
         runs.push(tokio::spawn(async move {
-            fan.run(0..20u64, |i| {
+            fan.run_fallible(0..20u64, |i| {
                 let (running, peak) = (running.clone(), peak.clone());
                 async move {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -134,14 +143,14 @@ async fn concurrency_is_bounded_across_concurrent_runs() {
         peak.load(Ordering::SeqCst)
     );
     assert_accounted(&fan.stats(), 60);
-    assert_eq!(fan.semaphore().available(), 3);
+    assert_eq!(limit.available(), 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn run_unordered_yields_as_items_finish() {
     let fan = FanOut::new("unordered", 4).unwrap();
     let got: Vec<(usize, Result<u64, TaskError<()>>)> = fan
-        .run_unordered(0..4u64, |i| async move {
+        .run_unordered_fallible(0..4u64, |i| async move {
             tokio::time::sleep(Duration::from_millis(10 * (4 - i))).await;
             Ok(i)
         })
@@ -156,8 +165,12 @@ async fn run_unordered_yields_as_items_finish() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_a_run_counts_items_in_flight_as_cancelled() {
-    let fan = FanOut::new("dropped", 2).unwrap();
-    let run = fan.run(0..5u64, |_| async {
+    let fan = FanOut::builder("dropped")
+        .concurrency(2)
+        .shared_limit(Semaphore::new("dropped", 2).unwrap())
+        .build()
+        .unwrap();
+    let run = fan.run_fallible(0..5u64, |_| async {
         std::future::pending::<Result<(), ()>>().await
     });
     assert!(
@@ -168,13 +181,21 @@ async fn dropping_a_run_counts_items_in_flight_as_cancelled() {
     let s = fan.stats();
     assert_eq!(s.cancelled, 2, "{s:?}");
     assert_eq!(s.submitted, 2);
-    assert_eq!(fan.semaphore().available(), 2, "a permit was lost");
+    assert_eq!(
+        fan.shared_limit().unwrap().available(),
+        2,
+        "a permit was lost"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_run_gives_its_permit_to_a_waiting_run() {
-    // One permit, two runs: the first must not keep the permit for all its items while the second waits.
-    let fan = FanOut::new("handover", 1).unwrap();
+    // One shared permit, two runs: the first must not keep the permit for all its items while the second waits.
+    let fan = FanOut::builder("handover")
+        .concurrency(1)
+        .shared_limit(Semaphore::new("handover", 1).unwrap())
+        .build()
+        .unwrap();
     let log = std::sync::Mutex::new(Vec::new());
     let item = |run: char, i: u64| {
         let log = &log;
@@ -185,8 +206,8 @@ async fn a_run_gives_its_permit_to_a_waiting_run() {
         }
     };
     let (a, b) = tokio::join!(
-        fan.run(0..4u64, |i| item('a', i)),
-        fan.run(0..4u64, |i| item('b', i))
+        fan.run_fallible(0..4u64, |i| item('a', i)),
+        fan.run_fallible(0..4u64, |i| item('b', i))
     );
     assert!(a.all_ok() && b.all_ok());
     let log = log.into_inner().unwrap();
@@ -195,24 +216,29 @@ async fn a_run_gives_its_permit_to_a_waiting_run() {
     let last_a = log.iter().rposition(|(r, _)| *r == 'a').unwrap();
     assert!(first_b < last_a, "run b waited for all of run a: {log:?}");
     assert_accounted(&fan.stats(), 8);
-    assert_eq!(fan.semaphore().available(), 1);
+    assert_eq!(fan.shared_limit().unwrap().available(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_paused_stream_holds_no_permit_of_a_finished_item() {
     // One permit. A stream yields its first result and its consumer pauses: another call must still run.
-    let fan = FanOut::new("paused", 1).unwrap();
-    let mut stream = std::pin::pin!(fan.run_unordered(0..3u64, |i| async move { Ok::<_, ()>(i) }));
+    let fan = FanOut::builder("paused")
+        .concurrency(1)
+        .shared_limit(Semaphore::new("paused", 1).unwrap())
+        .build()
+        .unwrap();
+    let mut stream =
+        std::pin::pin!(fan.run_unordered_fallible(0..3u64, |i| async move { Ok::<_, ()>(i) }));
     let (index, first) = stream.next().await.unwrap();
     assert_eq!((index, first), (0, Ok(0)));
     assert_eq!(
-        fan.semaphore().available(),
+        fan.shared_limit().unwrap().available(),
         1,
         "the finished item's permit was kept"
     );
     let other = tokio::time::timeout(
         Duration::from_secs(1),
-        fan.run(0..2u64, |i| async move { Ok::<_, ()>(i) }),
+        fan.run_fallible(0..2u64, |i| async move { Ok::<_, ()>(i) }),
     )
     .await
     .expect("a paused stream blocked another call");
@@ -225,9 +251,15 @@ async fn a_paused_stream_holds_no_permit_of_a_finished_item() {
 
 #[tokio::test(start_paused = true)]
 async fn a_closed_semaphore_cancels_the_items_left_and_counts_them() {
-    let fan = FanOut::new("closed", 2).unwrap();
-    fan.semaphore().close();
-    let results = fan.run(0..3u64, |i| async move { Ok::<_, ()>(i) }).await;
+    let fan = FanOut::builder("closed")
+        .concurrency(2)
+        .shared_limit(Semaphore::new("closed", 2).unwrap())
+        .build()
+        .unwrap();
+    fan.shared_limit().unwrap().close();
+    let results = fan
+        .run_fallible(0..3u64, |i| async move { Ok::<_, ()>(i) })
+        .await;
     assert_eq!(results.len(), 3);
     assert!(
         results
@@ -239,10 +271,14 @@ async fn a_closed_semaphore_cancels_the_items_left_and_counts_them() {
     assert_eq!(fan.stats().cancelled, 3);
 
     // Closed in the middle of a run: the items in flight finish with the permits they hold, and none is lost.
-    let fan = FanOut::new("closing", 2).unwrap();
+    let fan = FanOut::builder("closing")
+        .concurrency(2)
+        .shared_limit(Semaphore::new("closing", 2).unwrap())
+        .build()
+        .unwrap();
     let results = fan
-        .run(0..6u64, |i| {
-            let sem = fan.semaphore().clone();
+        .run_fallible(0..6u64, |i| {
+            let sem = fan.shared_limit().unwrap().clone();
             async move {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 if i == 1 {
@@ -255,7 +291,11 @@ async fn a_closed_semaphore_cancels_the_items_left_and_counts_them() {
     assert_eq!(results.len(), 6);
     assert!(results.as_slice()[..2].iter().all(Result::is_ok));
     assert_accounted(&fan.stats(), 6);
-    assert_eq!(fan.semaphore().available(), 2, "a permit was lost");
+    assert_eq!(
+        fan.shared_limit().unwrap().available(),
+        2,
+        "a permit was lost"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -266,7 +306,7 @@ async fn a_long_run_of_ready_items_lets_other_tasks_run() {
     let other = tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
     let fan = FanOut::new("ready", 4).unwrap();
     let seen = fan
-        .run(0..5_000u64, |_| {
+        .run_fallible(0..5_000u64, |_| {
             let other_ran = other_ran.clone();
             async move { Ok::<_, ()>(other_ran.load(Ordering::SeqCst)) }
         })
@@ -291,12 +331,18 @@ proptest! {
         delays in proptest::collection::vec((0u64..50, 0u8..10), 0..40),
         k in 1usize..6,
         fail_fast in any::<bool>(),
+        shared in any::<bool>(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
         rt.block_on(async {
-            let fan = FanOut::builder("prop").concurrency(k).fail_fast(fail_fast).build().unwrap();
+            let limit = Semaphore::new("prop", k).unwrap();
+            let mut builder = FanOut::builder("prop").concurrency(k).fail_fast(fail_fast);
+            if shared {
+                builder = builder.shared_limit(limit.clone());
+            }
+            let fan = builder.build().unwrap();
             let results = fan
-                .run(delays.iter().copied().enumerate(), |(i, (d, kind))| async move {
+                .run_fallible(delays.iter().copied().enumerate(), |(i, (d, kind))| async move {
                     // d = 0: the item finishes on its first poll (the in-place path), else it waits.
                     if d > 0 {
                         tokio::time::sleep(Duration::from_millis(d)).await;
@@ -325,8 +371,85 @@ proptest! {
             let s = fan.stats();
             prop_assert_eq!(s.submitted, delays.len() as u64);
             prop_assert_eq!(s.submitted, s.ok + s.failed + s.panicked + s.cancelled);
-            prop_assert_eq!(fan.semaphore().available(), k);
+            prop_assert_eq!(limit.available(), k, "a permit was lost");
             Ok(())
         })?;
     }
+}
+
+/// The concurrency is per call, like `buffer_unordered(k)`: three calls on one `FanOut::new(.., 3)` run 3 items
+/// each at once (9 in all), and no call ever runs more than 3.
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_per_call() {
+    let fan = FanOut::new("per-call", 3).unwrap();
+    let running = AtomicUsize::new(0);
+    let peak = AtomicUsize::new(0);
+    let call = |r: usize| {
+        let (running, peak) = (&running, &peak);
+        let mine = Arc::new(AtomicUsize::new(0));
+        let my_peak = Arc::new(AtomicUsize::new(0));
+        let fan = &fan;
+        async move {
+            let results = fan
+                .run(0..12u64, |i| {
+                    let (mine, my_peak) = (mine.clone(), my_peak.clone());
+                    async move {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        my_peak
+                            .fetch_max(mine.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(10 + (i + r as u64) % 3)).await;
+                        mine.fetch_sub(1, Ordering::SeqCst);
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        i
+                    }
+                })
+                .await;
+            assert!(results.all_ok());
+            my_peak.load(Ordering::SeqCst)
+        }
+    };
+    let (a, b, c) = tokio::join!(call(0), call(1), call(2));
+    assert_eq!((a, b, c), (3, 3, 3), "each call runs its own 3 at once");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        9,
+        "calls do not share the limit"
+    );
+    assert_accounted(&fan.stats(), 36);
+    assert!(fan.shared_limit().is_none());
+}
+
+/// Items that cannot fail need no `Ok` wrapping; their results are their values (or a caught panic).
+#[tokio::test(start_paused = true)]
+async fn plain_items_need_no_result_wrapping() {
+    let fan = FanOut::new("plain", 2).unwrap();
+    let lengths = fan
+        .run(["a", "bb", "ccc"], |s| async move { s.len() })
+        .await
+        .into_result()
+        .unwrap();
+    assert_eq!(lengths, vec![1, 2, 3]);
+    let results = fan
+        .run(0..3u32, |i| async move {
+            if i == 1 {
+                panic!("item {i}");
+            }
+            i
+        })
+        .await
+        .into_vec();
+    assert_eq!(
+        results,
+        vec![Ok(0), Err(TaskError::Panicked("item 1".into())), Ok(2)]
+    );
+    let mut unordered: Vec<(usize, Result<u32, TaskError>)> = fan
+        .run_unordered(0..3u32, |i| async move { i * 2 })
+        .collect()
+        .await;
+    unordered.sort_by_key(|(i, _)| *i);
+    assert_eq!(unordered, vec![(0, Ok(0)), (1, Ok(2)), (2, Ok(4))]);
+    let s = fan.stats();
+    assert_eq!((s.ok, s.failed, s.panicked), (8, 0, 1));
+    assert_accounted(&s, 9);
 }

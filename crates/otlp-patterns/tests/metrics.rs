@@ -175,13 +175,19 @@ async fn worker_pool_instruments() {
 #[tokio::test(start_paused = true)]
 async fn fan_out_instruments() {
     let (p, e) = provider();
+    let limit = otlp_sync::Semaphore::builder("fo")
+        .permits(2)
+        .meter(meter(&p))
+        .build()
+        .unwrap();
     let fan = FanOut::builder("fo")
         .concurrency(2)
+        .shared_limit(limit.clone())
         .meter(meter(&p))
         .build()
         .unwrap();
     let r = fan
-        .run(
+        .run_fallible(
             0..5u32,
             |i| async move { if i == 2 { Err(i) } else { Ok(i) } },
         )
@@ -209,8 +215,8 @@ async fn fan_out_instruments() {
         ),
         5
     );
-    // The otlp-sync semaphore bounding it reports under the same name. It counts permits taken, not items: these
-    // items finish on their first poll, so the run hands one permit from each item to the next.
+    // The shared otlp-sync semaphore bounding it reports under its own name. It counts permits taken, not items:
+    // these items finish on their first poll, so the run hands one permit from each item to the next.
     let acquires = metric(&all, "semaphore.acquires");
     assert_eq!(
         u64_point(
@@ -219,7 +225,7 @@ async fn fan_out_instruments() {
         ),
         1
     );
-    assert_eq!(fan.semaphore().available(), 2, "the permit was given back");
+    assert_eq!(limit.available(), 2, "the permit was given back");
 }
 
 #[tokio::test(start_paused = true)]

@@ -118,7 +118,7 @@ async fn fan_out_run_span_holds_its_items() {
             .run(0..3u32, |i| async move {
                 tracing::info_span!("item.work").in_scope(|| {});
                 tokio::task::yield_now().await; // some items wait, some finish on their first poll
-                Ok::<_, ()>(i)
+                i
             })
             .await;
         assert!(r.all_ok());
