@@ -11,7 +11,8 @@
 //! | `telemetry` | [`telemetry`] | `otlp-telemetry`: OTLP exporters, tracing bridge, propagation |
 //! | `tower` | | the tower layers of `sync` and `telemetry` |
 //!
-//! Depend on one crate when that is all you need, or on this one and `use otlp_kit::prelude::*;`.
+//! Depend on one crate when that is all you need, or on this one and `use otlp_kit::prelude::*;`. `tracing` is
+//! re-exported ([`tracing`](crate::tracing)), so spans need no second dependency.
 //!
 //! ```
 //! use otlp_kit::prelude::*;
@@ -38,19 +39,42 @@ pub use otlp_patterns as patterns;
 #[doc(inline)]
 pub use otlp_telemetry as telemetry;
 
-/// The types most services use, in one import.
+/// `tracing`, re-exported so that one dependency is enough to emit spans and events that otlp-telemetry exports:
+/// `otlp_kit::tracing::info_span!("checkout")`.
+pub use tracing;
+
+/// The types most services use, in one import: the owners, their handles and guards, their errors, and
+/// telemetry's `init`.
+///
+/// Each crate's configuration error is named after its crate here (`PoolBuildError`, `SyncBuildError`,
+/// `PatternsBuildError`), since all three are `BuildError` in their own crate.
 pub mod prelude {
     #[cfg(feature = "pool")]
-    pub use otlp_pool::{BufferPool, ByteSlicePool, Pool, PoolStats, Reset, buffers, byte_slices};
+    pub use otlp_pool::BuildError as PoolBuildError;
+    #[cfg(feature = "pool")]
+    pub use otlp_pool::{
+        BufferPool, ByteSlice, ByteSlicePool, OwnedPooled, Pool, PoolStats, Pooled, Reset, buffers,
+        byte_slices,
+    };
 
     #[cfg(feature = "sync")]
-    pub use otlp_sync::{CancellationToken, KeyedRateLimiter, Quota, RateLimiter, Semaphore};
+    pub use otlp_sync::BuildError as SyncBuildError;
+    #[cfg(feature = "sync")]
+    pub use otlp_sync::{
+        AcquireError, AcquireOptions, CancellationToken, CheckError, KeyedRateLimiter, OwnedPermit,
+        Permit, Quota, RateLimiter, Semaphore, TryAcquireError, WaitError,
+    };
 
     #[cfg(feature = "patterns")]
-    pub use otlp_patterns::{FanOut, Pipeline, TaskError, WorkerPool};
+    pub use otlp_patterns::BuildError as PatternsBuildError;
+    #[cfg(feature = "patterns")]
+    pub use otlp_patterns::{
+        FanOut, FanOutResults, Pipeline, PipelineError, SubmitError, TaskError, TaskHandle,
+        WorkerPool, current_token,
+    };
 
     #[cfg(feature = "telemetry")]
-    pub use otlp_telemetry::{TelemetryConfig, TelemetryGuard};
+    pub use otlp_telemetry::{ConfigError, TelemetryConfig, TelemetryError, TelemetryGuard, init};
 }
 
 // The README's examples are compiled and run as doc tests, so its quick start works as written.
