@@ -187,7 +187,7 @@ impl Kit {
             );
         };
         let client = client_id(headers);
-        if let Err(e) = self.limiter.check_key(&client.to_owned()) {
+        if let Err(e) = self.limiter.check_key(client) {
             let after = match e {
                 CheckError::Throttled { retry_after } => retry_after,
                 _ => Duration::from_secs(1),

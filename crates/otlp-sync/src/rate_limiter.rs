@@ -223,10 +223,14 @@ impl Core {
     /// Counts a throttled `check` and turns governor's answer into our error.
     #[cold]
     pub(crate) fn throttled<P: Reference>(&self, not_until: NotUntil<P>, now: P) -> CheckError {
+        self.throttled_for(not_until.wait_time_from(now))
+    }
+
+    /// Counts a throttled `check` that may pass after `retry_after`.
+    #[cold]
+    pub(crate) fn throttled_for(&self, retry_after: Duration) -> CheckError {
         self.count(Outcome::Throttled);
-        CheckError::Throttled {
-            retry_after: not_until.wait_time_from(now),
-        }
+        CheckError::Throttled { retry_after }
     }
 
     /// Counts a call that asked more cells than the burst.
@@ -244,14 +248,13 @@ impl Core {
     }
 
     /// The whole `until_*_ready` protocol of the direct and keyed limiters: an already-cancelled token fails at
-    /// once, `n = 0` passes, `check` decides at once or gives the first wait, and the wait loop re-checks with it.
-    pub(crate) async fn until_ready<P: Reference>(
+    /// once, `n = 0` passes, `check` decides at once or says how long to wait, and the wait loop re-checks with it.
+    pub(crate) async fn until_ready(
         &self,
         n: u32,
         burst: u32,
         opts: AcquireOptions<'_>,
-        now: impl Fn() -> P,
-        check: impl Fn(NonZeroU32) -> Result<Result<(), NotUntil<P>>, governor::InsufficientCapacity>,
+        check: impl Fn(NonZeroU32) -> Result<Result<(), Duration>, governor::InsufficientCapacity>,
     ) -> Result<(), WaitError> {
         if opts
             .cancel_token()
@@ -272,11 +275,10 @@ impl Core {
                 self.count(Outcome::Allowed);
                 Ok(())
             }
-            Ok(Err(not_until)) => {
-                let first = not_until.wait_time_from(now());
+            Ok(Err(first)) => {
                 self.wait(first, n, opts, || match check(nz) {
                     Ok(Ok(())) => Recheck::Allowed,
-                    Ok(Err(nu)) => Recheck::Wait(nu.wait_time_from(now())),
+                    Ok(Err(wait)) => Recheck::Wait(wait),
                     Err(_) => Recheck::Never(insufficient()),
                 })
                 .await
@@ -780,13 +782,12 @@ impl<C: Clock> RateLimiter<C> {
         let clock = inner.limiter.clock();
         inner
             .core
-            .until_ready(
-                n,
-                inner.burst,
-                opts,
-                || clock.now(),
-                |nz| inner.limiter.check_n(nz),
-            )
+            .until_ready(n, inner.burst, opts, |nz| {
+                inner
+                    .limiter
+                    .check_n(nz)
+                    .map(|r| r.map_err(|nu| nu.wait_time_from(clock.now())))
+            })
             .await
     }
 

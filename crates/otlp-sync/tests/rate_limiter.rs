@@ -434,3 +434,53 @@ async fn keyed_builder_builds_a_keyed_limiter() {
         }
     );
 }
+
+/// A `String`-keyed limiter is checked with a `&str`: no owned key per request (a new key is made owned once).
+/// Decisions are governor's GCRA: a burst of 1 at 10 per second retries after exactly 100 ms.
+#[tokio::test(start_paused = true)]
+async fn string_keys_are_checked_by_str() {
+    let k = KeyedRateLimiter::<String>::builder("by-str")
+        .per_second(10)
+        .burst(1)
+        .clock(TokioClock)
+        .build()
+        .unwrap();
+    let request_client: &str = "acme";
+    k.check_key(request_client).unwrap();
+    assert_eq!(
+        k.check_key(request_client),
+        Err(CheckError::Throttled {
+            retry_after: Duration::from_millis(100)
+        })
+    );
+    k.check_key(&String::from("globex")).unwrap();
+    assert_eq!(k.len(), 2);
+    assert_eq!(
+        k.check_key_n("acme", 2),
+        Err(CheckError::InsufficientCapacity {
+            requested: 2,
+            burst: 1
+        })
+    );
+    tokio::time::advance(Duration::from_millis(100)).await;
+    k.check_key("acme").unwrap();
+    let start = tokio::time::Instant::now();
+    k.until_key_ready("acme").await;
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!(
+        k.until_key_ready_timeout("acme", Duration::from_millis(50))
+            .await,
+        Err(WaitError::Timeout {
+            timeout: Duration::from_millis(50)
+        })
+    );
+    // After a quiet second every key is as good as fresh: `retain_recent` drops them all.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    k.retain_recent();
+    assert!(k.is_empty());
+    let st = k.stats();
+    assert_eq!(
+        (st.allowed, st.throttled, st.timed_out, st.waited),
+        (4, 2, 1, 1)
+    );
+}
