@@ -1,10 +1,12 @@
 //! The `patterns_pool_noop` workload outside criterion, with the runtime's own counters: for profiling
 //! (`perf stat`, `valgrind --tool=callgrind`) and for seeing where the time goes, one iteration per line.
 //!
-//! `cargo run --release -p otlp-benches --example pool_probe -- [ours|mpsc|spawn] [iterations]`
+//! `cargo run --release -p otlp-benches --example pool_probe -- [MODES] [iterations]`, MODES a comma-separated
+//! list of `ours`, `mpsc`, `spawn` (default `ours,mpsc`), run in turn in every iteration (interleaved).
 //!
-//! Per iteration: wall time, the CPU time of the process, voluntary context switches, and per runtime worker
-//! thread its parks and busy time.
+//! Per iteration and mode: wall time, the CPU time of the process's threads, the time they waited for a CPU while
+//! runnable (high when the machine is loaded), voluntary context switches, and per runtime worker thread its parks
+//! and busy time (busy but not on a CPU: preempted or blocked). `OTLP_PROBE_NO_METER=1` runs it without an SDK meter provider.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,13 +18,22 @@ const TASKS: u64 = 100_000;
 
 /// CPU time of the process's live threads (the first field of each thread's schedstat, in ns).
 fn cpu_time() -> Duration {
+    schedstat(0)
+}
+
+/// Time the process's live threads waited for a CPU while runnable (the second field of schedstat).
+fn runqueue_wait() -> Duration {
+    schedstat(1)
+}
+
+fn schedstat(field: usize) -> Duration {
     let mut ns = 0u64;
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for task in dir.flatten() {
             let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
             ns += stat
                 .split_whitespace()
-                .next()
+                .nth(field)
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
         }
@@ -30,23 +41,39 @@ fn cpu_time() -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// Voluntary context switches (a thread blocked: futex, park) of the process's live threads.
 fn voluntary_switches() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .filter(|l| l.starts_with("voluntary_ctxt_switches"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
+    let mut n = 0;
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for task in dir.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            n += status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    n
 }
 
 type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let which = args.next().unwrap_or_else(|| "ours".into());
+    let modes: Vec<String> = args
+        .next()
+        .unwrap_or_else(|| "ours,mpsc".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20);
+    // OTLP_PROBE_NO_METER=1: no SDK provider (the pool's instruments are no-ops, no export thread).
+    let metered = std::env::var_os("OTLP_PROBE_NO_METER").is_none();
     let (provider, _exporter) = otlp_benches::meter_provider();
-    opentelemetry::global::set_meter_provider(provider.clone());
+    if metered {
+        opentelemetry::global::set_meter_provider(provider.clone());
+    }
     let rt = otlp_benches::runtime();
     let _enter = rt.enter();
     let pool = Arc::new(
@@ -71,18 +98,25 @@ fn main() {
         });
     }
     let m = rt.metrics();
-    println!("iter wall_ms cpu_ms vcsw parks[0] parks[1] busy_ms[0] busy_ms[1]");
-    for it in 0..iterations {
+    println!(
+        "iter mode wall_ms cpu_ms runqueue_wait_ms vcsw parks[0] parks[1] busy_ms[0] busy_ms[1]"
+    );
+    for (it, which) in (0..iterations).flat_map(|it| modes.iter().map(move |m| (it, m))) {
         let parks0: Vec<u64> = (0..2).map(|w| m.worker_park_count(w)).collect();
         let busy0: Vec<Duration> = (0..2).map(|w| m.worker_total_busy_duration(w)).collect();
-        let (cpu0, sw0, t0) = (cpu_time(), voluntary_switches(), Instant::now());
+        let (cpu0, rq0, sw0, t0) = (
+            cpu_time(),
+            runqueue_wait(),
+            voluntary_switches(),
+            Instant::now(),
+        );
         let pool = pool.clone();
         let tx = tx.clone();
-        let which = which.clone();
+        let mode = which.clone();
         let sum = rt
             .block_on(rt.spawn(async move {
                 let mut sum = 0u64;
-                match which.as_str() {
+                match mode.as_str() {
                     "ours" => {
                         let mut handles = Vec::with_capacity(TASKS as usize);
                         for i in 0..TASKS {
@@ -120,7 +154,9 @@ fn main() {
             }))
             .unwrap();
         let wall = t0.elapsed();
+
         let cpu = cpu_time() - cpu0;
+        let rq = runqueue_wait() - rq0;
         let sw = voluntary_switches() - sw0;
         let parks: Vec<u64> = (0..2).map(|w| m.worker_park_count(w) - parks0[w]).collect();
         let busy: Vec<f64> = (0..2)
@@ -128,9 +164,10 @@ fn main() {
             .collect();
         std::hint::black_box(sum);
         println!(
-            "{it} {:.1} {:.1} {sw} {} {} {:.1} {:.1}",
+            "{it} {which} {:.1} {:.1} {:.1} {sw} {} {} {:.1} {:.1}",
             wall.as_secs_f64() * 1e3,
             cpu.as_secs_f64() * 1e3,
+            rq.as_secs_f64() * 1e3,
             parks[0],
             parks[1],
             busy[0],

@@ -56,6 +56,6 @@ pub use worker_pool::{
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::outcome::OutcomeCounters;
-    pub use crate::queue::{Pop, PushError, Pushed, QueueCore};
+    pub use crate::queue::{Pop, PushError, Pushed, QueueCore, Taken};
     pub use crate::roster::Roster;
 }

@@ -10,6 +10,13 @@
 //! steady state a task costs one uncontended lock to push and one to pop, and no wake-up at all. A producer waiting
 //! for room is woken once the queue is down to half its capacity, so it refills in a burst instead of waking once
 //! per task.
+//!
+//! Workers are woken one at a time, as work proves to be there: a push wakes an idle worker only when it finds the
+//! queue empty (jobs already queued mean a worker is awake or on its way: workers only go idle on an empty queue),
+//! and a worker that takes a job while more are queued wakes the next idle one. A burst thus wakes every worker it
+//! can keep busy, one after the other, while a producer that a single worker keeps up with wakes nobody else:
+//! waking a worker per push made idle workers bounce between sleeping and waking, once per task or so in some runs
+//! and not in others (see docs/benchmarks.md).
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -52,6 +59,17 @@ struct State<J> {
     waiting_producers: usize,
 }
 
+impl<J> State<J> {
+    /// Claims one registered idle worker to wake, if there is one.
+    fn wake_idle_worker(&mut self) -> bool {
+        let wake = self.idle_workers > 0;
+        if wake {
+            self.idle_workers -= 1;
+        }
+        wake
+    }
+}
+
 /// The lock-protected state of the queue: the part whose interleavings the loom model explores.
 #[derive(Debug)]
 #[doc(hidden)]
@@ -64,7 +82,18 @@ pub struct QueueCore<J> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[doc(hidden)]
 pub struct Pushed {
-    /// An idle worker was registered: wake one.
+    /// The queue was empty and an idle worker was registered: wake one.
+    pub wake_worker: bool,
+}
+
+/// What [`QueueCore::pop_or_register`] and [`QueueCore::try_take`] found, and whom the caller must wake.
+#[derive(Debug, PartialEq, Eq)]
+#[doc(hidden)]
+pub struct Taken<J> {
+    pub pop: Pop<J>,
+    /// A producer waits for room and the queue is down to half: wake one.
+    pub wake_producer: bool,
+    /// A job was taken, more are queued and a worker is idle: wake one (the next link of the chain).
     pub wake_worker: bool,
 }
 
@@ -99,13 +128,12 @@ impl<J> QueueCore<J> {
             register();
             return Err(PushError::Full(job));
         }
+        let was_empty = s.jobs.is_empty();
         s.jobs.push_back(job);
         s.accepted += 1;
-        let wake_worker = s.idle_workers > 0;
-        if wake_worker {
-            s.idle_workers -= 1;
-        }
-        Ok(Pushed { wake_worker })
+        Ok(Pushed {
+            wake_worker: was_empty && s.wake_idle_worker(),
+        })
     }
 
     /// Appends `job` if the queue is open and not full.
@@ -117,51 +145,56 @@ impl<J> QueueCore<J> {
         if s.jobs.len() >= self.capacity {
             return Err(PushError::Full(job));
         }
+        let was_empty = s.jobs.is_empty();
         s.jobs.push_back(job);
         s.accepted += 1;
-        let wake_worker = s.idle_workers > 0;
-        if wake_worker {
-            s.idle_workers -= 1;
-        }
-        Ok(Pushed { wake_worker })
+        Ok(Pushed {
+            wake_worker: was_empty && s.wake_idle_worker(),
+        })
     }
 
     /// Takes the oldest job; when there is none and the queue is open, the caller is counted as an idle worker and
-    /// `register` is called under the lock. The flag says whether a waiting producer must be woken.
-    pub fn pop_or_register(&self, register: impl FnOnce()) -> (Pop<J>, bool) {
+    /// `register` is called under the lock.
+    pub fn pop_or_register(&self, register: impl FnOnce()) -> Taken<J> {
         self.take(Some(register))
     }
 
-    /// Takes the oldest job without registering; the flag says whether a waiting producer must be woken.
-    pub fn try_take(&self) -> (Pop<J>, bool) {
+    /// Takes the oldest job without registering.
+    pub fn try_take(&self) -> Taken<J> {
         self.take(None::<fn()>)
     }
 
-    fn take(&self, register: Option<impl FnOnce()>) -> (Pop<J>, bool) {
+    fn take(&self, register: Option<impl FnOnce()>) -> Taken<J> {
         let mut s = lock(&self.state);
-        match s.jobs.pop_front() {
+        let (pop, wake_producer, wake_worker) = match s.jobs.pop_front() {
             Some(job) => {
                 let wake_producer = s.waiting_producers > 0 && s.jobs.len() <= self.capacity / 2;
                 if wake_producer {
                     s.waiting_producers -= 1;
                 }
-                (Pop::Job(job), wake_producer)
+                let wake_worker = !s.jobs.is_empty() && s.wake_idle_worker();
+                (Pop::Job(job), wake_producer, wake_worker)
             }
-            None if s.closed => (Pop::Closed, false),
+            None if s.closed => (Pop::Closed, false, false),
             None => {
                 if let Some(register) = register {
                     s.idle_workers += 1;
                     register();
                 }
-                (Pop::Empty, false)
+                (Pop::Empty, false, false)
             }
+        };
+        Taken {
+            pop,
+            wake_producer,
+            wake_worker,
         }
     }
 
     /// Takes the oldest job (no registration).
     #[cfg_attr(not(any(test, otlp_loom)), allow(dead_code))]
     pub fn pop(&self) -> Pop<J> {
-        self.try_take().0
+        self.try_take().pop
     }
 
     /// Refuses every later push. Returns whether this call closed it.
@@ -284,13 +317,11 @@ impl<J> Queue<J> {
                 }
                 return None;
             }
-            let (pop, wake_producer) = self.core.pop_or_register(|| {
+            let taken = self.core.pop_or_register(|| {
                 notified.as_mut().enable();
             });
-            if wake_producer {
-                self.space.notify_one();
-            }
-            match pop {
+            self.wake(&taken);
+            match taken.pop {
                 Pop::Job(job) => return Some(job),
                 Pop::Closed => return None,
                 Pop::Empty => notified.await,
@@ -300,13 +331,21 @@ impl<J> Queue<J> {
 
     /// Takes a job if one is queued now, without waiting.
     pub(crate) fn try_pop(&self) -> Option<J> {
-        let (pop, wake_producer) = self.core.try_take();
-        if wake_producer {
-            self.space.notify_one();
-        }
-        match pop {
+        let taken = self.core.try_take();
+        self.wake(&taken);
+        match taken.pop {
             Pop::Job(job) => Some(job),
             Pop::Empty | Pop::Closed => None,
+        }
+    }
+
+    /// Wakes whom a take said to wake.
+    fn wake(&self, taken: &Taken<J>) {
+        if taken.wake_producer {
+            self.space.notify_one();
+        }
+        if taken.wake_worker {
+            self.items.notify_one();
         }
     }
 
@@ -353,6 +392,71 @@ mod tests {
         assert_eq!(q.drain(), vec![2]);
         assert_eq!(q.pop(), Pop::Closed);
         assert_eq!(q.accepted(), 2);
+    }
+
+    /// One wake-up per idle stretch, not per push: a push onto a queue that already holds jobs wakes nobody (the
+    /// worker woken for the first job is on its way).
+    #[test]
+    fn push_onto_a_non_empty_queue_wakes_nobody() {
+        let q = QueueCore::new(8);
+        assert_eq!(q.pop_or_register(|| {}).pop, Pop::Empty);
+        assert_eq!(q.pop_or_register(|| {}).pop, Pop::Empty);
+        assert_eq!(q.push(1), Ok(Pushed { wake_worker: true }));
+        assert_eq!(q.push(2), Ok(Pushed { wake_worker: false }));
+        assert_eq!(q.push(3), Ok(Pushed { wake_worker: false }));
+        // The woken worker takes job 1 and, jobs left and a worker idle, wakes the next one.
+        let taken = q.try_take();
+        assert_eq!((taken.pop, taken.wake_worker), (Pop::Job(1), true));
+        // Nobody is idle any more: later takes and pushes wake no one.
+        let taken = q.try_take();
+        assert_eq!((taken.pop, taken.wake_worker), (Pop::Job(2), false));
+        assert_eq!(q.push(4), Ok(Pushed { wake_worker: false }));
+        // A worker goes idle on an empty queue only; the next push onto the empty queue wakes it.
+        assert_eq!(q.try_take().pop, Pop::Job(3));
+        assert_eq!(q.try_take().pop, Pop::Job(4));
+        assert_eq!(q.pop_or_register(|| {}).pop, Pop::Empty);
+        assert_eq!(q.push(5), Ok(Pushed { wake_worker: true }));
+        // The last job taken: nothing queued, nobody to wake.
+        let taken = q.try_take();
+        assert_eq!((taken.pop, taken.wake_worker), (Pop::Job(5), false));
+    }
+
+    /// Waking one worker at a time keeps the parallelism: a burst of slow jobs runs on every worker at once.
+    #[test]
+    fn a_burst_wakes_every_worker_it_can_keep_busy() {
+        rt().block_on(async {
+            let q = std::sync::Arc::new(Queue::<u64>::new(8));
+            let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+            let workers: Vec<_> = (0..3)
+                .map(|w| {
+                    let (q, done_tx) = (q.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        while let Some(ms) = q.pop().await {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            let _ = done_tx.send(w);
+                        }
+                    })
+                })
+                .collect();
+            // Let all three go idle.
+            tokio::task::yield_now().await;
+            let start = tokio::time::Instant::now();
+            for _ in 0..3 {
+                q.try_push(10).unwrap();
+            }
+            let mut ran = Vec::new();
+            for _ in 0..3 {
+                ran.push(done.recv().await.unwrap());
+            }
+            // Three 10 ms jobs on three workers: 10 ms, not 30; each worker ran one.
+            assert_eq!(start.elapsed(), std::time::Duration::from_millis(10));
+            ran.sort_unstable();
+            assert_eq!(ran, vec![0, 1, 2]);
+            q.close();
+            for w in workers {
+                w.await.unwrap();
+            }
+        });
     }
 
     #[test]

@@ -106,21 +106,27 @@ fn outcome_counters_add_up() {
     });
 }
 
-/// No lost wake-up for workers: a worker that registered as idle before a push is always told to be woken.
+/// No lost wake-up for workers: a worker that registered as idle before a push is always told to be woken, even
+/// when later pushes find jobs queued and wake nobody (workers are woken one at a time).
 #[test]
 fn idle_worker_is_always_woken_by_a_later_push() {
     loom::model(|| {
         let q = Arc::new(QueueCore::<u32>::new(2));
         let producer = {
             let q = q.clone();
-            thread::spawn(move || q.push(1).map(|p| p.wake_worker))
+            thread::spawn(move || {
+                let a = q.push(1).expect("room").wake_worker;
+                let b = q.push(2).expect("room").wake_worker;
+                (a, b)
+            })
         };
-        let (pop, _) = q.pop_or_register(|| {});
-        let wake = producer.join().unwrap().expect("room for one job");
-        match pop {
+        let taken = q.pop_or_register(|| {});
+        let (a, b) = producer.join().unwrap();
+        match taken.pop {
+            // Awake with a job: it comes back for the rest, nobody else needed waking for it.
             Pop::Job(j) => assert_eq!(j, 1),
-            // We registered before the push: the push must say to wake us.
-            Pop::Empty => assert!(wake, "lost wake-up"),
+            // We registered before the pushes: exactly one of them wakes us (the one that found the queue empty).
+            Pop::Empty => assert!(a && !b, "lost or doubled wake-up: {a} {b}"),
             Pop::Closed => unreachable!("never closed"),
         }
     });
@@ -136,9 +142,9 @@ fn waiting_producer_is_always_woken_by_a_later_pop() {
         let worker = {
             let q = q.clone();
             thread::spawn(move || {
-                let (pop, wake) = q.try_take();
-                assert_eq!(pop, Pop::Job(1));
-                wake
+                let taken = q.try_take();
+                assert_eq!(taken.pop, Pop::Job(1));
+                taken.wake_producer
             })
         };
         let pushed = q.push_or_register(2, || {});
