@@ -6,3 +6,5 @@
 //! * instruments that follow the global OpenTelemetry meter provider, whenever it is installed.
 //!
 //! Users do not need to depend on this crate: it is public so that the crates above it can share it.
+
+pub mod instruments;

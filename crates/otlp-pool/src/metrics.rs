@@ -1,9 +1,10 @@
 //! OpenTelemetry instruments of the pools (instrumentation scope `otlp-pool`).
 //!
-//! One set of observable instruments per meter serves every pool registered with it: at export time their
-//! callbacks sum each live pool's per-thread counters (the same numbers [`Pool::stats`](crate::Pool::stats)
-//! returns) and report them with the pool's pre-built attributes. The hot path never calls into OpenTelemetry.
-//! Pools are held weakly, so a dropped pool simply stops reporting.
+//! Every pool registers its statistics with the scope's process-wide registry (`otlp_core::instruments`), which
+//! follows the global meter provider: a pool built before the provider is installed reports through it once it
+//! is. At export time the callbacks sum each pool's per-thread counters (the same numbers
+//! [`Pool::stats`](crate::Pool::stats) returns) and report them with the pool's pre-built attributes, summed per
+//! attribute set; a dropped pool's cumulative counts are kept. The hot path never calls into OpenTelemetry.
 //!
 //! | instrument | kind | unit | meaning |
 //! |---|---|---|---|
@@ -15,155 +16,109 @@
 //!
 //! Every point carries `pool.name`; byte-slice pools add `pool.size_class` (bytes).
 
-use crate::stats::{PoolStats, StatsCell};
-use opentelemetry::metrics::{AsyncInstrument, Meter, ObservableCounter, ObservableUpDownCounter};
-use opentelemetry::{InstrumentationScope, KeyValue};
+use crate::stats::StatsCell;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Meter;
+use otlp_core::instruments::{Attributes, Kind, Observable, Observations, Scope, Source};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::Arc;
 
-struct Source {
-    stats: Weak<StatsCell>,
-    attributes: Vec<KeyValue>,
+const GETS: usize = 0;
+const MISSES: usize = 1;
+const PUTS: usize = 2;
+const DISCARDS: usize = 3;
+const IDLE: usize = 4;
+
+/// The scope's instruments, by index.
+static OBSERVABLES: [Observable; 5] = [
+    Observable {
+        name: "pool.gets",
+        unit: "{get}",
+        description: "Objects handed out by the pool",
+        kind: Kind::Counter,
+    },
+    Observable {
+        name: "pool.misses",
+        unit: "{get}",
+        description: "Gets that found no idle object and created one",
+        kind: Kind::Counter,
+    },
+    Observable {
+        name: "pool.puts",
+        unit: "{object}",
+        description: "Returned objects kept for reuse",
+        kind: Kind::Counter,
+    },
+    Observable {
+        name: "pool.discards",
+        unit: "{object}",
+        description: "Returned objects dropped: pool full, object too large or refused",
+        kind: Kind::Counter,
+    },
+    Observable {
+        name: "pool.idle",
+        unit: "{object}",
+        description: "Idle objects kept by the pool",
+        kind: Kind::UpDownCounter,
+    },
+];
+
+/// The `otlp-pool` instrumentation scope.
+static SCOPE: Scope = Scope::new("otlp-pool", env!("CARGO_PKG_VERSION"), &OBSERVABLES, &[]);
+
+/// One pool's statistics as the registry reads them.
+struct PoolSource {
+    stats: Arc<StatsCell>,
+    attributes: Attributes,
 }
 
-type Sources = Arc<Mutex<Vec<Source>>>;
-
-fn lock(sources: &Sources) -> MutexGuard<'_, Vec<Source>> {
-    sources
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The instruments of one meter and the pools they report.
-pub(crate) struct Registry {
-    sources: Sources,
-    _counters: Vec<ObservableCounter<u64>>,
-    _idle: ObservableUpDownCounter<i64>,
-}
-
-/// The meter the pools use unless a builder names another.
-fn global_meter() -> Meter {
-    opentelemetry::global::meter_with_scope(
-        InstrumentationScope::builder("otlp-pool")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build(),
-    )
-}
-
-fn observe<T>(sources: &Sources, field: fn(&PoolStats) -> T, instrument: &dyn AsyncInstrument<T>) {
-    let mut sources = lock(sources);
-    sources.retain(|source| source.stats.strong_count() > 0);
-    for source in sources.iter() {
-        if let Some(stats) = source.stats.upgrade() {
-            instrument.observe(field(&stats.snapshot()), &source.attributes);
+impl Source for PoolSource {
+    fn observe(&self, out: &mut Observations<'_>) {
+        let s = self.stats.snapshot();
+        for (i, v) in [
+            (GETS, s.gets),
+            (MISSES, s.misses),
+            (PUTS, s.puts),
+            (DISCARDS, s.discards),
+            (IDLE, s.idle),
+        ] {
+            out.observe(i, v, &self.attributes);
         }
     }
 }
 
-impl Registry {
-    fn new(meter: &Meter) -> Self {
-        let sources: Sources = Arc::default();
-        let counter = |name: &'static str,
-                       unit: &'static str,
-                       description: &'static str,
-                       field: fn(&PoolStats) -> u64| {
-            let sources = sources.clone();
-            meter
-                .u64_observable_counter(name)
-                .with_unit(unit)
-                .with_description(description)
-                .with_callback(move |instrument| observe(&sources, field, instrument))
-                .build()
-        };
-        let counters = vec![
-            counter(
-                "pool.gets",
-                "{get}",
-                "Objects handed out by the pool",
-                |s| s.gets,
-            ),
-            counter(
-                "pool.misses",
-                "{get}",
-                "Gets that found no idle object and created one",
-                |s| s.misses,
-            ),
-            counter(
-                "pool.puts",
-                "{object}",
-                "Returned objects kept for reuse",
-                |s| s.puts,
-            ),
-            counter(
-                "pool.discards",
-                "{object}",
-                "Returned objects dropped: pool full, object too large or refused",
-                |s| s.discards,
-            ),
-        ];
-        let idle_sources = sources.clone();
-        let idle = meter
-            .i64_observable_up_down_counter("pool.idle")
-            .with_unit("{object}")
-            .with_description("Idle objects kept by the pool")
-            .with_callback(move |instrument| {
-                observe(
-                    &idle_sources,
-                    |s| i64::try_from(s.idle).unwrap_or(i64::MAX),
-                    instrument,
-                )
-            })
-            .build();
-        Registry {
-            sources,
-            _counters: counters,
-            _idle: idle,
-        }
-    }
-
-    fn add(&self, stats: &Arc<StatsCell>, attributes: Vec<KeyValue>) {
-        lock(&self.sources).push(Source {
-            stats: Arc::downgrade(stats),
-            attributes,
-        });
-    }
-}
-
-/// Keeps a pool's instruments alive as long as the pool (for pools with their own meter).
+/// A pool's link to its instruments; the registry keeps the pool's counts once this is dropped with the pool.
 pub(crate) struct Registration {
-    _own: Option<Registry>,
+    _source: Arc<PoolSource>,
+    link: otlp_core::instruments::Registration,
 }
 
 impl Registration {
-    /// Registers a pool's statistics with `meter`'s instruments, or with the global meter's.
+    /// Registers a pool's statistics with the scope's registry, or with instruments of `meter`'s own.
     pub(crate) fn new(
         meter: Option<Meter>,
         stats: &Arc<StatsCell>,
         attributes: Vec<KeyValue>,
     ) -> Self {
-        match meter {
-            Some(meter) => {
-                let registry = Registry::new(&meter);
-                registry.add(stats, attributes);
-                Registration {
-                    _own: Some(registry),
-                }
-            }
-            None => {
-                static GLOBAL: OnceLock<Registry> = OnceLock::new();
-                GLOBAL
-                    .get_or_init(|| Registry::new(&global_meter()))
-                    .add(stats, attributes);
-                Registration { _own: None }
-            }
+        let source = Arc::new(PoolSource {
+            stats: stats.clone(),
+            attributes: Attributes::new(attributes),
+        });
+        let link = SCOPE.register(meter, source.clone());
+        Registration {
+            _source: source,
+            link,
         }
+    }
+
+    /// Catches up with the global meter provider.
+    pub(crate) fn follow(&self) {
+        self.link.follow();
     }
 }
 
 impl fmt::Debug for Registration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registration")
-            .field("own_meter", &self._own.is_some())
-            .finish()
+        self.link.fmt(f)
     }
 }

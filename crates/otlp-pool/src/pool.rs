@@ -135,6 +135,7 @@ impl<T: Send> Pool<T> {
 
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
+        self._metrics.follow();
         self.stats.snapshot()
     }
 

@@ -152,12 +152,13 @@ fn pool_metrics_reach_the_exporter() {
         assert!(p.attributes.iter().any(|a| a.key.as_str() == "pool.name"));
     }
 
-    // A dropped pool stops reporting.
+    // A dropped pool keeps its cumulative counts; its idle objects are gone with it.
     drop(other);
     exporter.reset();
     provider.force_flush().unwrap();
     let after = crate::points(&exporter.get_finished_metrics().unwrap());
-    assert_eq!(value(&after, "pool.gets", &invoices), None);
+    assert_eq!(value(&after, "pool.gets", &invoices), Some(1));
+    assert_eq!(value(&after, "pool.idle", &invoices), None);
     assert_eq!(value(&after, "pool.gets", &orders), Some(4));
     provider.shutdown().unwrap();
 }

@@ -172,6 +172,8 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     }
     if let Some(mp) = &parts.meter_provider {
         global::set_meter_provider(mp.clone());
+        // Owners built before now (a library's lazy pool) report through this provider from its first export.
+        otlp_core::instruments::refresh();
     }
     let propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = config
         .propagators

@@ -1,0 +1,619 @@
+//! Instruments that follow the global meter provider, whenever it is installed.
+//!
+//! opentelemetry's global meter is a snapshot: a `Meter` taken before `global::set_meter_provider` stays a no-op
+//! forever, and 0.33 cannot unregister a callback from a provider. So an owner (a pool, a semaphore, a worker
+//! pool...) never holds instruments of its own. Each instrumentation scope has one [`Scope`]: a process-wide
+//! registry of its owners' counter [`Source`]s, plus the scope's instruments on the provider it last saw.
+//!
+//! * The scope compares the global provider (the data pointer of its `Arc`, which it holds, so the address cannot
+//!   be reused) with its own when an owner is built ([`Scope::register`]), from [`Registration::follow`] (owners
+//!   call it from `stats()` and from slow paths that already waited), and in [`refresh`], which
+//!   `otlp_telemetry::init` calls right after installing its provider. On a change it builds its observable
+//!   instruments once on the new provider and re-creates its histograms; callbacks left on an old provider
+//!   report nothing from then on.
+//! * A callback walks the live owners and the retained counts of dropped ones, sums them per attribute set and
+//!   observes one point per set. The registry holds each source strongly: when it is the last holder the owner is
+//!   gone, and the source's counter values are folded into the retained sums (so cumulative counts survive their
+//!   owner until the provider shuts down; up-down counters of a dropped owner stop).
+//! * Owners record histograms through [`Registration::record`]: a per-thread cache of the scope's histograms,
+//!   checked against the scope's generation number, so the record path takes no lock.
+//!
+//! The hot paths of owners never call into this module: they bump their own counters, which sources read here.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use otlp_core::instruments::{Attributes, Kind, Observable, Observations, Scope, Source};
+//!
+//! static SCOPE: Scope = Scope::new(
+//!     "my-crate",
+//!     "0.1.0",
+//!     &[Observable { name: "thing.uses", unit: "{use}", description: "Uses.", kind: Kind::Counter }],
+//!     &[],
+//! );
+//!
+//! struct Thing { uses: AtomicU64, attrs: Attributes }
+//! impl Source for Thing {
+//!     fn observe(&self, out: &mut Observations<'_>) {
+//!         out.observe(0, self.uses.load(Ordering::Relaxed), &self.attrs);
+//!     }
+//! }
+//!
+//! let thing = Arc::new(Thing {
+//!     uses: AtomicU64::new(0),
+//!     attrs: Attributes::new(vec![opentelemetry::KeyValue::new("thing.name", "a")]),
+//! });
+//! let registration = SCOPE.register(None, thing.clone());
+//! thing.uses.fetch_add(1, Ordering::Relaxed);
+//! # drop(registration);
+//! ```
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter, MeterProvider};
+use opentelemetry::{InstrumentationScope, KeyValue};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What an observable instrument reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A monotonic `u64` counter: the counts of dropped owners are retained.
+    Counter,
+    /// An `i64` up-down counter of a quantity that adds up across owners (idle objects, queue sizes): a dropped
+    /// owner's share goes away with it.
+    UpDownCounter,
+}
+
+/// One observable instrument of a scope.
+#[derive(Debug, Clone, Copy)]
+pub struct Observable {
+    /// Its name (`docs/metrics.md` lists every one).
+    pub name: &'static str,
+    /// Its UCUM unit.
+    pub unit: &'static str,
+    /// Its description.
+    pub description: &'static str,
+    /// Counter or up-down counter.
+    pub kind: Kind,
+}
+
+/// One synchronous `f64` histogram of a scope.
+#[derive(Debug, Clone, Copy)]
+pub struct HistogramSpec {
+    /// Its name.
+    pub name: &'static str,
+    /// Its UCUM unit.
+    pub unit: &'static str,
+    /// Its description.
+    pub description: &'static str,
+    /// Advised bucket boundaries (a view may replace them).
+    pub boundaries: &'static [f64],
+}
+
+/// An attribute set built once per owner, with the key its points are summed under.
+#[derive(Clone)]
+pub struct Attributes {
+    key: Arc<str>,
+    kvs: Arc<[KeyValue]>,
+}
+
+impl Attributes {
+    /// Builds the set (and its key) once.
+    pub fn new(kvs: Vec<KeyValue>) -> Self {
+        let mut key = String::new();
+        for kv in &kvs {
+            key.push_str(kv.key.as_str());
+            key.push('\u{1f}');
+            key.push_str(&format!("{:?}", kv.value));
+            key.push('\u{1e}');
+        }
+        Attributes {
+            key: key.into(),
+            kvs: kvs.into(),
+        }
+    }
+
+    /// The attributes, for a histogram record.
+    pub fn as_slice(&self) -> &[KeyValue] {
+        &self.kvs
+    }
+}
+
+impl fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.kvs.iter()).finish()
+    }
+}
+
+/// Where a [`Source`] reports its values: one instrument at a time (sources report every instrument; the other
+/// instruments' values are ignored).
+pub struct Observations<'a> {
+    instrument: usize,
+    sink: &'a mut dyn FnMut(u64, &Attributes),
+}
+
+impl Observations<'_> {
+    /// The index of the instrument being collected.
+    pub fn instrument(&self) -> usize {
+        self.instrument
+    }
+
+    /// Reports `value` for the scope's observable `instrument` (its index) with `attrs`.
+    #[inline]
+    pub fn observe(&mut self, instrument: usize, value: u64, attrs: &Attributes) {
+        if instrument == self.instrument {
+            (self.sink)(value, attrs);
+        }
+    }
+}
+
+impl fmt::Debug for Observations<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observations")
+            .field("instrument", &self.instrument)
+            .finish()
+    }
+}
+
+/// An owner's counters, read at export time.
+///
+/// `observe` must not call back into the registry (it runs under the registry's lock when a dropped owner's
+/// counts are folded).
+pub trait Source: Send + Sync + 'static {
+    /// Reports the owner's current values (counters cumulative since the owner was built).
+    fn observe(&self, out: &mut Observations<'_>);
+}
+
+enum Held {
+    /// Global scopes: the registry keeps the source until it is the last holder, then folds its counts.
+    Strong(Arc<dyn Source>),
+    /// An owner with a meter of its own: held weakly, reported while it lives.
+    Weak(Weak<dyn Source>),
+}
+
+/// The owners of one registry and the retained counts of dropped ones.
+#[derive(Default)]
+struct Sources {
+    held: Vec<Held>,
+    /// Per observable: attribute key → (attributes, cumulative count of dropped owners).
+    retained: Vec<HashMap<Arc<str>, (Attributes, u64)>>,
+    /// How many sources there were after the last sweep (registration sweeps when it doubled).
+    swept_len: usize,
+}
+
+impl Sources {
+    /// Folds the counters of owners nobody else holds into the retained sums; returns the sources to drop once
+    /// the lock is released (their drop may record a histogram).
+    fn sweep(&mut self, observables: &[Observable]) -> Vec<Arc<dyn Source>> {
+        if self.retained.len() < observables.len() {
+            self.retained.resize_with(observables.len(), HashMap::new);
+        }
+        let mut dead = Vec::new();
+        let mut kept = Vec::with_capacity(self.held.len());
+        for held in self.held.drain(..) {
+            match held {
+                Held::Strong(source) if Arc::strong_count(&source) == 1 => {
+                    for (i, obs) in observables.iter().enumerate() {
+                        if obs.kind != Kind::Counter {
+                            continue;
+                        }
+                        let retained = &mut self.retained[i];
+                        source.observe(&mut Observations {
+                            instrument: i,
+                            sink: &mut |value, attrs| {
+                                let slot = retained
+                                    .entry(attrs.key.clone())
+                                    .or_insert_with(|| (attrs.clone(), 0));
+                                slot.1 = slot.1.wrapping_add(value);
+                            },
+                        });
+                    }
+                    dead.push(source);
+                }
+                Held::Weak(weak) if weak.strong_count() == 0 => {}
+                other => kept.push(other),
+            }
+        }
+        self.held = kept;
+        self.swept_len = self.held.len();
+        dead
+    }
+}
+
+/// The instruments a registry built on one provider.
+struct Built {
+    generation: u64,
+    histograms: Arc<[Histogram<f64>]>,
+    /// Keeps the observable instruments' handles (their callbacks stay with the provider anyway).
+    _observables: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+/// What a registry's callbacks and records reach: its sources and its current instruments.
+struct Registry {
+    name: &'static str,
+    version: &'static str,
+    observables: &'static [Observable],
+    histograms: &'static [HistogramSpec],
+    sources: Mutex<Sources>,
+    built: Mutex<Option<Built>>,
+    /// Bumped whenever the instruments are rebuilt; 0 before the first build.
+    generation: AtomicU64,
+}
+
+impl Registry {
+    const fn new(
+        name: &'static str,
+        version: &'static str,
+        observables: &'static [Observable],
+        histograms: &'static [HistogramSpec],
+    ) -> Self {
+        Registry {
+            name,
+            version,
+            observables,
+            histograms,
+            sources: Mutex::new(Sources {
+                held: Vec::new(),
+                retained: Vec::new(),
+                swept_len: 0,
+            }),
+            built: Mutex::new(None),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn meter(&self, provider: &dyn MeterProvider) -> Meter {
+        provider.meter_with_scope(
+            InstrumentationScope::builder(self.name)
+                .with_version(self.version)
+                .build(),
+        )
+    }
+
+    fn add(&self, held: Held) {
+        let dead = {
+            let mut sources = lock(&self.sources);
+            sources.held.push(held);
+            // Without exports (no provider), nothing else sweeps: keep the list within twice the live owners.
+            if sources.held.len() >= 2 * sources.swept_len.max(8) {
+                sources.sweep(self.observables)
+            } else {
+                Vec::new()
+            }
+        };
+        drop(dead);
+    }
+
+    /// The summed points of observable `i` for a callback of generation `generation`.
+    fn gather(&self, i: usize, generation: u64) -> Vec<(Attributes, u64)> {
+        if self.generation.load(Ordering::Acquire) != generation {
+            // A callback left on a provider this scope no longer follows.
+            return Vec::new();
+        }
+        let mut sums: HashMap<Arc<str>, (Attributes, u64)> = HashMap::new();
+        let (live, dead) = {
+            let mut sources = lock(&self.sources);
+            let dead = sources.sweep(self.observables);
+            if let Some(retained) = sources.retained.get(i) {
+                sums.extend(retained.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            let live: Vec<Arc<dyn Source>> = sources
+                .held
+                .iter()
+                .filter_map(|held| match held {
+                    Held::Strong(s) => Some(s.clone()),
+                    Held::Weak(w) => w.upgrade(),
+                })
+                .collect();
+            (live, dead)
+        };
+        for source in &live {
+            source.observe(&mut Observations {
+                instrument: i,
+                sink: &mut |value, attrs| {
+                    let slot = sums
+                        .entry(attrs.key.clone())
+                        .or_insert_with(|| (attrs.clone(), 0));
+                    slot.1 = slot.1.wrapping_add(value);
+                },
+            });
+        }
+        // Dropped here, outside the lock: a source's drop may record a histogram.
+        drop(live);
+        drop(dead);
+        sums.into_values().collect()
+    }
+
+    /// Builds the observable instruments and histograms on `meter`, with callbacks reaching the registry through
+    /// `this`, and makes them current.
+    fn build(
+        &self,
+        meter: &Meter,
+        this: impl Fn() -> Option<RegistryRef> + Clone + Send + Sync + 'static,
+    ) -> Arc<[Histogram<f64>]> {
+        // From here on, callbacks on the previous provider report nothing.
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        self.generation.store(generation, Ordering::Release);
+        let observables: Vec<Box<dyn Any + Send + Sync>> = self
+            .observables
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| -> Box<dyn Any + Send + Sync> {
+                let this = this.clone();
+                match spec.kind {
+                    Kind::Counter => Box::new(
+                        meter
+                            .u64_observable_counter(spec.name)
+                            .with_unit(spec.unit)
+                            .with_description(spec.description)
+                            .with_callback(move |obs: &dyn AsyncInstrument<u64>| {
+                                if let Some(registry) = this() {
+                                    for (attrs, value) in registry.get().gather(i, generation) {
+                                        obs.observe(value, attrs.as_slice());
+                                    }
+                                }
+                            })
+                            .build(),
+                    ),
+                    Kind::UpDownCounter => Box::new(
+                        meter
+                            .i64_observable_up_down_counter(spec.name)
+                            .with_unit(spec.unit)
+                            .with_description(spec.description)
+                            .with_callback(move |obs: &dyn AsyncInstrument<i64>| {
+                                if let Some(registry) = this() {
+                                    for (attrs, value) in registry.get().gather(i, generation) {
+                                        let value = i64::try_from(value).unwrap_or(i64::MAX);
+                                        obs.observe(value, attrs.as_slice());
+                                    }
+                                }
+                            })
+                            .build(),
+                    ),
+                }
+            })
+            .collect();
+        let histograms: Arc<[Histogram<f64>]> = self
+            .histograms
+            .iter()
+            .map(|spec| {
+                meter
+                    .f64_histogram(spec.name)
+                    .with_unit(spec.unit)
+                    .with_description(spec.description)
+                    .with_boundaries(spec.boundaries.to_vec())
+                    .build()
+            })
+            .collect();
+        *lock(&self.built) = Some(Built {
+            generation,
+            histograms: histograms.clone(),
+            _observables: observables,
+        });
+        histograms
+    }
+
+    fn histograms(&self) -> Option<Generation> {
+        lock(&self.built)
+            .as_ref()
+            .map(|b| (b.generation, b.histograms.clone()))
+    }
+}
+
+/// How a callback reaches its registry: a static one, or one owned by an owner with its own meter.
+#[derive(Clone)]
+enum RegistryRef {
+    Static(&'static Registry),
+    Owned(Arc<Registry>),
+}
+
+impl RegistryRef {
+    fn get(&self) -> &Registry {
+        match self {
+            RegistryRef::Static(r) => r,
+            RegistryRef::Owned(r) => r,
+        }
+    }
+}
+
+/// The process-wide registry of one instrumentation scope; see the [module docs](self).
+pub struct Scope {
+    registry: Registry,
+    /// The provider the instruments were built on (held, so that its address is not reused).
+    provider: Mutex<Option<Arc<dyn MeterProvider + Send + Sync>>>,
+    /// Serialises rebuilds, which call into the SDK: callbacks never take it.
+    following: Mutex<()>,
+    /// This scope's slot in the per-thread histogram caches (assigned on first use).
+    slot: AtomicUsize,
+}
+
+/// Every scope that has been used, for [`refresh`].
+static SCOPES: Mutex<Vec<&'static Scope>> = Mutex::new(Vec::new());
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+const NO_SLOT: usize = usize::MAX;
+
+/// Makes every scope follow the global meter provider now. `otlp_telemetry::init` calls it right after it installs
+/// its provider; call it after your own `global::set_meter_provider` to have owners built earlier report at once
+/// (they also catch up on their own the next time they are built, read with `stats()`, or wait).
+pub fn refresh() {
+    let scopes: Vec<&'static Scope> = lock(&SCOPES).clone();
+    for scope in scopes {
+        scope.follow();
+    }
+}
+
+impl Scope {
+    /// A scope named `name` (the crate's name) at `version`, with its observable instruments and histograms
+    /// (referred to by index).
+    pub const fn new(
+        name: &'static str,
+        version: &'static str,
+        observables: &'static [Observable],
+        histograms: &'static [HistogramSpec],
+    ) -> Self {
+        Scope {
+            registry: Registry::new(name, version, observables, histograms),
+            provider: Mutex::new(None),
+            following: Mutex::new(()),
+            slot: AtomicUsize::new(NO_SLOT),
+        }
+    }
+
+    /// Rebuilds the instruments if the global meter provider is not the one they were built on.
+    pub fn follow(&'static self) {
+        let provider = opentelemetry::global::meter_provider();
+        let same = |held: &Option<Arc<dyn MeterProvider + Send + Sync>>| {
+            held.as_ref()
+                .is_some_and(|p| std::ptr::addr_eq(Arc::as_ptr(p), Arc::as_ptr(&provider)))
+        };
+        if same(&lock(&self.provider)) {
+            return;
+        }
+        let _following = lock(&self.following);
+        if same(&lock(&self.provider)) {
+            return;
+        }
+        if self.slot.load(Ordering::Relaxed) == NO_SLOT {
+            self.slot
+                .store(NEXT_SLOT.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+            lock(&SCOPES).push(self);
+        }
+        let meter = self.registry.meter(provider.as_ref());
+        self.registry
+            .build(&meter, move || Some(RegistryRef::Static(&self.registry)));
+        *lock(&self.provider) = Some(provider);
+    }
+
+    /// Registers an owner's counters: with the scope's global registry (following the global provider), or, given
+    /// a `meter` (tests), with instruments of its own on that meter, which report while the owner lives.
+    pub fn register(&'static self, meter: Option<Meter>, source: Arc<dyn Source>) -> Registration {
+        match meter {
+            None => {
+                self.follow();
+                self.registry.add(Held::Strong(source));
+                Registration {
+                    target: Target::Global(self),
+                }
+            }
+            Some(meter) => {
+                let r = &self.registry;
+                let own = Arc::new(Registry::new(
+                    r.name,
+                    r.version,
+                    r.observables,
+                    r.histograms,
+                ));
+                own.add(Held::Weak(Arc::downgrade(&source)));
+                let weak = Arc::downgrade(&own);
+                let histograms = own.build(&meter, move || weak.upgrade().map(RegistryRef::Owned));
+                Registration {
+                    target: Target::Own(own, histograms),
+                }
+            }
+        }
+    }
+
+    /// Records `value` in histogram `index` of the current generation, through this thread's cache.
+    fn record(&'static self, index: usize, value: f64, attrs: &[KeyValue]) {
+        let generation = self.registry.generation.load(Ordering::Acquire);
+        let slot = self.slot.load(Ordering::Relaxed);
+        let cached = CACHE.try_with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() <= slot {
+                cache.resize_with(slot + 1, || None);
+            }
+            let entry = &mut cache[slot];
+            if entry.as_ref().is_none_or(|(g, _)| *g != generation) {
+                *entry = self.registry.histograms();
+            }
+            if let Some(h) = entry.as_ref().and_then(|(_, hs)| hs.get(index)) {
+                h.record(value, attrs);
+            }
+        });
+        if cached.is_err() {
+            // The thread is exiting and its cache is gone.
+            if let Some(h) = self
+                .registry
+                .histograms()
+                .and_then(|(_, hs)| hs.get(index).cloned())
+            {
+                h.record(value, attrs);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("name", &self.registry.name)
+            .field(
+                "generation",
+                &self.registry.generation.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+/// A scope's histograms of one generation.
+type Generation = (u64, Arc<[Histogram<f64>]>);
+
+thread_local! {
+    /// Per scope slot: the generation and histograms this thread last saw.
+    static CACHE: RefCell<Vec<Option<Generation>>> = const { RefCell::new(Vec::new()) };
+}
+
+enum Target {
+    Global(&'static Scope),
+    /// The registry (kept alive for its callbacks) and its histograms.
+    Own(Arc<Registry>, Arc<[Histogram<f64>]>),
+}
+
+/// An owner's link to its scope's instruments: record histograms through it, and call
+/// [`follow`](Registration::follow) from `stats()` and slow paths.
+pub struct Registration {
+    target: Target,
+}
+
+impl Registration {
+    /// Catches up with the global meter provider (a global registration only).
+    pub fn follow(&self) {
+        if let Target::Global(scope) = self.target {
+            scope.follow();
+        }
+    }
+
+    /// Records `value` in the scope's histogram `index` with `attrs`.
+    #[inline]
+    pub fn record(&self, index: usize, value: f64, attrs: &[KeyValue]) {
+        match &self.target {
+            Target::Global(scope) => scope.record(index, value, attrs),
+            Target::Own(_, histograms) => {
+                if let Some(h) = histograms.get(index) {
+                    h.record(value, attrs);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, name) = match &self.target {
+            Target::Global(scope) => ("global", scope.registry.name),
+            Target::Own(own, _) => ("own meter", own.name),
+        };
+        f.debug_struct("Registration")
+            .field("scope", &name)
+            .field("instruments", &kind)
+            .finish()
+    }
+}
