@@ -166,12 +166,20 @@ impl Shared {
     }
 }
 
-/// One stage's function and place.
+/// One stage's function and place. The function is `FnMut`, shared by the runs of the pipeline: it is called
+/// under this lock, which is held only while it makes the item's future (never across an `.await`).
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct StageDef<F> {
     index: usize,
-    f: F,
+    f: std::sync::Mutex<F>,
+}
+
+/// Calls a stage's function. A panic in an earlier call (while it made a future) poisons nothing that matters:
+/// the function's own state is whatever that call left.
+fn call_stage<F: FnMut(In) -> Fut, In, Fut>(f: &std::sync::Mutex<F>, item: In) -> Fut {
+    let mut f = f.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    (*f)(item)
 }
 
 /// The empty chain of stages.
@@ -229,7 +237,7 @@ impl<In, E> Stages<In, E> for Identity {
 impl<In, E, P, F, Fut, Next> Stages<In, E> for Chain<P, F>
 where
     P: Stages<In, E>,
-    F: Fn(P::Out) -> Fut,
+    F: FnMut(P::Out) -> Fut,
     Fut: Future<Output = Result<Next, E>>,
 {
     type Out = Next;
@@ -296,7 +304,8 @@ impl<In, Out, E, C: fmt::Debug> fmt::Debug for PipelineBuilder<In, Out, E, C> {
 
 impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
     /// Appends a stage named `name` running `f` on at most `concurrency` items at once (0 is an error at
-    /// [`build`](Self::build)). `f` gets the previous stage's output and returns `Result<Next, E>`.
+    /// [`build`](Self::build)). `f` gets the previous stage's output and returns `Result<Next, E>`. It may be
+    /// `FnMut` (a counter, a cache): the runs of the pipeline share it, one call at a time.
     pub fn stage<F, Fut, Next>(
         mut self,
         name: impl Into<String>,
@@ -304,7 +313,7 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
         f: F,
     ) -> PipelineBuilder<In, Next, E, Chain<C, F>>
     where
-        F: Fn(Out) -> Fut,
+        F: FnMut(Out) -> Fut,
         Fut: Future<Output = Result<Next, E>>,
     {
         let index = self.metas.len();
@@ -318,7 +327,10 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
             meter: self.meter,
             stages: Chain {
                 prev: self.stages,
-                stage: Arc::new(StageDef { index, f }),
+                stage: Arc::new(StageDef {
+                    index,
+                    f: std::sync::Mutex::new(f),
+                }),
             },
             metas: self.metas,
             _types: PhantomData,
@@ -694,7 +706,7 @@ impl<S, F, Fut: Future, In, E> fmt::Debug for StageStream<S, F, Fut, In, E> {
 impl<S, F, Fut, In, Next, E> Stream for StageStream<S, F, Fut, In, E>
 where
     S: Stream<Item = Slot<In, E>>,
-    F: Fn(In) -> Fut,
+    F: FnMut(In) -> Fut,
     Fut: Future<Output = Result<Next, E>>,
 {
     type Item = Slot<Next, E>;
@@ -735,7 +747,7 @@ where
                 }
                 let fut = match item {
                     Ok(v) => StageFut::Run {
-                        fut: CatchPanic::new((this.stage.f)(v)),
+                        fut: CatchPanic::new(call_stage(&this.stage.f, v)),
                         start: Instant::now(),
                     },
                     Err(e) => StageFut::Pass { err: Some(e) },

@@ -294,3 +294,37 @@ proptest! {
         })?;
     }
 }
+
+/// A stage may be `FnMut`: here it numbers the items it sees, state kept across items and runs.
+#[tokio::test(start_paused = true)]
+async fn stages_may_be_fn_mut() {
+    let mut seen = 0u32;
+    let mut lengths = Vec::new();
+    let pipeline = Pipeline::builder("fn-mut")
+        .stage("number", 2, move |line: &'static str| {
+            seen += 1;
+            let n = seen;
+            async move { Ok::<_, String>((n, line)) }
+        })
+        .stage("measure", 1, move |(n, line): (u32, &'static str)| {
+            lengths.push(line.len());
+            let total: usize = lengths.iter().sum();
+            async move { Ok((n, total)) }
+        })
+        .build()
+        .unwrap();
+    let first: Vec<_> = pipeline
+        .run(futures::stream::iter(["a", "bb", "ccc"]))
+        .collect()
+        .await;
+    assert_eq!(first, vec![Ok((1, 1)), Ok((2, 3)), Ok((3, 6))]);
+    let second: Vec<_> = pipeline
+        .run(futures::stream::iter(["dddd"]))
+        .collect()
+        .await;
+    assert_eq!(
+        second,
+        vec![Ok((4, 10))],
+        "the state carries over to the next run"
+    );
+}
