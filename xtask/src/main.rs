@@ -1,5 +1,9 @@
 //! Project automation, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
 //!
+//! * `cargo xtask demo [--seconds N]`: builds and starts the demo service (`crates/otlp-demo`), sends it traffic
+//!   and prints a line a second from its owners' stats, then shuts it down gracefully.
+//! * `cargo xtask load [--quick] [--rounds N] [--seconds S] [--update-docs]`: the demo service against its twin
+//!   and the naive-instrumented variant under a load generator; a Service table for docs/benchmarks.md and a plot.
 //! * `cargo xtask verify [--quick]`: formatting, clippy, tests, loom models, miri, cargo-deny, in that order,
 //!   each timed, with a summary table; exits non-zero if any step failed. `--quick` runs the first three only and
 //!   says so.
@@ -9,12 +13,20 @@
 
 mod bench;
 mod cmd;
+mod demo;
+mod load;
+mod service;
 mod verify;
 mod workspace;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
+  cargo xtask demo [--seconds N]                   see it work: the demo service under traffic, one line a
+                                                   second from its owners' stats, then a graceful shutdown
+  cargo xtask load [--quick] [--rounds N] [--seconds S] [--update-docs]
+                                                   the demo service against its twin and a naive variant
+                                                   under oha (or wrk), interleaved rounds
   cargo xtask verify [--quick]                     fmt, clippy, tests, loom, miri, cargo-deny
   cargo xtask bench [--quick] [--rounds N] [--update-docs] [FILTER]
                                                    criterion benches in interleaved rounds (5, --quick 3)
@@ -31,6 +43,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match command {
+        "demo" => demo::run(rest),
+        "load" => load::run(rest),
         "verify" => verify::run(rest),
         "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {

@@ -1,6 +1,6 @@
 //! A counting global allocator (feature `count-alloc`), the same in every variant.
 //!
-//! Counting is off until [`enable`] is called (`--count-allocs`), so a build with the feature costs one relaxed
+//! Counting is off until [`set`] turns it on (`--count-allocs`, or `POST /admin/alloc-counting` with `on`), so a build with the feature costs one relaxed
 //! load of a read-only flag per allocation when it is not measuring.
 
 #[cfg(feature = "count-alloc")]
@@ -54,8 +54,9 @@ mod imp {
     #[global_allocator]
     static GLOBAL: Counting = Counting;
 
-    pub fn enable() {
-        ENABLED.store(true, Ordering::Relaxed);
+    pub fn set(on: bool) -> bool {
+        ENABLED.store(on, Ordering::Relaxed);
+        true
     }
 
     pub fn snapshot() -> Option<(u64, u64)> {
@@ -67,16 +68,18 @@ mod imp {
 
 #[cfg(not(feature = "count-alloc"))]
 mod imp {
-    pub fn enable() {}
+    pub fn set(_on: bool) -> bool {
+        false
+    }
 
     pub fn snapshot() -> Option<(u64, u64)> {
         None
     }
 }
 
-/// Starts counting (no-op without the feature).
-pub fn enable() {
-    imp::enable();
+/// Starts or stops counting; `false` when built without the feature (nothing is counted then).
+pub fn set(on: bool) -> bool {
+    imp::set(on)
 }
 
 /// `(bytes, allocations)` counted so far, or `None` when not counting.

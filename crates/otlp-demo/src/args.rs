@@ -72,7 +72,7 @@ USAGE: otlp-demo [FLAGS]
   --runtime-threads N          tokio worker threads (default: one per core)
   --count-allocs               count allocated bytes (build with --features count-alloc)
 
-Routes: GET /api/orders/{id}, POST /api/ingest, GET /admin/stats, POST /admin/reset-peak.
+Routes: GET /api/orders/{id}, POST /api/ingest, GET /admin/stats, POST /admin/reset-peak,\nPOST /admin/alloc-counting (body on|off).
 Telemetry (kit and naive) comes from the OTEL_* variables; OTEL_SDK_DISABLED=true turns it off.
 ";
 

@@ -336,6 +336,37 @@ pub fn process_json(
     })
 }
 
+/// `POST /admin/alloc-counting` with `on` or `off`: turns the counting allocator on or off (all variants).
+pub async fn alloc_counting(body: Bytes) -> Response {
+    let on = match &body[..] {
+        b"on" => true,
+        b"off" => false,
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "{\"error\":\"send on or off\"}",
+                None,
+            );
+        }
+    };
+    if crate::alloc::set(on) {
+        json_response(
+            StatusCode::OK,
+            Body::from(if on {
+                "{\"counting\":true}"
+            } else {
+                "{\"counting\":false}"
+            }),
+        )
+    } else {
+        refuse(
+            StatusCode::CONFLICT,
+            "{\"error\":\"built without the count-alloc feature: rebuild with --features count-alloc\"}",
+            None,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

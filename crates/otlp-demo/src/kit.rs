@@ -162,6 +162,7 @@ pub fn build(args: &Args, peak_tasks: Arc<AtomicUsize>) -> Result<(Router, Arc<K
         .route("/api/ingest", post(ingest))
         .route("/admin/stats", get(stats))
         .route("/admin/reset-peak", post(reset_peak))
+        .route("/admin/alloc-counting", post(common::alloc_counting))
         .with_state(Arc::clone(&kit))
         .layer(ServerTraceLayer::new());
     Ok((router, kit))

@@ -28,7 +28,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     if args.count_allocs {
-        alloc::enable();
+        alloc::set(true);
     }
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

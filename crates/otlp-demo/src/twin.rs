@@ -87,6 +87,7 @@ pub fn build(
         .route("/api/ingest", post(ingest))
         .route("/admin/stats", get(stats))
         .route("/admin/reset-peak", post(reset_peak))
+        .route("/admin/alloc-counting", post(common::alloc_counting))
         .with_state(Arc::clone(&twin));
     if twin.naive.is_some() {
         router = router.layer(otlp_kit::telemetry::tower::ServerTraceLayer::new());
