@@ -36,6 +36,20 @@ pub enum BuildError {
         /// The rate limiter's name.
         name: String,
     },
+    /// An adaptive limit's bounds, sampling or algorithm parameters are out of range.
+    InvalidAdaptiveLimit {
+        /// The limit's name.
+        name: String,
+        /// What is wrong, and the range allowed.
+        what: &'static str,
+    },
+    /// A Redis rate limiter's configuration is not usable.
+    InvalidRedisLimiter {
+        /// The limiter's name.
+        name: String,
+        /// What is wrong.
+        what: String,
+    },
     /// A number (rate, burst) does not fit governor's `u32` cell count.
     TooLarge {
         /// The owner's name.
@@ -73,6 +87,14 @@ impl fmt::Display for BuildError {
             BuildError::ZeroMaxKeys { name } => write!(
                 f,
                 "keyed rate limiter `{name}` was built with room for 0 keys; give `max_keys` at least 1"
+            ),
+            BuildError::InvalidAdaptiveLimit { name, what } => write!(
+                f,
+                "adaptive limit `{name}` is misconfigured: {what}; fix that parameter in its builder"
+            ),
+            BuildError::InvalidRedisLimiter { name, what } => write!(
+                f,
+                "Redis rate limiter `{name}` cannot be built: {what}; fix that in its builder"
             ),
             BuildError::TooLarge { name, what, value } => write!(
                 f,
@@ -211,6 +233,12 @@ pub enum CheckError {
         /// The limiter's burst size.
         burst: u32,
     },
+    /// The shared limiter's backend (Redis) did not answer within its timeout or failed, and the limiter was
+    /// built to fail closed.
+    Unavailable {
+        /// The limiter's per-call timeout.
+        timeout: Duration,
+    },
 }
 
 impl fmt::Display for CheckError {
@@ -224,6 +252,11 @@ impl fmt::Display for CheckError {
                 f,
                 "asked for {requested} cells at once but the burst is only {burst}, so it can never pass; \
                  ask for at most {burst} or build the limiter with a larger burst"
+            ),
+            CheckError::Unavailable { timeout } => write!(
+                f,
+                "the rate limiter's Redis did not answer within {timeout:?} (or failed), and the limiter fails \
+                 closed; retry later, check that Redis is up, or build it with another `Unavailable` policy"
             ),
         }
     }
@@ -249,6 +282,12 @@ pub enum WaitError {
         /// The limiter's burst size.
         burst: u32,
     },
+    /// The shared limiter's backend (Redis) did not answer within its timeout or failed, and the limiter was
+    /// built to fail closed.
+    Unavailable {
+        /// The limiter's per-call timeout.
+        timeout: Duration,
+    },
 }
 
 impl fmt::Display for WaitError {
@@ -266,6 +305,11 @@ impl fmt::Display for WaitError {
                 f,
                 "asked for {requested} cells at once but the burst is only {burst}, so the wait would never end; \
                  ask for at most {burst} or build the limiter with a larger burst"
+            ),
+            WaitError::Unavailable { timeout } => write!(
+                f,
+                "the rate limiter's Redis did not answer within {timeout:?} (or failed), and the limiter fails \
+                 closed; retry later, check that Redis is up, or build it with another `Unavailable` policy"
             ),
         }
     }

@@ -8,6 +8,10 @@
 //! * [`RateLimiter`]: an instrumented [`governor`] GCRA limiter: `check`, `check_n`, `until_ready` with timeout,
 //!   cancellation and jitter. See [`rate_limiter`].
 //! * [`KeyedRateLimiter`]: one bucket per key, in a key store with a bound. See [`keyed`].
+//! * [`AdaptiveLimit`]: a concurrency limit that follows the downstream's latency and errors (Gradient2, AIMD,
+//!   Vegas) over a [`Semaphore`]. See [`adaptive`].
+//! * Feature `redis`: `RedisRateLimiter`, direct and keyed: one quota for a
+//!   whole fleet, GCRA evaluated in Redis (module `redis_limiter`).
 //! * Feature `tower`: `ConcurrencyLimitLayer` and `RateLimitLayer`, so axum, tonic and hyper users get these
 //!   metrics with one layer (module `tower`).
 //!
@@ -39,11 +43,14 @@
 //! Every call ends as exactly one outcome, so the outcome counters add up to the calls. Errors are typed enums
 //! whose messages say what was wrong and how to fix it; bad configuration is an error at build, never a panic.
 
+pub mod adaptive;
 pub mod clock;
 mod counters;
 mod error;
 pub mod keyed;
 pub mod rate_limiter;
+#[cfg(feature = "redis")]
+pub mod redis_limiter;
 pub mod semaphore;
 mod sync;
 pub mod telemetry;
@@ -61,6 +68,7 @@ pub mod __loom {
 #[cfg(feature = "tower")]
 pub mod tower;
 
+pub use adaptive::{AdaptiveLimit, AdaptivePermit, OwnedAdaptivePermit};
 pub use clock::TokioClock;
 pub use error::{
     AcquireError, AddPermitsError, BuildError, CheckError, TryAcquireError, WaitError,

@@ -872,6 +872,49 @@ impl Semaphore {
         Ok(())
     }
 
+    /// Lowers the limit by up to `n` permits, taken from those free right now (held permits are not touched);
+    /// returns how many were removed. [`AdaptiveLimit`](crate::adaptive::AdaptiveLimit) shrinks its semaphore
+    /// with it.
+    pub fn forget_permits(&self, n: usize) -> usize {
+        let inner = &*self.inner;
+        let forgotten = inner.sem.forget_permits(n);
+        inner.limit.fetch_sub(forgotten, Ordering::Relaxed);
+        forgotten
+    }
+
+    /// Gives `permit` (taken from this semaphore) back, or removes it from the limit if the limit is above
+    /// `target`: a limit cut below the permits held lands as they come back, even while waiters would take
+    /// every permit given back. Returns whether it was removed.
+    pub(crate) fn retire(&self, permit: Permit<'_>, target: usize) -> bool {
+        let n = permit.num_permits();
+        if self.claim_retire(n, target) {
+            permit.permit.forget();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// [`Semaphore::retire`] for an owned permit (of this semaphore).
+    pub(crate) fn retire_owned(&self, mut permit: OwnedPermit, target: usize) -> bool {
+        let n = permit.permits;
+        if Arc::ptr_eq(&permit.inner, &self.inner) && self.claim_retire(n, target) {
+            permit.permits = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn claim_retire(&self, n: usize, target: usize) -> bool {
+        self.inner
+            .limit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
+                (limit >= target.saturating_add(n)).then(|| limit - n)
+            })
+            .is_ok()
+    }
+
     /// Permits free right now.
     pub fn available(&self) -> usize {
         self.inner.sem.available_permits()

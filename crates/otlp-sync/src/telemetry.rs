@@ -27,6 +27,20 @@ pub mod names {
     pub const RATE_LIMITER_WAIT_DURATION: &str = "rate_limiter.wait.duration";
     /// Up-down counter `{key}`: keys held by a keyed rate limiter's bounded key store.
     pub const RATE_LIMITER_KEY_COUNT: &str = "rate_limiter.key.count";
+    /// Gauge `s` with attribute `adaptive_limit.estimate`: the latency estimates an adaptive limit works from.
+    pub const ADAPTIVE_LIMIT_LATENCY: &str = "adaptive_limit.latency";
+    /// Counter `{sample}` with attribute `outcome`: samples reported by adaptive limit permits.
+    pub const ADAPTIVE_LIMIT_SAMPLES: &str = "adaptive_limit.samples";
+    /// Attribute: which estimate (`sample`, `baseline`).
+    pub const ADAPTIVE_LIMIT_ESTIMATE: &str = "adaptive_limit.estimate";
+    /// Attribute: the adaptive limit's algorithm (`gradient2`, `aimd`, `vegas`).
+    pub const ADAPTIVE_LIMIT_ALGORITHM: &str = "adaptive_limit.algorithm";
+    /// Counter `{error}` with attribute `error.type`: round trips to a shared rate limiter's backend that failed.
+    pub const RATE_LIMITER_BACKEND_ERRORS: &str = "rate_limiter.backend.errors";
+    /// Attribute: where a shared rate limiter keeps its state (`redis`).
+    pub const RATE_LIMITER_BACKEND: &str = "rate_limiter.backend";
+    /// Attribute: the kind of a failure (`timeout`, `error`).
+    pub const ERROR_TYPE: &str = "error.type";
     /// Attribute: the semaphore's name.
     pub const SEMAPHORE_NAME: &str = "semaphore.name";
     /// Attribute: the rate limiter's name.

@@ -4,6 +4,8 @@
 //! * [`ConcurrencyLimitLayer`]: at most N requests in the inner service at once. `poll_ready` waits for a permit
 //!   (backpressure) or, with [`ConcurrencyLimitLayer::timeout`], gives up with an [`AcquireError`](crate::AcquireError)
 //!   (`Timeout`) so the caller can shed the request.
+//! * [`AdaptiveLimitLayer`]: an [`AdaptiveLimit`](crate::adaptive::AdaptiveLimit) in front of the service: each
+//!   response reports its latency (`Ok`) or a drop (`Err`), and the limit follows the service.
 //! * [`RateLimitLayer`]: at most the limiter's rate. `poll_ready` waits for a cell or, with
 //!   [`RateLimitLayer::timeout`], gives up with a [`WaitError`](crate::WaitError) (a zero timeout sheds at once with
 //!   a [`CheckError`](crate::CheckError) carrying `retry_after`).
@@ -30,9 +32,11 @@
 //! # Ok(()) }
 //! ```
 
+mod adaptive;
 mod concurrency_limit;
 mod rate_limit;
 
+pub use adaptive::{AdaptiveLimitFuture, AdaptiveLimitLayer, AdaptiveLimitService};
 pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitFuture, ConcurrencyLimitLayer};
 pub use rate_limit::RateLimitFuture;
 pub use rate_limit::{RateLimit, RateLimitLayer};
