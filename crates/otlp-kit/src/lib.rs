@@ -61,8 +61,9 @@ pub mod prelude {
     pub use otlp_sync::BuildError as SyncBuildError;
     #[cfg(feature = "sync")]
     pub use otlp_sync::{
-        AcquireError, AcquireOptions, CancellationToken, CheckError, KeyedRateLimiter, OwnedPermit,
-        Permit, Quota, RateLimiter, Semaphore, TryAcquireError, WaitError,
+        AcquireError, AcquireOptions, AdaptiveLimit, AdaptivePermit, CancellationToken, CheckError,
+        KeyedRateLimiter, OwnedPermit, Permit, Quota, RateLimiter, Semaphore, TryAcquireError,
+        WaitError,
     };
 
     #[cfg(feature = "patterns")]

@@ -542,7 +542,7 @@ impl Core {
                 Verdict::Throttled(Duration::from_micros(retry_us.max(0) as u64))
             }
             Ok(Err(e)) => {
-                tracing::debug!(ratelimiter.name = %self.name, error = %e, "redis rate limiter: round trip failed");
+                tracing::debug!(rate_limiter.name = %self.name, error = %e, "redis rate limiter: round trip failed");
                 self.counters.incr(BACKEND_ERRORS);
                 self.unavailable(key, n)
             }

@@ -352,6 +352,10 @@ fn points(
                         s.data_points()
                             .map(|p| (attrs(&mut p.attributes()), p.value() as f64)),
                     ),
+                    AggregatedMetrics::I64(MetricData::Sum(s)) => out.extend(
+                        s.data_points()
+                            .map(|p| (attrs(&mut p.attributes()), p.value() as f64)),
+                    ),
                     AggregatedMetrics::F64(MetricData::Gauge(g)) => out.extend(
                         g.data_points()
                             .map(|p| (attrs(&mut p.attributes()), p.value())),

@@ -1,0 +1,159 @@
+//! The price of a fleet-wide quota: `RedisRateLimiter::check` against a raw `EVALSHA` loop running the same
+//! script on the same kind of connection (the `redis` crate's `ConnectionManager`), and against the local
+//! `RateLimiter::check`, in the same run. A `redis-server` of its own is started on a free loopback port with
+//! persistence off, and stopped by PID at the end; without `redis-server` the groups are skipped.
+//!
+//! Group `sync_redis_check_1t`: one decision at a time from one task (the latency of a decision; its inverse is
+//! decisions per second). After criterion, 20,000 timed decisions of each print their P50 and P99.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use governor::Quota;
+use otlp_benches::Comparison;
+use otlp_sync::RateLimiter;
+use otlp_sync::redis_limiter::{GCRA_SCRIPT, RedisRateLimiter, Unavailable};
+
+/// A rate no benchmark loop reaches, so every decision is "allowed" for all three.
+fn quota() -> Quota {
+    Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
+        .allow_burst(NonZeroU32::new(1_000_000).unwrap())
+}
+
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> Option<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = Server(child, port);
+    let url = format!("redis://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let up = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        if up.is_ok() {
+            return Some(server);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[v.len() * 99 / 100])
+}
+
+fn fleet(c: &mut Criterion) {
+    let Some(server) = start_redis() else {
+        eprintln!("redis-server not found or not answering: sync_redis_check_1t skipped");
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{}/", server.1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let ours = rt.block_on(async {
+        RedisRateLimiter::builder("bench", quota())
+            .url(url.as_str())
+            .timeout(Duration::from_secs(1))
+            .on_unavailable(Unavailable::FailClosed)
+            .build()
+            .expect("valid limiter")
+    });
+    let mut raw = rt.block_on(async {
+        redis::aio::ConnectionManager::new(redis::Client::open(url.as_str()).unwrap())
+            .await
+            .expect("connects")
+    });
+    let sha: String = rt.block_on(async {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(GCRA_SCRIPT)
+            .query_async(&mut raw)
+            .await
+            .unwrap()
+    });
+    let interval_us = (quota().replenish_interval().as_micros() as u64).max(1);
+    let burst = quota().burst_size().get();
+    let raw_key = "bench:raw";
+    let raw_check = |conn: &mut redis::aio::ConnectionManager| {
+        let mut conn = conn.clone();
+        let sha = sha.clone();
+        async move {
+            let (ok, _): (i64, i64) = redis::cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
+                .arg(raw_key)
+                .arg(interval_us)
+                .arg(burst)
+                .arg(1)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(ok, 1);
+        }
+    };
+    let local = RateLimiter::new("bench-local", quota()).expect("valid limiter");
+
+    Comparison::new("sync_redis_check_1t")
+        .function("ours", |b| {
+            b.iter(|| rt.block_on(async { black_box(ours.check().await).unwrap() }))
+        })
+        .function("raw_evalsha", |b| {
+            b.iter(|| rt.block_on(raw_check(&mut raw)))
+        })
+        .function("local", |b| {
+            b.iter(|| rt.block_on(async { black_box(local.check()).unwrap() }))
+        })
+        .run(c);
+
+    const N: usize = 20_000;
+    let (mut t_ours, mut t_raw) = (Vec::with_capacity(N), Vec::with_capacity(N));
+    for _ in 0..N {
+        let t = Instant::now();
+        rt.block_on(ours.check()).unwrap();
+        t_ours.push(t.elapsed());
+        let t = Instant::now();
+        rt.block_on(raw_check(&mut raw));
+        t_raw.push(t.elapsed());
+    }
+    let (o50, o99) = percentiles(t_ours);
+    let (r50, r99) = percentiles(t_raw);
+    eprintln!(
+        "sync_redis_check_1t latency over {N} interleaved decisions: ours P50 {o50:?} P99 {o99:?}; raw EVALSHA P50 {r50:?} P99 {r99:?}"
+    );
+    let st = ours.stats();
+    assert_eq!(
+        st.failed_closed + st.backend_errors + st.backend_timeouts,
+        0
+    );
+    drop(server);
+}
+
+criterion_group!(benches, fleet);
+criterion_main!(benches);
