@@ -221,7 +221,7 @@ pub struct FanOutStats {
 }
 
 impl FanOut {
-    /// A builder for a fan-out named `name` (the `fan_out.name` attribute, and the name of its semaphore).
+    /// A builder for a fan-out named `name` (the `fan_out.name` attribute).
     pub fn builder(name: impl Into<String>) -> FanOutBuilder {
         FanOutBuilder {
             name: name.into(),

@@ -9,8 +9,9 @@
 //!
 //! Each pattern counts every task or item as exactly one [`Outcome`] (`ok`, `error`, `panic`, `timeout`,
 //! `cancelled`, `rejected`), exports those counts through observable OpenTelemetry instruments of scope
-//! `otlp-patterns`, and records durations in histograms (see `docs/metrics.md`). Bounded concurrency in fan-outs
-//! comes from an instrumented `otlp-sync` semaphore, so it shows up in that crate's metrics too.
+//! `otlp-patterns`, and records durations in histograms (see `docs/metrics.md`). A fan-out's concurrency is per
+//! call (like `buffer_unordered`); a limit shared by its calls is an instrumented `otlp-sync` semaphore passed in
+//! ([`FanOutBuilder::shared_limit`]), which shows up in that crate's metrics too.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
