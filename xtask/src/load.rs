@@ -208,7 +208,11 @@ pub fn run(args: &[String]) -> Result<bool, String> {
             .filter_map(|s| s.closed.as_ref().map(|c| c.rps))
             .collect::<Vec<_>>(),
     );
-    if generator == Generator::Oha && twin_max.is_finite() && twin_max > 0.0 {
+    // With wrk (no fixed-rate mode) phase 2 measures what a closed loop can: bytes per request at 64 connections,
+    // and overload as 256 connections sending as fast as answers come, against the same 0.9×R quota.
+    let open = generator == Generator::Oha;
+    let at = |x: f64| open.then_some(x * twin_max);
+    if twin_max.is_finite() && twin_max > 0.0 {
         let quota = (0.9 * twin_max).max(1.0) as u64;
         let burst = (0.1 * twin_max).max(1.0) as u64;
         println!(
@@ -228,8 +232,12 @@ pub fn run(args: &[String]) -> Result<bool, String> {
                     generator,
                     &svc,
                     cfg.warmup,
-                    Some(0.5 * twin_max),
-                    OPEN_CONNECTIONS,
+                    at(0.5),
+                    if open {
+                        OPEN_CONNECTIONS
+                    } else {
+                        CLOSED_CONNECTIONS
+                    },
                     &dir,
                 )?;
                 svc.admin_post("/admin/alloc-counting", "on")?;
@@ -238,8 +246,12 @@ pub fn run(args: &[String]) -> Result<bool, String> {
                     generator,
                     &svc,
                     cfg.seconds,
-                    Some(0.5 * twin_max),
-                    OPEN_CONNECTIONS,
+                    at(0.5),
+                    if open {
+                        OPEN_CONNECTIONS
+                    } else {
+                        CLOSED_CONNECTIONS
+                    },
                     &dir,
                 )?;
                 let after = svc.stats()?;
@@ -249,20 +261,24 @@ pub fn run(args: &[String]) -> Result<bool, String> {
                 let bytes =
                     num(&after, "/alloc_bytes").saturating_sub(num(&before, "/alloc_bytes"));
                 s.bytes_per_req = (answered > 0).then(|| bytes as f64 / answered as f64);
-                let (eight, u2) = measured(
-                    generator,
-                    &svc,
-                    cfg.seconds,
-                    Some(0.8 * twin_max),
-                    OPEN_CONNECTIONS,
-                    &dir,
-                )?;
+                let (eight, u2) = if open {
+                    measured(
+                        generator,
+                        &svc,
+                        cfg.seconds,
+                        at(0.8),
+                        OPEN_CONNECTIONS,
+                        &dir,
+                    )?
+                } else {
+                    (Run::default(), 0)
+                };
                 svc.admin_post("/admin/reset-peak", "")?;
                 let (over, u3) = measured(
                     generator,
                     &svc,
                     cfg.seconds,
-                    Some(3.0 * twin_max),
+                    at(3.0),
                     OVERLOAD_CONNECTIONS,
                     &dir,
                 )?;
@@ -279,7 +295,11 @@ pub fn run(args: &[String]) -> Result<bool, String> {
                     s.peak_tasks_over,
                     s.bytes_per_req.unwrap_or(f64::NAN)
                 );
-                (s.half, s.eight, s.over) = (Some(half), Some(eight), Some(over));
+                (s.half, s.eight, s.over) = if open {
+                    (Some(half), Some(eight), Some(over))
+                } else {
+                    (None, None, Some(over))
+                };
                 finish(svc, s)?;
             }
         }
