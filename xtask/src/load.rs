@@ -215,9 +215,15 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     if twin_max.is_finite() && twin_max > 0.0 {
         let quota = (0.9 * twin_max).max(1.0) as u64;
         let burst = (0.1 * twin_max).max(1.0) as u64;
-        println!(
-            "== phase 2: open loop at 0.5×, 0.8× and 3× the twin's {twin_max:.0} req/s (per-client quota {quota}/s)"
-        );
+        if open {
+            println!(
+                "== phase 2: open loop at 0.5×, 0.8× and 3× the twin's {twin_max:.0} req/s (per-client quota {quota}/s)"
+            );
+        } else {
+            println!(
+                "== phase 2 (wrk): bytes per request at {CLOSED_CONNECTIONS} connections, overload at {OVERLOAD_CONNECTIONS} (per-client quota {quota}/s)"
+            );
+        }
         let args = [
             "--client-rps".to_owned(),
             quota.to_string(),

@@ -64,7 +64,10 @@ pub fn build(
     let naive = naive.then(|| {
         let meter = opentelemetry::global::meter("otlp-demo-naive");
         Naive {
-            requests: meter.u64_counter("http.server.requests").build(),
+            requests: meter
+                .u64_counter("http.server.requests")
+                .with_unit("{request}")
+                .build(),
             duration: meter
                 .f64_histogram("http.server.request.duration")
                 .with_unit("s")
