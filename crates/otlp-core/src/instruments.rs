@@ -142,7 +142,7 @@ pub struct Observations<'a> {
 
 impl Observations<'_> {
     /// The index of the instrument being collected.
-    pub fn instrument(&self) -> usize {
+    pub fn current(&self) -> usize {
         self.instrument
     }
 
@@ -495,10 +495,17 @@ impl Scope {
     /// Registers an owner's counters: with the scope's global registry (following the global provider), or, given
     /// a `meter` (tests), with instruments of its own on that meter, which report while the owner lives.
     pub fn register(&'static self, meter: Option<Meter>, source: Arc<dyn Source>) -> Registration {
+        let registration = self.link(meter);
+        registration.add(source);
+        registration
+    }
+
+    /// A registration without a source yet, for owners whose source contains the registration: build the owner,
+    /// then [`add`](Registration::add) it.
+    pub fn link(&'static self, meter: Option<Meter>) -> Registration {
         match meter {
             None => {
                 self.follow();
-                self.registry.add(Held::Strong(source));
                 Registration {
                     target: Target::Global(self),
                 }
@@ -511,7 +518,6 @@ impl Scope {
                     r.observables,
                     r.histograms,
                 ));
-                own.add(Held::Weak(Arc::downgrade(&source)));
                 let weak = Arc::downgrade(&own);
                 let histograms = own.build(&meter, move || weak.upgrade().map(RegistryRef::Owned));
                 Registration {
@@ -584,6 +590,16 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// Adds an owner's counters: a global registry holds them until it is their last holder (then keeps their
+    /// counts); an owner with its own meter is held weakly. The source must not hold this registration's
+    /// histograms' registry strongly in a cycle with itself (a global registration holds nothing of the source).
+    pub fn add(&self, source: Arc<dyn Source>) {
+        match &self.target {
+            Target::Global(scope) => scope.registry.add(Held::Strong(source)),
+            Target::Own(own, _) => own.add(Held::Weak(Arc::downgrade(&source))),
+        }
+    }
+
     /// Catches up with the global meter provider (a global registration only).
     pub fn follow(&self) {
         if let Target::Global(scope) = self.target {

@@ -40,7 +40,7 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock, Reference};
@@ -224,6 +224,17 @@ struct KeyedInner<K, C: Clock> {
     core: Core,
 }
 
+impl<K, C> otlp_core::instruments::Source for KeyedInner<K, C>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    C: Clock + Send + Sync + 'static,
+    C::Instant: Send + Sync,
+{
+    fn observe(&self, out: &mut otlp_core::instruments::Observations<'_>) {
+        self.core.observe(out, Some(self.store.len()));
+    }
+}
+
 impl<K: Hash + Eq, C: Clock> KeyedInner<K, C> {
     fn now_nanos(&self) -> u64 {
         self.clock.now().duration_since(self.start).as_u64()
@@ -389,7 +400,7 @@ where
         let max_keys = parts.max_keys;
         let clock = parts.clock;
         let start = clock.now();
-        let inner = Arc::new_cyclic(|weak: &Weak<KeyedInner<K, C>>| KeyedInner {
+        let inner = Arc::new(KeyedInner {
             store,
             gcra: Gcra::new(quota),
             clock,
@@ -398,15 +409,9 @@ where
             burst: quota.burst_size().get(),
             max_keys,
             evicted,
-            core: Core::new(
-                &parts.meter,
-                parts.name,
-                parts.jitter,
-                weak,
-                |i: &KeyedInner<K, C>| &i.core,
-                Some(|i: &KeyedInner<K, C>| i.store.len()),
-            ),
+            core: Core::new(parts.meter, parts.name, parts.jitter),
         });
+        inner.core.link.add(inner.clone());
         Ok(KeyedRateLimiter { inner })
     }
 }

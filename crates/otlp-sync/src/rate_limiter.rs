@@ -54,7 +54,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::num::NonZeroU32;
 use std::pin::pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -63,7 +63,8 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Jitter, NotUntil, Quota};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, ObservableCounter, ObservableUpDownCounter};
+use opentelemetry::metrics::Meter;
+use otlp_core::instruments::{Attributes, Observations, Registration, Source};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -71,7 +72,9 @@ use crate::counters::{Counters, Gauge};
 use crate::error::{BuildError, CheckError, WaitError};
 use crate::keyed::KeyedRateLimiter;
 use crate::semaphore::AcquireOptions;
-use crate::telemetry::{WAIT_BOUNDARIES, default_meter, names};
+use crate::telemetry::{
+    INSTRUMENTS, RATE_LIMITER_DECISIONS, RATE_LIMITER_KEYS, RATE_LIMITER_WAIT, names,
+};
 
 /// How one limiter call ended; the index of its counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,69 +152,44 @@ pub(crate) struct Core {
     pub(crate) jitter: Option<Jitter>,
     counters: Counters<COUNTERS>,
     waiting: Gauge,
-    wait_duration: Histogram<f64>,
+    pub(crate) link: Registration,
+    name_attrs: Attributes,
     /// `[rate_limiter.name, outcome]` per outcome, built once.
-    attrs: [[KeyValue; 2]; 4],
-    _decisions: ObservableCounter<u64>,
-    _keys: Option<ObservableUpDownCounter<i64>>,
+    attrs: [Attributes; 4],
 }
 
 impl Core {
-    /// Builds the core with its instruments; callbacks read `T` through `weak` (nothing once it is gone).
-    pub(crate) fn new<T: Send + Sync + 'static>(
-        meter: &Meter,
-        name: String,
-        jitter: Option<Jitter>,
-        weak: &Weak<T>,
-        core: fn(&T) -> &Core,
-        keys: Option<fn(&T) -> usize>,
-    ) -> Core {
+    /// Builds the core and links it to the scope's instruments (or to `meter`'s); the owner containing it adds
+    /// itself with `link.add` once built.
+    pub(crate) fn new(meter: Option<Meter>, name: String, jitter: Option<Jitter>) -> Core {
         let name_kv = KeyValue::new(names::RATE_LIMITER_NAME, name.clone());
-        let attrs = OUTCOMES.map(|o| [name_kv.clone(), KeyValue::new(names::OUTCOME, o.as_str())]);
-        let wait_duration = meter
-            .f64_histogram(names::RATE_LIMITER_WAIT_DURATION)
-            .with_unit("s")
-            .with_description("How long rate limiter waits that slept took, by outcome.")
-            .with_boundaries(WAIT_BOUNDARIES.to_vec())
-            .build();
-        let decision_attrs = attrs.clone();
-        let w = weak.clone();
-        let _decisions = meter
-            .u64_observable_counter(names::RATE_LIMITER_DECISIONS)
-            .with_unit("{decision}")
-            .with_description("Rate limiter decisions, by outcome.")
-            .with_callback(move |obs| {
-                if let Some(owner) = w.upgrade() {
-                    let totals = core(&owner).counters.snapshot();
-                    for (o, kv) in OUTCOMES.iter().zip(decision_attrs.iter()) {
-                        obs.observe(totals[*o as usize], kv);
-                    }
-                }
-            })
-            .build();
-        let _keys = keys.map(|keys| {
-            let w = weak.clone();
-            let kv = [name_kv.clone()];
-            meter
-                .i64_observable_up_down_counter(names::RATE_LIMITER_KEY_COUNT)
-                .with_unit("{key}")
-                .with_description("Keys held by the keyed rate limiter's bounded key store.")
-                .with_callback(move |obs| {
-                    if let Some(owner) = w.upgrade() {
-                        obs.observe(i64::try_from(keys(&owner)).unwrap_or(i64::MAX), &kv);
-                    }
-                })
-                .build()
+        let attrs = OUTCOMES.map(|o| {
+            Attributes::new(vec![
+                name_kv.clone(),
+                KeyValue::new(names::OUTCOME, o.as_str()),
+            ])
         });
         Core {
             name,
             jitter,
             counters: Counters::new(),
             waiting: Gauge::new(),
-            wait_duration,
+            link: INSTRUMENTS.link(meter),
+            name_attrs: Attributes::new(vec![name_kv]),
             attrs,
-            _decisions,
-            _keys,
+        }
+    }
+
+    /// Reports the decisions, and `keys` for a keyed limiter.
+    pub(crate) fn observe(&self, out: &mut Observations<'_>, keys: Option<usize>) {
+        if out.current() == RATE_LIMITER_DECISIONS {
+            let totals = self.counters.snapshot();
+            for (o, attrs) in OUTCOMES.iter().zip(&self.attrs) {
+                out.observe(RATE_LIMITER_DECISIONS, totals[*o as usize], attrs);
+            }
+        }
+        if let Some(keys) = keys {
+            out.observe(RATE_LIMITER_KEYS, keys as u64, &self.name_attrs);
         }
     }
 
@@ -291,6 +269,7 @@ impl Core {
     }
 
     pub(crate) fn stats(&self) -> RateLimiterStats {
+        self.link.follow();
         let c = self.counters.snapshot();
         RateLimiterStats {
             allowed: c[Outcome::Allowed as usize],
@@ -430,9 +409,12 @@ impl Drop for WaitGuard<'_> {
         let core = self.core;
         core.waiting.decr();
         core.count(self.outcome);
-        core.wait_duration.record(
+        // This call slept: cheap enough to catch up with a provider installed since.
+        core.link.follow();
+        core.link.record(
+            RATE_LIMITER_WAIT,
             self.start.elapsed().as_secs_f64(),
-            &core.attrs[self.outcome as usize],
+            core.attrs[self.outcome as usize].as_slice(),
         );
     }
 }
@@ -576,13 +558,12 @@ impl<C: Clock> RateLimiterBuilder<C> {
         if self.max_keys == 0 {
             return Err(BuildError::ZeroMaxKeys { name: self.name });
         }
-        let meter = self.meter.unwrap_or_else(default_meter);
         Ok((
             quota,
             BuilderParts {
                 name: self.name,
                 jitter: self.jitter,
-                meter,
+                meter: self.meter,
                 clock: self.clock,
                 max_keys: self.max_keys,
             },
@@ -603,19 +584,13 @@ impl<C: Clock> RateLimiterBuilder<C> {
             clock,
             ..
         } = parts;
-        let inner = Arc::new_cyclic(|weak: &Weak<DirectInner<C>>| DirectInner {
+        let inner = Arc::new(DirectInner {
             limiter: governor::RateLimiter::direct_with_clock(quota, clock),
             burst: quota.burst_size().get(),
             quota,
-            core: Core::new(
-                &meter,
-                name,
-                jitter,
-                weak,
-                |i: &DirectInner<C>| &i.core,
-                None,
-            ),
+            core: Core::new(meter, name, jitter),
         });
+        inner.core.link.add(inner.clone());
         Ok(RateLimiter { inner })
     }
 
@@ -635,7 +610,7 @@ impl<C: Clock> RateLimiterBuilder<C> {
 pub(crate) struct BuilderParts<C> {
     pub(crate) name: String,
     pub(crate) jitter: Option<Jitter>,
-    pub(crate) meter: Meter,
+    pub(crate) meter: Option<Meter>,
     pub(crate) clock: C,
     pub(crate) max_keys: usize,
 }
@@ -652,6 +627,16 @@ fn nonzero(value: u64, what: &'static str, name: &str) -> Result<Option<NonZeroU
 
 type DirectLimiter<C> =
     governor::RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+impl<C> Source for DirectInner<C>
+where
+    C: Clock + Send + Sync + 'static,
+    C::Instant: Send + Sync,
+{
+    fn observe(&self, out: &mut Observations<'_>) {
+        self.core.observe(out, None);
+    }
+}
 
 struct DirectInner<C: Clock> {
     limiter: DirectLimiter<C>,

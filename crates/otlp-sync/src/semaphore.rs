@@ -81,19 +81,23 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, ObservableCounter, ObservableUpDownCounter};
+use opentelemetry::metrics::Meter;
+use otlp_core::instruments::{Attributes, Observations, Registration, Source};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::counters::{Counters, Gauge};
 use crate::error::{AcquireError, AddPermitsError, BuildError, TryAcquireError};
 use crate::sync::{AtomicUsize, Ordering};
-use crate::telemetry::{WAIT_BOUNDARIES, default_meter, names};
+use crate::telemetry::{
+    INSTRUMENTS, SEMAPHORE_ACQUIRES, SEMAPHORE_LIMIT, SEMAPHORE_USAGE, SEMAPHORE_WAIT,
+    SEMAPHORE_WAITING, names,
+};
 
 /// How one acquire call ended; the index of its counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,16 +348,16 @@ impl SemaphoreBuilder {
                 max: Semaphore::MAX_PERMITS,
             });
         }
-        let meter = self.meter.unwrap_or_else(default_meter);
         let name = self.name;
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+        let inner = Arc::new(Inner {
             sem: tokio::sync::Semaphore::new(permits),
             limit: AtomicUsize::new(permits),
             counters: Counters::new(),
             waiting: Gauge::new(),
-            telemetry: Telemetry::new(&meter, &name, weak),
+            telemetry: Telemetry::new(self.meter, &name),
             name,
         });
+        inner.telemetry.link.add(inner.clone());
         Ok(Semaphore { inner })
     }
 }
@@ -377,83 +381,40 @@ struct Inner {
 }
 
 struct Telemetry {
-    wait_duration: Histogram<f64>,
+    link: Registration,
+    name: Attributes,
     /// `[semaphore.name, outcome]` per outcome, built once.
-    attrs: [[KeyValue; 2]; 5],
-    _limit: ObservableUpDownCounter<i64>,
-    _used: ObservableUpDownCounter<i64>,
-    _waiting: ObservableUpDownCounter<i64>,
-    _acquires: ObservableCounter<u64>,
+    attrs: [Attributes; 5],
 }
 
 impl Telemetry {
-    fn new(meter: &Meter, name: &str, weak: &Weak<Inner>) -> Self {
+    fn new(meter: Option<Meter>, name: &str) -> Self {
         let name_kv = KeyValue::new(names::SEMAPHORE_NAME, name.to_owned());
-        let attrs = OUTCOMES.map(|o| [name_kv.clone(), KeyValue::new(names::OUTCOME, o.as_str())]);
-        let wait_duration = meter
-            .f64_histogram(names::SEMAPHORE_WAIT_DURATION)
-            .with_unit("s")
-            .with_description("How long acquires that had to wait waited, by outcome.")
-            .with_boundaries(WAIT_BOUNDARIES.to_vec())
-            .build();
-        // Quantities that add up across semaphores: up-down counters, not gauges.
-        let gauge = |inst: &'static str,
-                     unit: &'static str,
-                     desc: &'static str,
-                     read: fn(&Inner) -> usize| {
-            let weak = weak.clone();
-            let kv = [name_kv.clone()];
-            meter
-                .i64_observable_up_down_counter(inst)
-                .with_unit(unit)
-                .with_description(desc)
-                .with_callback(move |obs| {
-                    if let Some(inner) = weak.upgrade() {
-                        obs.observe(i64::try_from(read(&inner)).unwrap_or(i64::MAX), &kv);
-                    }
-                })
-                .build()
-        };
-        let _limit = gauge(
-            names::SEMAPHORE_PERMIT_LIMIT,
-            "{permit}",
-            "Total permits of the semaphore.",
-            |i| i.limit(),
-        );
-        let _used = gauge(
-            names::SEMAPHORE_PERMIT_USAGE,
-            "{permit}",
-            "Permits not free right now (held, or set aside for the front waiter).",
-            |i| i.in_use(),
-        );
-        let _waiting = gauge(
-            names::SEMAPHORE_ACQUIRE_WAITING,
-            "{acquire}",
-            "Acquires waiting for permits right now.",
-            |i| i.waiting.get(),
-        );
-        let acquire_attrs = attrs.clone();
-        let weak = weak.clone();
-        let _acquires = meter
-            .u64_observable_counter(names::SEMAPHORE_ACQUIRES)
-            .with_unit("{acquire}")
-            .with_description("Finished acquire calls, by outcome.")
-            .with_callback(move |obs| {
-                if let Some(inner) = weak.upgrade() {
-                    let totals = inner.counters.snapshot();
-                    for (o, kv) in OUTCOMES.iter().zip(acquire_attrs.iter()) {
-                        obs.observe(totals[*o as usize], kv);
-                    }
-                }
-            })
-            .build();
+        let attrs = OUTCOMES.map(|o| {
+            Attributes::new(vec![
+                name_kv.clone(),
+                KeyValue::new(names::OUTCOME, o.as_str()),
+            ])
+        });
         Telemetry {
-            wait_duration,
+            link: INSTRUMENTS.link(meter),
+            name: Attributes::new(vec![name_kv]),
             attrs,
-            _limit,
-            _used,
-            _waiting,
-            _acquires,
+        }
+    }
+}
+
+impl Source for Inner {
+    fn observe(&self, out: &mut Observations<'_>) {
+        let t = &self.telemetry;
+        out.observe(SEMAPHORE_LIMIT, self.limit() as u64, &t.name);
+        out.observe(SEMAPHORE_USAGE, self.in_use() as u64, &t.name);
+        out.observe(SEMAPHORE_WAITING, self.waiting.get() as u64, &t.name);
+        if out.current() == SEMAPHORE_ACQUIRES {
+            let totals = self.counters.snapshot();
+            for (o, attrs) in OUTCOMES.iter().zip(&t.attrs) {
+                out.observe(SEMAPHORE_ACQUIRES, totals[*o as usize], attrs);
+            }
         }
     }
 }
@@ -527,10 +488,14 @@ impl Drop for WaitGuard<'_> {
         inner.waiting.decr();
         inner.count(self.outcome);
         let waited = self.start.elapsed().as_secs_f64();
-        inner
-            .telemetry
-            .wait_duration
-            .record(waited, &inner.telemetry.attrs[self.outcome as usize]);
+        let t = &inner.telemetry;
+        // This acquire waited: cheap enough to catch up with a provider installed since.
+        t.link.follow();
+        t.link.record(
+            SEMAPHORE_WAIT,
+            waited,
+            t.attrs[self.outcome as usize].as_slice(),
+        );
     }
 }
 
@@ -934,6 +899,7 @@ impl Semaphore {
     /// A snapshot of the counters (the same ones the metrics export).
     pub fn stats(&self) -> SemaphoreStats {
         let inner = &*self.inner;
+        inner.telemetry.link.follow();
         let c = inner.counters.snapshot();
         let limit = inner.limit();
         let available = inner.sem.available_permits();
@@ -1075,7 +1041,13 @@ mod tests {
     #[test]
     fn owned_permit_outlives_the_handle() {
         rt().block_on(async {
-            let s = Semaphore::new("owned", 1).unwrap();
+            // With a meter of its own the instruments hold the semaphore weakly (the global registry keeps a
+            // dropped one until its next sweep, to export its last counts).
+            let s = Semaphore::builder("owned")
+                .permits(1)
+                .meter(opentelemetry::global::meter("test"))
+                .build()
+                .unwrap();
             let weak = Arc::downgrade(&s.inner);
             let p = s.acquire_owned().await.unwrap();
             drop(s);

@@ -5,6 +5,7 @@
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::metrics::Meter;
+use otlp_core::instruments::{HistogramSpec, Kind, Observable, Scope};
 
 /// The instrumentation scope name of every instrument in this crate.
 pub const SCOPE: &str = "otlp-sync";
@@ -54,6 +55,76 @@ pub(crate) const WAIT_BOUNDARIES: [f64; 16] = [
     0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 ];
+
+/// Indices of the scope's observable instruments.
+pub(crate) const SEMAPHORE_LIMIT: usize = 0;
+pub(crate) const SEMAPHORE_USAGE: usize = 1;
+pub(crate) const SEMAPHORE_WAITING: usize = 2;
+pub(crate) const SEMAPHORE_ACQUIRES: usize = 3;
+pub(crate) const RATE_LIMITER_DECISIONS: usize = 4;
+pub(crate) const RATE_LIMITER_KEYS: usize = 5;
+/// Indices of the scope's histograms.
+pub(crate) const SEMAPHORE_WAIT: usize = 0;
+pub(crate) const RATE_LIMITER_WAIT: usize = 1;
+
+static OBSERVABLES: [Observable; 6] = [
+    Observable {
+        name: names::SEMAPHORE_PERMIT_LIMIT,
+        unit: "{permit}",
+        description: "Total permits of the semaphore.",
+        kind: Kind::UpDownCounter,
+    },
+    Observable {
+        name: names::SEMAPHORE_PERMIT_USAGE,
+        unit: "{permit}",
+        description: "Permits not free right now (held, or set aside for the front waiter).",
+        kind: Kind::UpDownCounter,
+    },
+    Observable {
+        name: names::SEMAPHORE_ACQUIRE_WAITING,
+        unit: "{acquire}",
+        description: "Acquires waiting for permits right now.",
+        kind: Kind::UpDownCounter,
+    },
+    Observable {
+        name: names::SEMAPHORE_ACQUIRES,
+        unit: "{acquire}",
+        description: "Finished acquire calls, by outcome.",
+        kind: Kind::Counter,
+    },
+    Observable {
+        name: names::RATE_LIMITER_DECISIONS,
+        unit: "{decision}",
+        description: "Rate limiter decisions, by outcome.",
+        kind: Kind::Counter,
+    },
+    Observable {
+        name: names::RATE_LIMITER_KEY_COUNT,
+        unit: "{key}",
+        description: "Keys held by the keyed rate limiter's bounded key store.",
+        kind: Kind::UpDownCounter,
+    },
+];
+
+static HISTOGRAMS: [HistogramSpec; 2] = [
+    HistogramSpec {
+        name: names::SEMAPHORE_WAIT_DURATION,
+        unit: "s",
+        description: "How long acquires that had to wait waited, by outcome.",
+        boundaries: &WAIT_BOUNDARIES,
+    },
+    HistogramSpec {
+        name: names::RATE_LIMITER_WAIT_DURATION,
+        unit: "s",
+        description: "How long rate limiter waits that slept took, by outcome.",
+        boundaries: &WAIT_BOUNDARIES,
+    },
+];
+
+/// The `otlp-sync` instrumentation scope: every semaphore and rate limiter registers with it, and it follows the
+/// global meter provider (see `otlp_core::instruments`).
+pub(crate) static INSTRUMENTS: Scope =
+    Scope::new(SCOPE, env!("CARGO_PKG_VERSION"), &OBSERVABLES, &HISTOGRAMS);
 
 /// The meter of this crate's scope (`otlp-sync` with its version) from the global meter provider.
 pub fn default_meter() -> Meter {
