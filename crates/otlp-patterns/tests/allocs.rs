@@ -1,18 +1,26 @@
 //! Allocation counts of the fan-out's per-call path, with a counting global allocator (this test binary only).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
 use otlp_patterns::FanOut;
 
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Allocations made by this thread (the test harness's own threads are not counted).
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; it only counts allocations.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // `try_with`: a thread being torn down has no counter left, and is not measured.
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
         // SAFETY: the caller's contract for `alloc` is passed on as is.
         unsafe { System.alloc(layout) }
     }
@@ -25,8 +33,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// With its per-call limit (no semaphore), a call whose items finish on their first poll allocates its result
-/// vector and nothing per item; items that wait cost at most one allocation each (their `FuturesUnordered` node).
+/// With its per-call limit (no semaphore), a call whose items finish on their first poll allocates a few blocks per
+/// call (its result vector) and nothing per item; items that wait cost at most one allocation each (their `FuturesUnordered` node).
 #[test]
 fn per_call_fan_out_allocates_at_most_one_per_item() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -36,22 +44,23 @@ fn per_call_fan_out_allocates_at_most_one_per_item() {
     rt.block_on(async {
         // Warm-up: the thread's counters and the runtime's own first allocations.
         let _ = fan.run(0..64u64, |i| async move { i }).await;
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = allocs();
         let out = fan.run(0..10_000u64, |i| async move { i }).await;
-        let ready = ALLOCS.load(Ordering::Relaxed) - before;
+        let ready = allocs() - before;
         assert_eq!(out.len(), 10_000);
         drop(out);
         eprintln!("ready items: {ready} allocations per 10,000");
-        assert!(ready <= 4, "{ready} allocations for 10,000 ready items");
+        // A few per call (the result vector, first-use blocks), none per item.
+        assert!(ready <= 16, "{ready} allocations for 10,000 ready items");
 
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = allocs();
         let out = fan
             .run(0..10_000u64, |i| async move {
                 tokio::task::yield_now().await;
                 i
             })
             .await;
-        let waiting = ALLOCS.load(Ordering::Relaxed) - before;
+        let waiting = allocs() - before;
         assert_eq!(out.len(), 10_000);
         eprintln!("waiting items: {waiting} allocations per 10,000");
         assert!(
