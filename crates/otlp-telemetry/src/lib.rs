@@ -25,6 +25,8 @@
 //! - [`init()`]: installs everything; [`TelemetryGuard`]: shutdown, flush and run-time sampling control.
 //! - [`sampler`]: [`RatioSampler`], the parent-based trace-id ratio sampler behind
 //!   [`TelemetryGuard::set_trace_ratio`].
+//! - [`stack`]: [`stack::TracingStack`], the same provider and subscriber around an exporter of yours,
+//!   installed nowhere (tests, benchmarks).
 //! - [`views`]: bucket boundaries from 1 µs to 10 s (or your own) for otlp-kit's `*.duration` histograms
 //!   in seconds; other libraries' histograms keep theirs.
 //! - [`propagation`]: [`inject_context`] / [`extract_context`] over `http::HeaderMap`;
@@ -52,11 +54,13 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod guard;
+mod head_sampling;
 pub mod init;
 pub mod propagation;
 mod report;
 mod runtime;
 pub mod sampler;
+pub mod stack;
 #[cfg(feature = "tower")]
 pub mod tower;
 mod tracer_switch;
@@ -95,6 +99,7 @@ mod tests {
         check::<Propagator>();
         check::<Signal>();
         check::<Compression>();
+        check::<stack::TracingStack>();
         #[cfg(feature = "tower")]
         {
             check::<tower::ServerTraceLayer>();

@@ -87,6 +87,9 @@ pub fn current_context() -> Context {
         if cx.span().span_context().is_valid() {
             return cx;
         }
+        if let Some(cx) = crate::head_sampling::unsampled_context(&span) {
+            return cx;
+        }
     }
     Context::current()
 }

@@ -2,9 +2,10 @@
 //!
 //! [`ServerTraceLayer`] wraps any `tower::Service<http::Request<B>, Response = http::Response<R>>` (axum,
 //! hyper, tonic servers). For each request it [extracts](crate::extract_context) the W3C context from the
-//! headers, opens an `info` span of kind `server` named after the method (`GET`), makes the extracted
-//! context its parent *before* the span is first entered, runs the inner service inside it, and records
-//! `http.response.status_code` (server errors, 5xx, and service errors mark the span as an error).
+//! headers, opens an `info` span of kind `server` named after the method (`GET`) while that context is
+//! current (so the span is its child, and a caller's "not sampled" costs almost nothing), runs the inner
+//! service inside it, and records `http.response.status_code` (server errors, 5xx, and service errors mark
+//! the span as an error).
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -30,7 +31,6 @@ use std::task::{Context, Poll};
 
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::propagation::extract_context;
 
@@ -75,19 +75,20 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let parent = extract_context(req.headers());
-        let span = tracing::info_span!(
-            "HTTP request",
-            otel.name = %req.method(),
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            http.request.method = %req.method(),
-            url.path = %req.uri().path(),
-            http.response.status_code = tracing::field::Empty,
-        );
-        // Must happen before the span is entered, or it silently starts as a new root. A span disabled by
-        // the filter (or a subscriber without the OpenTelemetry layer) simply has no parent to set.
-        let _ = span.set_parent(parent);
+        // The caller's context is current while the span is created, so that the head-sampling decision
+        // follows the caller's sampled flag and the span continues the caller's trace.
+        let span = {
+            let _parent = extract_context(req.headers()).attach();
+            tracing::info_span!(
+                "HTTP request",
+                otel.name = %req.method(),
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = %req.method(),
+                url.path = %req.uri().path(),
+                http.response.status_code = tracing::field::Empty,
+            )
+        };
         let future = {
             let _entered = span.enter();
             self.inner.call(req)

@@ -32,8 +32,11 @@ fn set_trace_ratio_takes_effect_and_context_propagates() {
     // Parent-based: a sampled caller is still followed at ratio 0, and the span continues its trace.
     let mut incoming = http::HeaderMap::new();
     incoming.insert("traceparent", PARENT.parse().unwrap());
-    let server = tracing::info_span!("server");
-    server.set_parent(extract_context(&incoming)).unwrap();
+    // The caller's context is current when the span is created: the head-sampling decision follows it.
+    let server = {
+        let _caller = extract_context(&incoming).attach();
+        tracing::info_span!("server")
+    };
     {
         let _entered = server.enter();
         let cx = server.context();

@@ -1,0 +1,196 @@
+//! One request's tracing through the stack `otlp_telemetry::init` installs (`TracingStack`: `EnvFilter` at
+//! `info`, the fmt layer, the OpenTelemetry layer, the configured sampler, a batch span processor), exporting to
+//! an exporter that drops what it is given.
+//!
+//! A request is a server span with 5 attributes (as `ServerTraceLayer` opens it) and 3 child spans, each entered
+//! and closed. Variants: `no_subscriber` (no `tracing` subscriber at all: the floor), `unsampled` (the root is
+//! sampled out: ratio 0), `sampled` (every span recorded and exported).
+//!
+//! The machine these run on is shared: the other rows are timed in CPU time of the bench thread
+//! (`CLOCK_THREAD_CPUTIME_ID`), which other processes' load does not inflate. The sampled rows are timed in CPU
+//! time of the whole process (`CLOCK_PROCESS_CPUTIME_ID`), so the batch
+//! processor's thread (export included) is paid for, and every batch of requests is flushed before the clock
+//! stops, in chunks smaller than the export queue so that nothing is dropped (a dropped span would be cheaper).
+//!
+//! Groups:
+//! * `telemetry_request`: the whole request;
+//! * `telemetry_root_span`: the server span alone;
+//! * `telemetry_child_span`: one child span, inside an entered root.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use otlp_telemetry::stack::TracingStack;
+use otlp_telemetry::{TelemetryConfig, TraceSampler};
+
+/// The export queue of the stack; batches of requests are flushed before they could fill it.
+const QUEUE: usize = 2048;
+
+/// Drops every batch: the cost measured is the SDK's, up to the exporter.
+#[derive(Debug)]
+struct NoopExporter;
+
+impl SpanExporter for NoopExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+fn stack(ratio: f64) -> TracingStack {
+    let config = TelemetryConfig::new()
+        .trace_sampler(TraceSampler::ParentBasedTraceIdRatio(ratio))
+        .span_queue_size(QUEUE);
+    TracingStack::with_exporter(&config, NoopExporter).expect("stack")
+}
+
+fn root_span(path: &str) -> tracing::Span {
+    tracing::info_span!(
+        "HTTP request",
+        otel.name = "GET",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = "GET",
+        url.path = %path,
+        http.route = "/orders/{id}",
+        server.address = "shop.example",
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+fn request(path: &str) {
+    let root = root_span(path);
+    let _entered = root.enter();
+    for i in 0..3u64 {
+        let child = tracing::info_span!("step", step = i);
+        let _child = child.enter();
+        black_box(i);
+    }
+    root.record("http.response.status_code", 200u16);
+}
+
+fn child_span() {
+    let child = tracing::info_span!("step", step = 1u64);
+    let _child = child.enter();
+    black_box(&child);
+}
+
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock})");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time used so far by every thread of the process.
+fn process_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CPU time used so far by this thread.
+fn thread_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// Runs `op` `iters` times inside `stack`, flushing every `per_flush` ops, and returns the process CPU time.
+fn sampled_cpu(stack: &TracingStack, iters: u64, per_flush: u64, op: impl Fn()) -> Duration {
+    stack.provider().force_flush().expect("flush");
+    let start = process_cpu();
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let mut done = 0;
+        while done < iters {
+            let n = per_flush.min(iters - done);
+            for _ in 0..n {
+                op();
+            }
+            stack.provider().force_flush().expect("flush");
+            done += n;
+        }
+    });
+    process_cpu() - start
+}
+
+fn thread_time(stack: Option<&TracingStack>, iters: u64, op: impl Fn()) -> Duration {
+    let run = || {
+        let start = thread_cpu();
+        for _ in 0..iters {
+            op();
+        }
+        thread_cpu() - start
+    };
+    match stack {
+        Some(s) => tracing::dispatcher::with_default(s.dispatch(), run),
+        None => run(),
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let unsampled = stack(0.0);
+    let sampled = stack(1.0);
+    // 4 spans per request; a quarter of the queue per flush leaves room for the exporter to lag.
+    let requests_per_flush = (QUEUE / 4 / 4) as u64;
+
+    let mut g = c.benchmark_group("telemetry_request");
+    g.bench_function("no_subscriber", |b| {
+        b.iter_custom(|n| thread_time(None, n, || request(black_box("/orders/7"))))
+    });
+    g.bench_function("unsampled", |b| {
+        b.iter_custom(|n| thread_time(Some(&unsampled), n, || request(black_box("/orders/7"))))
+    });
+    g.bench_function("sampled", |b| {
+        b.iter_custom(|n| {
+            sampled_cpu(&sampled, n, requests_per_flush, || {
+                request(black_box("/orders/7"))
+            })
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("telemetry_root_span");
+    let root = || drop(root_span(black_box("/orders/7")).entered());
+    g.bench_function("no_subscriber", |b| {
+        b.iter_custom(|n| thread_time(None, n, root))
+    });
+    g.bench_function("unsampled", |b| {
+        b.iter_custom(|n| thread_time(Some(&unsampled), n, root))
+    });
+    g.bench_function("sampled", |b| {
+        b.iter_custom(|n| sampled_cpu(&sampled, n, (QUEUE / 4) as u64, root))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("telemetry_child_span");
+    let in_root = |stack: Option<&TracingStack>, n: u64| {
+        let run = || {
+            let root = root_span("/orders/7");
+            let _entered = root.enter();
+            let start = thread_cpu();
+            for _ in 0..n {
+                child_span();
+            }
+            thread_cpu() - start
+        };
+        match stack {
+            Some(s) => tracing::dispatcher::with_default(s.dispatch(), run),
+            None => run(),
+        }
+    };
+    g.bench_function("no_subscriber", |b| b.iter_custom(|n| in_root(None, n)));
+    g.bench_function("unsampled", |b| {
+        b.iter_custom(|n| in_root(Some(&unsampled), n))
+    });
+    g.finish();
+
+    let _ = unsampled.provider().shutdown();
+    let _ = sampled.provider().shutdown();
+}
+
+criterion_group!(telemetry, benches);
+criterion_main!(telemetry);

@@ -1,0 +1,402 @@
+//! Head sampling when a root span is created, so that a sampled-out trace costs almost nothing.
+//!
+//! `tracing-opentelemetry` builds an OpenTelemetry span for every `tracing` span it sees (attributes copied,
+//! thread and code location recorded, the sampler asked when the span is first entered) and drops it at the end
+//! if the sampler said no: an unsampled request pays nearly as much as a sampled one. [`HeadSampling`] sits in
+//! front of that layer and decides when a span is created, from what is known then:
+//! - a span whose `tracing` parent was sampled out is sampled out (its trace is);
+//! - a span whose parent is sampled goes to the OpenTelemetry layer, which follows the parent;
+//! - a root span follows the OpenTelemetry context current when it is created (a remote parent attached by
+//!   [`ServerTraceLayer`](crate::tower), or a span of the OpenTelemetry API) when the sampler is parent-based,
+//!   and otherwise asks the configured sampler with a new trace id.
+//!
+//! A sampled-out span never reaches the OpenTelemetry layer: it carries a small [`Unsampled`] marker with its
+//! trace id (so that [`inject_context`](crate::inject_context) still propagates the trace, flagged as not
+//! sampled), and its events and recorded fields are not visited. A sampled root goes to the OpenTelemetry layer
+//! with the trace id and decision already made: [`HeadTracer`] hands the trace id to the SDK through the builder
+//! and [`Predecided`] makes the SDK's sampler agree without asking the configured sampler a second time (which
+//! would spend a span budget twice, or draw a second ratio decision).
+//!
+//! A parent set with `OpenTelemetrySpanExt::set_parent` after creation is too late for this decision: make the
+//! parent context current (`let _guard = cx.attach();`) while the span is created instead, as
+//! [`ServerTraceLayer`](crate::tower) does.
+
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::cell::Cell;
+
+use opentelemetry::trace::{
+    Link, SpanBuilder, SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceId, TraceState,
+    Tracer,
+};
+use opentelemetry::{Context as OtelContext, KeyValue, Value};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, SamplingDecision, SamplingResult, SdkTracer, ShouldSample,
+};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+thread_local! {
+    /// The trace id of a root sampled by [`HeadSampling`], between its decision and the builder the
+    /// OpenTelemetry layer makes for it (the same call, on this thread).
+    static PENDING: Cell<Option<TraceId>> = const { Cell::new(None) };
+    /// Set while the SDK builds a root decided as sampled: the trace id its id generator hands out, and the
+    /// one its sampler records without asking the configured sampler again.
+    static PREDECIDED: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// Marks a root `tracing` span that was sampled out when it was created; its trace id lets the trace propagate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unsampled(pub(crate) TraceId);
+
+/// Marks a span of a sampled-out trace below its root (zero-sized: no allocation per span).
+#[derive(Debug, Clone, Copy)]
+struct UnsampledChild;
+
+/// The configured sampler as [`HeadSampling`] asks it about roots.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadSampler {
+    /// Decides root spans (and, when not parent-based, every span).
+    root: Box<dyn ShouldSample>,
+    parent_based: bool,
+}
+
+impl HeadSampler {
+    pub(crate) fn new(root: Box<dyn ShouldSample>, parent_based: bool) -> Self {
+        HeadSampler { root, parent_based }
+    }
+
+    /// The sampler for the SDK: the same decisions, taking the ones already made by [`HeadSampling`].
+    pub(crate) fn sdk_sampler(&self) -> Box<dyn ShouldSample> {
+        let predecided = Predecided(self.root.clone());
+        if self.parent_based {
+            Box::new(opentelemetry_sdk::trace::Sampler::parent_based(predecided))
+        } else {
+            Box::new(predecided)
+        }
+    }
+
+    fn sampled(&self, parent: Option<&OtelContext>, trace_id: TraceId, name: &str) -> bool {
+        let result = self
+            .root
+            .should_sample(parent, trace_id, name, &SpanKind::Internal, &[], &[]);
+        !matches!(result.decision, SamplingDecision::Drop)
+    }
+}
+
+/// Takes a decision made by [`HeadSampling`] for the root being built, and asks the configured sampler
+/// otherwise (spans started through the OpenTelemetry API directly).
+#[derive(Debug, Clone)]
+pub(crate) struct Predecided(Box<dyn ShouldSample>);
+
+impl ShouldSample for Predecided {
+    fn should_sample(
+        &self,
+        parent_context: Option<&OtelContext>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        if PREDECIDED.get() == Some(trace_id) {
+            return SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: TraceState::default(),
+            };
+        }
+        self.0
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
+}
+
+/// Random ids, except the trace id of a root that [`HeadSampling`] already decided.
+#[derive(Debug, Default)]
+pub(crate) struct PredecidedIds(RandomIdGenerator);
+
+impl IdGenerator for PredecidedIds {
+    fn new_trace_id(&self) -> TraceId {
+        PREDECIDED.get().unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
+/// The SDK tracer, carrying [`HeadSampling`]'s decision for a root from its creation to the SDK span.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadTracer(pub(crate) SdkTracer);
+
+/// Attribute keys that carry a decided root's trace id from its builder to the SDK (removed before the SDK
+/// sees the attributes): `SpanBuilder` has no field for it.
+const TRACE_ID_HIGH: &str = "otlp_telemetry.head_sampling.trace_id_high";
+const TRACE_ID_LOW: &str = "otlp_telemetry.head_sampling.trace_id_low";
+
+/// Room for the OpenTelemetry layer's attributes (fields, code location, thread, target) without growing.
+const ATTRIBUTES_CAPACITY: usize = 16;
+
+fn take_trace_id(builder: &mut SpanBuilder) -> Option<TraceId> {
+    let attributes = builder.attributes.as_mut()?;
+    let (high, low) = match attributes.get(..2)? {
+        [high, low] if high.key.as_str() == TRACE_ID_HIGH && low.key.as_str() == TRACE_ID_LOW => {
+            (high.value.clone(), low.value.clone())
+        }
+        _ => return None,
+    };
+    attributes.drain(..2);
+    match (high, low) {
+        (Value::I64(high), Value::I64(low)) => Some(TraceId::from(
+            ((high as u64 as u128) << 64) | low as u64 as u128,
+        )),
+        _ => None,
+    }
+}
+
+impl Tracer for HeadTracer {
+    type Span = opentelemetry_sdk::trace::Span;
+
+    fn span_builder<T>(&self, name: T) -> SpanBuilder
+    where
+        T: Into<Cow<'static, str>>,
+    {
+        let mut builder = SpanBuilder::from_name(name);
+        if let Some(trace_id) = PENDING.take() {
+            let id = u128::from_be_bytes(trace_id.to_bytes());
+            let mut attributes = Vec::with_capacity(ATTRIBUTES_CAPACITY);
+            attributes.push(KeyValue::new(TRACE_ID_HIGH, (id >> 64) as u64 as i64));
+            attributes.push(KeyValue::new(TRACE_ID_LOW, id as u64 as i64));
+            builder.attributes = Some(attributes);
+        }
+        builder
+    }
+
+    fn build_with_context(&self, mut builder: SpanBuilder, parent_cx: &OtelContext) -> Self::Span {
+        // A parent set after creation (`set_parent`) makes the span a child: the SDK follows the parent.
+        let predecided =
+            take_trace_id(&mut builder).filter(|_| !parent_cx.span().span_context().is_valid());
+        if predecided.is_none() {
+            return self.0.build_with_context(builder, parent_cx);
+        }
+        let previous = PREDECIDED.replace(predecided);
+        let span = self.0.build_with_context(builder, parent_cx);
+        PREDECIDED.set(previous);
+        span
+    }
+}
+
+/// The layer in front of the OpenTelemetry layer that takes the head-sampling decision when a span is created.
+/// See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct HeadSampling<L> {
+    inner: L,
+    sampler: HeadSampler,
+    ids: RandomIdGenerator,
+}
+
+impl<L> HeadSampling<L> {
+    pub(crate) fn new(inner: L, sampler: HeadSampler) -> Self {
+        HeadSampling {
+            inner,
+            sampler,
+            ids: RandomIdGenerator::default(),
+        }
+    }
+}
+
+/// What [`HeadSampling`] decided for a new span.
+enum Decision {
+    /// Hand it to the OpenTelemetry layer; `Some` for a root decided here, with its trace id.
+    Record(Option<TraceId>),
+    /// A sampled-out root, with its trace id.
+    DropRoot(TraceId),
+    /// A span of a sampled-out trace.
+    DropChild,
+}
+
+fn unsampled<S>(span: &SpanRef<'_, S>) -> bool
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    let extensions = span.extensions();
+    extensions.get::<UnsampledChild>().is_some() || extensions.get::<Unsampled>().is_some()
+}
+
+impl<L> HeadSampling<L> {
+    fn decide<S>(&self, attrs: &Attributes<'_>, ctx: &Context<'_, S>) -> Decision
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let parent = if attrs.is_contextual() {
+            ctx.lookup_current()
+        } else {
+            attrs.parent().and_then(|id| ctx.span(id))
+        };
+        if let Some(parent) = parent {
+            // A child follows its parent: a sampled-out trace stays out; a recorded parent is followed by the
+            // OpenTelemetry layer and the SDK's sampler.
+            return if unsampled(&parent) {
+                Decision::DropChild
+            } else {
+                Decision::Record(None)
+            };
+        }
+        let name = attrs.metadata().name();
+        if attrs.is_contextual() {
+            // A root under an OpenTelemetry context (a remote caller's, or a span of the OpenTelemetry API).
+            let remote = OtelContext::map_current(|cx| {
+                let span = cx.span();
+                let sc: &SpanContext = span.span_context();
+                sc.is_valid().then(|| (sc.trace_id(), sc.is_sampled()))
+            });
+            if let Some((trace_id, parent_sampled)) = remote {
+                let sampled = if self.sampler.parent_based {
+                    parent_sampled
+                } else {
+                    OtelContext::map_current(|cx| self.sampler.sampled(Some(cx), trace_id, name))
+                };
+                return if sampled {
+                    Decision::Record(None)
+                } else {
+                    Decision::DropRoot(trace_id)
+                };
+            }
+        }
+        let trace_id = self.ids.new_trace_id();
+        if self.sampler.sampled(None, trace_id, name) {
+            Decision::Record(Some(trace_id))
+        } else {
+            Decision::DropRoot(trace_id)
+        }
+    }
+
+    /// Whether `id` was sampled out (then the OpenTelemetry layer has nothing for it).
+    fn is_unsampled<S>(id: &Id, ctx: &Context<'_, S>) -> bool
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        ctx.span(id).is_some_and(|span| unsampled(&span))
+    }
+}
+
+impl<S, L> Layer<S> for HeadSampling<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.inner.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.inner.on_layer(subscriber);
+    }
+
+    fn register_callsite(
+        &self,
+        metadata: &'static Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.inner.register_callsite(metadata)
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.enabled(metadata, ctx)
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        match self.decide(attrs, &ctx) {
+            Decision::Record(trace_id) => {
+                PENDING.set(trace_id);
+                self.inner.on_new_span(attrs, id, ctx);
+                PENDING.set(None);
+            }
+            Decision::DropRoot(trace_id) => {
+                if let Some(span) = ctx.span(id) {
+                    span.extensions_mut().insert(Unsampled(trace_id));
+                }
+            }
+            Decision::DropChild => {
+                if let Some(span) = ctx.span(id) {
+                    span.extensions_mut().insert(UnsampledChild);
+                }
+            }
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if !Self::is_unsampled(id, &ctx) {
+            self.inner.on_record(id, values, ctx);
+        }
+    }
+
+    fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
+        self.inner.on_follows_from(span, follows, ctx);
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.event_enabled(event, ctx)
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // The OpenTelemetry layer records events on their span only; an event in a sampled-out span (or in no
+        // span) is not visited at all.
+        let span = match event.parent() {
+            Some(id) => ctx.span(id),
+            None if event.is_contextual() => ctx.lookup_current(),
+            None => None,
+        };
+        if span.is_some_and(|span| !unsampled(&span)) {
+            self.inner.on_event(event, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        self.inner.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        self.inner.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        self.inner.on_close(id, ctx);
+    }
+
+    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
+        self.inner.on_id_change(old, new, ctx);
+    }
+
+    // SAFETY: forwards to the inner layer, whose pointers are valid for the lifetime of `&self` (ours is
+    // `self` itself).
+    unsafe fn downcast_raw(&self, id: TypeId) -> Option<*const ()> {
+        if id == TypeId::of::<Self>() {
+            return Some(self as *const Self as *const ());
+        }
+        // SAFETY: the inner layer lives as long as `self`.
+        unsafe { self.inner.downcast_raw(id) }
+    }
+}
+
+/// The context of the current `tracing` span when it was sampled out: its trace, flagged as not sampled, so
+/// that a downstream service does not start a trace of its own.
+pub(crate) fn unsampled_context(span: &tracing::Span) -> Option<OtelContext> {
+    let id = span.id()?;
+    let trace_id = tracing::dispatcher::get_default(|dispatch| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = registry.span(&id)?;
+        // The root of a sampled-out trace carries its trace id.
+        span.scope()
+            .find_map(|s| s.extensions().get::<Unsampled>().map(|u| u.0))
+    })?;
+    let sc = SpanContext::new(
+        trace_id,
+        RandomIdGenerator::default().new_span_id(),
+        opentelemetry::trace::TraceFlags::default(),
+        true,
+        TraceState::default(),
+    );
+    Some(OtelContext::current().with_remote_span_context(sc))
+}

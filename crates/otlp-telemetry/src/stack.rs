@@ -1,0 +1,196 @@
+//! [`TracingStack`]: the tracer provider and `tracing` subscriber that [`init`](crate::init()) installs, built
+//! around a span exporter of your choice and installed nowhere: for tests, benchmarks and scoped use with
+//! `tracing::dispatcher::with_default`.
+//!
+//! ```
+//! use opentelemetry_sdk::trace::InMemorySpanExporter;
+//! use otlp_telemetry::{TelemetryConfig, stack::TracingStack};
+//!
+//! let exporter = InMemorySpanExporter::default();
+//! let stack = TracingStack::with_exporter(&TelemetryConfig::new().fmt_output(false), exporter.clone())?;
+//! tracing::dispatcher::with_default(stack.dispatch(), || {
+//!     let _request = tracing::info_span!("request", url.path = "/orders").entered();
+//! });
+//! stack.provider().force_flush()?;
+//! assert_eq!(exporter.get_finished_spans()?.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::sync::Arc;
+
+use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanExporter, TracerProviderBuilder,
+};
+use tracing::{Dispatch, Subscriber};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
+
+use crate::accounting::{CountingProcessor, SpanCounts};
+use crate::config::TelemetryConfig;
+use crate::error::TelemetryError;
+use crate::head_sampling::{HeadSampler, HeadSampling, HeadTracer, PredecidedIds};
+use crate::report::{ErrorReporter, REPORT_TARGET, ReportingSpanExporter};
+use crate::sampler::{RatioSampler, TraceRatioHandle};
+
+/// A tracer provider with the configured sampler and batch span processor, and the `tracing` subscriber
+/// that [`init`](crate::init()) would install with it. See the [module docs](self).
+#[derive(Debug)]
+pub struct TracingStack {
+    provider: SdkTracerProvider,
+    dispatch: Dispatch,
+    ratio: TraceRatioHandle,
+}
+
+impl TracingStack {
+    /// Builds the stack of `config` (sampler, batch span processor settings, log filter, fmt output)
+    /// exporting to `exporter`.
+    ///
+    /// # Errors
+    /// [`TelemetryError::Config`] if `config` is invalid.
+    pub fn with_exporter<E>(config: &TelemetryConfig, exporter: E) -> Result<Self, TelemetryError>
+    where
+        E: SpanExporter + 'static,
+    {
+        config.validate()?;
+        let (sampler, ratio) = head_sampler(config);
+        let counts = Arc::new(SpanCounts::default());
+        let reporter = ErrorReporter::new("traces", "custom".into(), config.bsp_schedule_delay);
+        let exporter = ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts));
+        let provider = provider_builder(&sampler)
+            .with_span_processor(batch_processor(config, exporter, counts))
+            .build();
+        let dispatch = Dispatch::new(subscriber(config, Some((&provider, &sampler))));
+        Ok(TracingStack {
+            provider,
+            dispatch,
+            ratio,
+        })
+    }
+
+    /// The subscriber, to install with `tracing::dispatcher::with_default` or `set_global_default`.
+    pub fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
+    }
+
+    /// The tracer provider (flush it, or shut it down, when done).
+    pub fn provider(&self) -> &SdkTracerProvider {
+        &self.provider
+    }
+
+    /// Changes the sampling ratio of new root traces, like
+    /// [`TelemetryGuard::set_trace_ratio`](crate::TelemetryGuard::set_trace_ratio).
+    pub fn trace_ratio_handle(&self) -> TraceRatioHandle {
+        self.ratio.clone()
+    }
+}
+
+/// The configured sampler, and the handle that changes its ratio.
+pub(crate) fn head_sampler(config: &TelemetryConfig) -> (HeadSampler, TraceRatioHandle) {
+    let ratio_sampler = RatioSampler::new(config.sampler.ratio());
+    let handle = ratio_sampler.handle();
+    let sampler = HeadSampler::new(Box::new(ratio_sampler), config.sampler.is_parent_based());
+    (sampler, handle)
+}
+
+/// A tracer provider builder taking `sampler`'s decisions (the SDK agrees with the ones made at creation).
+pub(crate) fn provider_builder(sampler: &HeadSampler) -> TracerProviderBuilder {
+    SdkTracerProvider::builder()
+        .with_sampler(sampler.sdk_sampler())
+        .with_id_generator(PredecidedIds::default())
+}
+
+/// The batch span processor of `config` in front of `exporter`, counting what it is given.
+pub(crate) fn batch_processor<E: SpanExporter + 'static>(
+    config: &TelemetryConfig,
+    exporter: E,
+    counts: Arc<SpanCounts>,
+) -> CountingProcessor<BatchSpanProcessor> {
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(config.bsp_max_queue_size)
+        .with_max_export_batch_size(config.bsp_max_export_batch_size)
+        .with_scheduled_delay(config.bsp_schedule_delay)
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch)
+        .build();
+    CountingProcessor::new(processor, counts)
+}
+
+/// Targets whose spans and events never reach the OpenTelemetry layer: the exporter's own transport
+/// (exporting would otherwise create spans to export, forever) and the SDK itself.
+const EXCLUDED_TARGETS: [&str; 8] = [
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "reqwest",
+    "opentelemetry",
+    REPORT_TARGET,
+];
+
+pub(crate) fn excluded(target: &str) -> bool {
+    EXCLUDED_TARGETS.iter().any(|t| {
+        target.starts_with(t) && matches!(target.as_bytes().get(t.len()), None | Some(b':' | b'_'))
+    })
+}
+
+/// The `tracing` subscriber: `EnvFilter` (`RUST_LOG` or the configured filter), fmt output, and the
+/// OpenTelemetry layer over `provider`'s tracer, behind the head-sampling decision of `sampler`.
+pub(crate) fn subscriber(
+    config: &TelemetryConfig,
+    provider: Option<(&SdkTracerProvider, &HeadSampler)>,
+) -> impl Subscriber + Send + Sync + 'static {
+    let directives = config
+        .env_log_filter
+        .as_deref()
+        .unwrap_or(&config.log_filter);
+    // Validated already; an unparsable filter falls back to `info` rather than failing late.
+    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = config.fmt_output.then(tracing_subscriber::fmt::layer);
+    let otel = provider.map(|(tp, sampler)| {
+        let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(HeadTracer(tp.tracer_with_scope(scope)))
+            .with_tracked_inactivity(false);
+        HeadSampling::new(layer, sampler.clone()).with_filter(
+            tracing_subscriber::filter::filter_fn(|meta| !excluded(meta.target())),
+        )
+    });
+    Registry::default().with(filter).with(fmt).with(otel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exporter_transport_targets_are_excluded_from_the_otel_layer() {
+        for t in [
+            "h2",
+            "h2::proto",
+            "hyper_util::client",
+            "tonic::transport",
+            "reqwest::connect",
+            "opentelemetry_sdk",
+            "opentelemetry_otlp::exporter",
+            "otlp_telemetry::export",
+        ] {
+            assert!(excluded(t), "{t}");
+        }
+        for t in [
+            "my_app",
+            "h2o_service",
+            "otlp_pool",
+            "towering",
+            "app::tonic",
+            "otlp_telemetry::tower",
+        ] {
+            assert!(!excluded(t), "{t}");
+        }
+    }
+}

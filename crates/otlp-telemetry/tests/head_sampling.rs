@@ -1,0 +1,190 @@
+//! Head sampling at root creation: a sampled-out trace skips the OpenTelemetry layer, root and children; a
+//! sampled trace keeps its links; a remote parent's sampled flag is followed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use otlp_telemetry::stack::TracingStack;
+use otlp_telemetry::{TelemetryConfig, TraceSampler, extract_context, inject_context};
+
+fn build(sampler: TraceSampler) -> (TracingStack, InMemorySpanExporter) {
+    let exporter = InMemorySpanExporter::default();
+    let config = TelemetryConfig::new()
+        .fmt_output(false)
+        .log_filter("trace")
+        .trace_sampler(sampler);
+    let stack = TracingStack::with_exporter(&config, exporter.clone()).unwrap();
+    (stack, exporter)
+}
+
+fn finished(stack: &TracingStack, exporter: &InMemorySpanExporter) -> Vec<SpanData> {
+    stack.provider().force_flush().unwrap();
+    exporter.get_finished_spans().unwrap()
+}
+
+/// A field value that counts how often it is formatted.
+#[derive(Clone)]
+struct Counted(Arc<AtomicUsize>);
+
+impl fmt::Debug for Counted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        f.write_str("counted")
+    }
+}
+
+fn request(field: &Counted) {
+    let root = tracing::info_span!("request", url.path = "/orders/7", body = ?field);
+    let _root = root.enter();
+    for i in 0..3 {
+        let child = tracing::info_span!("step", step = i, detail = ?field);
+        let _child = child.enter();
+        tracing::info!(value = ?field, "inside a step");
+        tracing::Span::current().record("step", 10 + i);
+    }
+}
+
+#[test]
+fn an_unsampled_trace_exports_nothing_and_its_fields_are_never_visited() {
+    let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOff);
+    let formatted = Counted(Arc::new(AtomicUsize::new(0)));
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        for _ in 0..10 {
+            request(&formatted);
+        }
+    });
+    assert!(finished(&stack, &exporter).is_empty());
+    assert_eq!(
+        formatted.0.load(Ordering::Relaxed),
+        0,
+        "the OpenTelemetry layer formatted fields of sampled-out spans"
+    );
+}
+
+#[test]
+fn a_sampled_trace_keeps_parent_child_links() {
+    let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOn);
+    let formatted = Counted(Arc::new(AtomicUsize::new(0)));
+    tracing::dispatcher::with_default(stack.dispatch(), || request(&formatted));
+    let spans = finished(&stack, &exporter);
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let root = spans.iter().find(|s| s.name == "request").unwrap();
+    assert_eq!(root.parent_span_id, SpanId::INVALID);
+    let children: Vec<_> = spans.iter().filter(|s| s.name == "step").collect();
+    assert_eq!(children.len(), 3);
+    for child in children {
+        assert_eq!(child.span_context.trace_id(), root.span_context.trace_id());
+        assert_eq!(child.parent_span_id, root.span_context.span_id());
+        assert_eq!(child.events.len(), 1, "the event is recorded on its span");
+    }
+}
+
+#[test]
+fn the_ratio_decides_whole_traces() {
+    let (stack, exporter) = build(TraceSampler::ParentBasedTraceIdRatio(0.5));
+    let formatted = Counted(Arc::new(AtomicUsize::new(0)));
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        for _ in 0..400 {
+            request(&formatted);
+        }
+    });
+    let spans = finished(&stack, &exporter);
+    let roots: Vec<TraceId> = spans
+        .iter()
+        .filter(|s| s.name == "request")
+        .map(|s| s.span_context.trace_id())
+        .collect();
+    // 200 expected; 120..280 is more than 8 standard deviations wide.
+    assert!((120..280).contains(&roots.len()), "{} roots", roots.len());
+    // No trace is cut in half: every sampled root has its 3 children, and no child is orphaned.
+    assert_eq!(spans.len(), roots.len() * 4);
+    for s in spans.iter().filter(|s| s.name == "step") {
+        assert!(roots.contains(&s.span_context.trace_id()));
+    }
+}
+
+const SAMPLED_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const UNSAMPLED_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+fn headers(traceparent: &str) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert("traceparent", traceparent.parse().unwrap());
+    h
+}
+
+/// A server span created while the caller's context is current, then a child, then an outgoing call.
+fn serve(incoming: &http::HeaderMap) -> String {
+    let span = {
+        let _parent = extract_context(incoming).attach();
+        tracing::info_span!("server", otel.kind = "server")
+    };
+    let _entered = span.enter();
+    let child = tracing::info_span!("db");
+    let _child = child.enter();
+    let mut outgoing = http::HeaderMap::new();
+    inject_context(&mut outgoing);
+    outgoing["traceparent"].to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_remote_parents_sampled_flag_is_followed() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let caller = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+
+    // Sampled caller, no root sampled locally: the trace is recorded.
+    let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOff);
+    let out =
+        tracing::dispatcher::with_default(stack.dispatch(), || serve(&headers(SAMPLED_PARENT)));
+    let spans = finished(&stack, &exporter);
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let server = spans.iter().find(|s| s.name == "server").unwrap();
+    assert_eq!(server.span_context.trace_id(), caller);
+    assert_eq!(
+        server.parent_span_id,
+        SpanId::from_hex("00f067aa0ba902b7").unwrap()
+    );
+    assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && out.ends_with("-01"));
+
+    // Unsampled caller, every root sampled locally: nothing is recorded, and the outgoing call carries the
+    // caller's trace, still not sampled.
+    let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOn);
+    let out =
+        tracing::dispatcher::with_default(stack.dispatch(), || serve(&headers(UNSAMPLED_PARENT)));
+    assert!(finished(&stack, &exporter).is_empty());
+    assert!(
+        out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && out.ends_with("-00"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("00f067aa0ba902b7"),
+        "a span id of our own: {out}"
+    );
+}
+
+#[test]
+fn a_sampled_out_root_still_propagates_its_trace() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let (stack, _exporter) = build(TraceSampler::ParentBasedAlwaysOff);
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let root = tracing::info_span!("root");
+        let _root = root.enter();
+        let mut first = http::HeaderMap::new();
+        inject_context(&mut first);
+        let child = tracing::info_span!("child");
+        let _child = child.enter();
+        let mut second = http::HeaderMap::new();
+        inject_context(&mut second);
+        let (a, b) = (
+            first["traceparent"].to_str().unwrap(),
+            second["traceparent"].to_str().unwrap(),
+        );
+        assert!(a.ends_with("-00") && b.ends_with("-00"), "{a} {b}");
+        assert_eq!(a[3..35], b[3..35], "root and child are one trace");
+        let cx = extract_context(&first);
+        assert!(cx.span().span_context().is_valid());
+    });
+}
