@@ -1,6 +1,7 @@
-//! [`TracingStack`]: the tracer provider and `tracing` subscriber that [`init`](crate::init()) installs, built
-//! around a span exporter of your choice and installed nowhere: for tests, benchmarks and scoped use with
-//! `tracing::dispatcher::with_default`.
+//! [`TracingStack`]: a tracer provider and `tracing` subscriber like the ones [`init`](crate::init()) installs
+//! (`EnvFilter`, fmt output to stderr, the OpenTelemetry layer, the configured sampler, a batch span processor),
+//! with head sampling at root creation in front of the OpenTelemetry layer, built around a span exporter of your
+//! choice and installed nowhere: for tests, benchmarks and scoped use with `tracing::dispatcher::with_default`.
 //!
 //! ```
 //! use opentelemetry_sdk::trace::InMemorySpanExporter;
@@ -34,8 +35,8 @@ use crate::head_sampling::{HeadSampler, HeadSampling, HeadTracer, PredecidedIds}
 use crate::report::{ErrorReporter, REPORT_TARGET, ReportingSpanExporter};
 use crate::sampler::{RatioSampler, TraceRatioHandle};
 
-/// A tracer provider with the configured sampler and batch span processor, and the `tracing` subscriber
-/// that [`init`](crate::init()) would install with it. See the [module docs](self).
+/// A tracer provider with the configured sampler and batch span processor, and a `tracing` subscriber over
+/// it. See the [module docs](self).
 #[derive(Debug)]
 pub struct TracingStack {
     provider: SdkTracerProvider,
@@ -57,7 +58,8 @@ impl TracingStack {
         let (sampler, ratio) = head_sampler(config);
         let counts = Arc::new(SpanCounts::default());
         let reporter = ErrorReporter::new("traces", "custom".into(), config.bsp_schedule_delay);
-        let exporter = ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts));
+        let ledger = Arc::new(crate::accounting::Ledger::default());
+        let exporter = ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts), ledger);
         let provider = provider_builder(&sampler)
             .with_span_processor(batch_processor(config, exporter, counts))
             .build();
@@ -149,7 +151,9 @@ pub(crate) fn subscriber(
         .unwrap_or(&config.log_filter);
     // Validated already; an unparsable filter falls back to `info` rather than failing late.
     let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = config.fmt_output.then(tracing_subscriber::fmt::layer);
+    let fmt = config
+        .fmt_output
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let otel = provider.map(|(tp, sampler)| {
         let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
             .with_version(env!("CARGO_PKG_VERSION"))
