@@ -50,10 +50,13 @@ fn op_tokio_try(s: &tokio::sync::Semaphore) {
     drop(black_box(s.try_acquire().unwrap()));
 }
 
+// Not inlined, so that `valgrind --tool=callgrind` can count each call's instructions (docs/benchmarks.md).
+#[inline(never)]
 fn op_ours_acquire(s: &Semaphore) {
     drop(black_box(ready(s.acquire()).unwrap()));
 }
 
+#[inline(never)]
 fn op_tokio_acquire(s: &tokio::sync::Semaphore) {
     drop(black_box(ready(s.acquire()).unwrap()));
 }
@@ -98,11 +101,12 @@ fn semaphore(c: &mut Criterion) {
     );
 }
 
+#[inline(never)]
 fn op_adaptive_acquire(l: &AdaptiveLimit) {
     drop(black_box(ready(l.acquire()).unwrap()));
 }
 
-/// The adaptive limit's acquire + release (a success sample on drop, timed one request in 8 by default) against
+/// The adaptive limit's acquire + release (a success sample on drop, timed one request in 16 by default) against
 /// our static semaphore's acquire + release.
 fn adaptive(c: &mut Criterion) {
     let ours = AdaptiveLimit::builder("bench")

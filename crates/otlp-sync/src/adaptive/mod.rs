@@ -31,7 +31,7 @@
 //! # Cost
 //!
 //! Acquire and release are the semaphore's, plus a per-thread tick and two relaxed loads. One request in
-//! [`AdaptiveLimitBuilder::sample_every`] (8 by default) per thread is timed (two clock reads) and fed to the
+//! [`AdaptiveLimitBuilder::sample_every`] (16 by default) per thread is timed (two clock reads) and fed to the
 //! algorithm, weighted to stand for the requests not timed, under a lock that is only tried (a sample that
 //! finds it taken is counted `skipped`). Drops are always reported.
 //!
@@ -126,7 +126,7 @@ impl AdaptiveLimitBuilder {
         self
     }
 
-    /// Time one request in `n` per thread (default 8, rounded up to a power of two; 1 = every request). Fewer
+    /// Time one request in `n` per thread (default 16, rounded up to a power of two; 1 = every request). Fewer
     /// samples make acquire + release cheaper; each sample is weighted to stand for `n` requests, so the limit
     /// moves as fast per request, with more noise.
     pub fn sample_every(mut self, n: u32) -> Self {
@@ -429,7 +429,7 @@ impl AdaptiveLimit {
             initial: 20,
             min: 1,
             max: 1000,
-            sample_every: 8,
+            sample_every: 16,
             meter: None,
         }
     }
