@@ -100,15 +100,13 @@ impl Ledger {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut export = pin!(export);
         let result = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = export.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
+            // The seal first: once it is set the export is never polled again (its runtime may be gone).
             if sealed.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(OTelSdkError::InternalFailure(
                     "abandoned: telemetry shutdown reached its deadline".into(),
                 )));
             }
-            Poll::Pending
+            export.as_mut().poll(cx)
         })
         .await;
         let mut st = self.state();
@@ -130,7 +128,7 @@ impl Ledger {
         self.sealed_flag.store(true, Ordering::Release);
         self.sealed.notify_waiters();
         if st.last_error.is_none() && self.in_flight.load(Ordering::Acquire) > 0 {
-            // A blocking export that cannot be abandoned (HTTP) is still waiting for the collector.
+            // An export was still waiting for the collector (it is abandoned on its next poll).
             st.last_error =
                 Some("an export was still waiting for the collector at the deadline".into());
         }

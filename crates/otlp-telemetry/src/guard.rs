@@ -28,9 +28,9 @@
 //! connections and never answers) and refuses new ones, so the providers finish their shutdown without
 //! waiting for the network, and the report is final: [`ShutdownError`] names each signal with the exact
 //! number of spans and data points recorded since `init` that were not delivered (dropped from the full
-//! queue, refused, unreachable, or still pending at the deadline). An export abandoned that way over
-//! HTTP still holds its export thread until the export timeout, which by default is never longer than
-//! the shutdown deadline ([`TelemetryConfig::export_timeout`](crate::TelemetryConfig::export_timeout)). On a multi-thread tokio runtime
+//! queue, refused, unreachable, or still pending at the deadline). Abandoning an export cancels its
+//! request, over either transport. The export timeout by default is never longer than the shutdown
+//! deadline ([`TelemetryConfig::export_timeout`](crate::TelemetryConfig::export_timeout)). On a multi-thread tokio runtime
 //! the wait goes through `block_in_place`, so other tasks keep running. On a `current_thread` runtime the
 //! wait blocks that thread, but nothing it waits for runs there: export happens on the SDK's threads and,
 //! for gRPC, on the guard's own background runtime, so everything recorded is still delivered.

@@ -1,8 +1,8 @@
 //! [`init`]: turns OpenTelemetry on for the whole process.
 //!
 //! One call builds and installs, in this order:
-//! 1. the OTLP exporters (gRPC via tonic, or HTTP/protobuf via a blocking reqwest client on the SDK's
-//!    export threads), wrapped so that failures are logged at most once per interval;
+//! 1. the OTLP exporters (gRPC via tonic, or HTTP/protobuf via reqwest, both driven by a small runtime
+//!    of their own), wrapped so that failures are logged at most once per interval and counted;
 //! 2. a tracer provider with a batch span processor (bounded queue, its own thread) and the dynamic
 //!    [`RatioSampler`], parent-based unless configured otherwise;
 //! 3. a meter provider with a periodic reader (its own thread) and the [view](crate::views) that
@@ -222,10 +222,8 @@ fn discard(parts: &mut GuardParts) {
 fn build_providers(config: &TelemetryConfig) -> Result<GuardParts, TelemetryError> {
     let mut parts = GuardParts::default();
     let resource = build_resource(config);
-    let grpc = |signal| config.resolved_protocol(signal) == Protocol::Grpc;
-    if cfg!(feature = "grpc")
-        && ((config.traces_enabled && grpc(Signal::Traces))
-            || (config.metrics_enabled && grpc(Signal::Metrics)))
+    if cfg!(any(feature = "grpc", feature = "http"))
+        && (config.traces_enabled || config.metrics_enabled)
     {
         parts.runtime = Some(ExporterRuntime::start().map_err(TelemetryError::Runtime)?);
     }
@@ -317,7 +315,9 @@ mod export {
             .with_max_export_batch_size(config.bsp_max_export_batch_size)
             .with_scheduled_delay(config.bsp_schedule_delay)
             .build();
-        let exporter = ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts), ledger);
+        let handle = runtime.map(|rt| rt.handle().clone());
+        let exporter =
+            ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts), ledger, handle);
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch)
             .build();
@@ -333,10 +333,14 @@ mod export {
         let endpoint = config.resolved_metrics_endpoint();
         let exporter = metric_exporter(config, &endpoint, runtime)?;
         let reporter = ErrorReporter::new("metrics", endpoint, config.metric_export_interval);
-        let reader =
-            PeriodicReader::builder(ReportingMetricExporter::new(exporter, reporter, ledger))
-                .with_interval(config.metric_export_interval)
-                .build();
+        let reader = PeriodicReader::builder(ReportingMetricExporter::new(
+            exporter,
+            reporter,
+            ledger,
+            runtime.map(|rt| rt.handle().clone()),
+        ))
+        .with_interval(config.metric_export_interval)
+        .build();
         Ok(SdkMeterProvider::builder()
             .with_resource(resource)
             .with_reader(reader)
@@ -368,6 +372,27 @@ mod export {
         signal: Signal,
     ) -> std::collections::HashMap<String, String> {
         config.resolved_headers(signal).iter().cloned().collect()
+    }
+
+    /// The HTTP client of one signal's exporter: its requests run on the exporter runtime.
+    #[cfg(feature = "http")]
+    fn http_client(
+        config: &TelemetryConfig,
+        signal: Signal,
+        endpoint: &str,
+        runtime: Option<&ExporterRuntime>,
+    ) -> Result<crate::http_client::RuntimeHttpClient, TelemetryError> {
+        let error = |message: String| TelemetryError::Exporter {
+            signal: signal.as_str(),
+            endpoint: endpoint.to_owned(),
+            source: opentelemetry_otlp::ExporterBuildError::InternalFailure(message),
+        };
+        let runtime = runtime.ok_or_else(|| error("the exporter runtime is not running".into()))?;
+        crate::http_client::RuntimeHttpClient::new(
+            config.resolved_export_timeout(signal),
+            runtime.handle().clone(),
+        )
+        .map_err(|e| error(format!("could not build the HTTP client: {e}")))
     }
 
     /// Applies the signal's compression; `None` leaves the exporter uncompressed.
@@ -410,8 +435,10 @@ mod export {
                 #[cfg(feature = "http")]
                 Protocol::HttpProtobuf => {
                     use opentelemetry_otlp::WithHttpConfig as _;
+                    let client = http_client(config, signal, endpoint, runtime)?;
                     let builder = opentelemetry_otlp::$exporter::builder()
                         .with_http()
+                        .with_http_client(client)
                         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                         .with_endpoint(endpoint)
                         .with_timeout(config.resolved_export_timeout(signal))

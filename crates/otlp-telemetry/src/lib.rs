@@ -39,10 +39,10 @@
 //!   threads, failures are logged at most once per export interval (target `otlp_telemetry::export`), and
 //!   shutdown returns within its timeout, saying how many spans and data points were not delivered.
 //! - No blocking call on a tokio worker thread; works outside a runtime and from multi-thread and
-//!   current-thread runtimes (gRPC connections run on a small runtime of their own).
+//!   current-thread runtimes (gRPC connections and HTTP requests run on a small runtime of their own).
 //!
 //! # Features
-//! - `grpc` (default): OTLP/gRPC via tonic. `http` (default): OTLP/HTTP protobuf via blocking reqwest.
+//! - `grpc` (default): OTLP/gRPC via tonic. `http` (default): OTLP/HTTP protobuf via reqwest.
 //!   Both with gzip compression (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
 //! - `tower`: `tower::ServerTraceLayer`, a server layer that continues the caller's trace.
 //!
@@ -55,6 +55,7 @@ pub mod env;
 pub mod error;
 pub mod guard;
 mod head_sampling;
+mod http_client;
 pub mod init;
 pub mod propagation;
 mod report;

@@ -16,6 +16,8 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 use crate::accounting::{Ledger, SpanCounts};
+use crate::runtime::in_runtime;
+use tokio::runtime::Handle;
 
 /// The `tracing` target of export reports.
 pub(crate) const REPORT_TARGET: &str = "otlp_telemetry::export";
@@ -100,6 +102,7 @@ pub(crate) struct ReportingSpanExporter<E> {
     reporter: Arc<ErrorReporter>,
     counts: Arc<SpanCounts>,
     ledger: Arc<Ledger>,
+    runtime: Option<Handle>,
 }
 
 impl<E> ReportingSpanExporter<E> {
@@ -108,12 +111,14 @@ impl<E> ReportingSpanExporter<E> {
         reporter: ErrorReporter,
         counts: Arc<SpanCounts>,
         ledger: Arc<Ledger>,
+        runtime: Option<Handle>,
     ) -> Self {
         ReportingSpanExporter {
             inner,
             reporter: Arc::new(reporter),
             counts,
             ledger,
+            runtime,
         }
     }
 }
@@ -122,7 +127,8 @@ impl<E: SpanExporter> SpanExporter for ReportingSpanExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len();
         self.counts.add_exported(n);
-        let result = self.ledger.export(n as u64, self.inner.export(batch)).await;
+        let export = in_runtime(self.runtime.clone(), self.inner.export(batch));
+        let result = self.ledger.export(n as u64, export).await;
         self.reporter.record(&result);
         result
     }
@@ -146,14 +152,21 @@ pub(crate) struct ReportingMetricExporter<E> {
     inner: E,
     reporter: Arc<ErrorReporter>,
     ledger: Arc<Ledger>,
+    runtime: Option<Handle>,
 }
 
 impl<E> ReportingMetricExporter<E> {
-    pub(crate) fn new(inner: E, reporter: ErrorReporter, ledger: Arc<Ledger>) -> Self {
+    pub(crate) fn new(
+        inner: E,
+        reporter: ErrorReporter,
+        ledger: Arc<Ledger>,
+        runtime: Option<Handle>,
+    ) -> Self {
         ReportingMetricExporter {
             inner,
             reporter: Arc::new(reporter),
             ledger,
+            runtime,
         }
     }
 }
@@ -183,7 +196,8 @@ pub(crate) fn data_points(metrics: &ResourceMetrics) -> u64 {
 impl<E: PushMetricExporter> PushMetricExporter for ReportingMetricExporter<E> {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
         let n = data_points(metrics);
-        let result = self.ledger.export(n, self.inner.export(metrics)).await;
+        let export = in_runtime(self.runtime.clone(), self.inner.export(metrics));
+        let result = self.ledger.export(n, export).await;
         self.reporter.record(&result);
         result
     }

@@ -1,12 +1,17 @@
-//! The background thread that drives gRPC connections, independent of the application's runtime.
+//! The background thread that drives OTLP connections, independent of the application's runtime.
 //!
 //! tonic channels must be created inside a tokio runtime, and that runtime must keep running while the
-//! SDK's export threads use them. Borrowing the application's runtime breaks in two ways: `init` may be
-//! called before any runtime exists, and on a `current_thread` runtime a shutdown that blocks the runtime
-//! thread also stops the connection it waits for (a deadlock until the timeout, delivering nothing). So
-//! the gRPC exporters get a small `current_thread` runtime of their own on a dedicated thread, stopped
-//! after the providers have shut down.
+//! SDK's export threads use them; HTTP requests run on it too (see `http_client`). Borrowing the
+//! application's runtime breaks in two ways: `init` may be called before any runtime exists, and on a
+//! `current_thread` runtime a shutdown that blocks the runtime thread also stops the connection it waits
+//! for (a deadlock until the timeout, delivering nothing). So the exporters get a small `current_thread`
+//! runtime of their own on a dedicated thread, stopped after the providers have shut down.
+//!
+//! Each export is polled inside that runtime's context ([`in_runtime`]), so that the exporter's retry
+//! backoff sleeps on the runtime's timer instead of blocking the SDK's export thread: an export the guard
+//! abandons at its deadline stops at once, even between retries.
 
+use std::future::Future;
 use std::sync::mpsc;
 
 use tokio::runtime::Handle;
@@ -15,7 +20,7 @@ use tokio::sync::oneshot;
 /// A `current_thread` tokio runtime running on its own thread until stopped.
 #[derive(Debug)]
 pub(crate) struct ExporterRuntime {
-    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
     handle: Handle,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -57,8 +62,8 @@ impl ExporterRuntime {
         })
     }
 
-    /// The runtime to enter while building tonic exporters.
-    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    /// The runtime to enter while building tonic exporters, and to run HTTP requests and exports on.
+    #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
     pub(crate) fn handle(&self) -> &Handle {
         &self.handle
     }
@@ -87,4 +92,17 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
         }
         _ => f(),
     }
+}
+
+/// Polls `fut` inside `handle`'s context (when given), so that the timers and tasks it creates belong to
+/// that runtime rather than to the calling thread, which has none. The context is entered for each poll
+/// only, so the future stays `Send`.
+#[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
+pub(crate) async fn in_runtime<F: Future>(handle: Option<Handle>, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| {
+        let _entered = handle.as_ref().map(Handle::enter);
+        fut.as_mut().poll(cx)
+    })
+    .await
 }

@@ -59,7 +59,9 @@ impl TracingStack {
         let counts = Arc::new(SpanCounts::default());
         let reporter = ErrorReporter::new("traces", "custom".into(), config.bsp_schedule_delay);
         let ledger = Arc::new(crate::accounting::Ledger::default());
-        let exporter = ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts), ledger);
+        // A caller's exporter brings its own transport: nothing to run on the exporter runtime.
+        let exporter =
+            ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts), ledger, None);
         let provider = provider_builder(&sampler)
             .with_span_processor(batch_processor(config, exporter, counts))
             .build();
