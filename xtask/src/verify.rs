@@ -5,13 +5,20 @@
 //! 3. `cargo test --workspace --all-features` (unit, integration and doc tests)
 //! 4. loom: `RUSTFLAGS="--cfg otlp_loom" cargo test --release -p <crate> --test loom` for each crate with a
 //!    `tests/loom.rs`
-//! 5. miri: `cargo +nightly miri test -p <crate> --lib` for each crate with `[package.metadata.otlp-kit] miri = true`
-//!    (installs the nightly `miri` and `rust-src` components when missing; fails if that fails)
+//! 5. miri: `MIRIFLAGS=-Zmiri-strict-provenance cargo +nightly miri test -p <crate> --lib` for each crate with
+//!    `[package.metadata.otlp-kit] miri = true` (installs the nightly `miri` and `rust-src` components when
+//!    missing; fails if that fails)
 //! 6. `cargo deny check licenses bans sources` (installs cargo-deny when missing; the advisories check needs the
 //!    internet, which CI lacks, so it is not run here)
+//! 7. package: `cargo package --no-verify --exclude-lockfile` of every library crate under `crates/`, then the
+//!    packages, unpacked side by side (each other's dependencies through `[patch.crates-io]`), must build alone
+//!    (`cargo check --workspace --all-features --offline`): a crate that reaches outside its own folder (a
+//!    `#[path]` include, an `include_str!` of a sibling's file) fails here. Cargo's own verification cannot do
+//!    this: our crates are `publish = false`, so `cargo package` has no registry to resolve their dependencies
+//!    on one another.
 //!
 //! A failing step does not stop the later ones, so one run shows everything that is wrong. `--quick` runs steps
-//! 1–3 and reports 4–6 as skipped, never as passed.
+//! 1–3 and reports 4–7 as skipped, never as passed.
 
 use crate::cmd::{Cmd, human};
 use crate::workspace::{self, Member};
@@ -73,7 +80,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     }
 
     if quick {
-        for name in ["loom", "miri", "deny"] {
+        for name in ["loom", "miri", "deny", "package"] {
             println!("\n==> {name}: skipped (--quick)");
             steps.push(Step {
                 name,
@@ -89,6 +96,8 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         steps.push(miri(&root, &members));
         banner(6, "deny");
         steps.push(deny(&root));
+        banner(7, "package");
+        steps.push(package(&root, &members));
     }
 
     summary(&steps, quick);
@@ -96,7 +105,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
 }
 
 fn banner(n: usize, name: &str) {
-    println!("\n==> [{n}/6] {name}");
+    println!("\n==> [{n}/7] {name}");
 }
 
 fn finish(name: &'static str, ok: bool, took: Duration, detail: String) -> Step {
@@ -196,11 +205,108 @@ fn miri(root: &Path, members: &[Member]) -> Step {
             let cmd = Cmd::new(
                 "cargo",
                 &["+nightly", "miri", "test", "-p", &m.name, "--lib"],
-            );
+            )
+            .env("MIRIFLAGS", "-Zmiri-strict-provenance");
             (m.name.clone(), cmd)
         })
         .collect();
     run_all(root, "miri", cmds)
+}
+
+fn package(root: &Path, members: &[Member]) -> Step {
+    let libraries: Vec<&Member> = members.iter().filter(|m| m.library).collect();
+    if libraries.is_empty() {
+        return finish(
+            "package",
+            false,
+            Duration::ZERO,
+            "no crate under crates/".into(),
+        );
+    }
+    let mut pack = Cmd::new(
+        "cargo",
+        &[
+            "package",
+            "--no-verify",
+            "--exclude-lockfile",
+            "--allow-dirty",
+        ],
+    );
+    for m in &libraries {
+        pack = pack.args(["-p", m.name.as_str()]);
+    }
+    let (ok, mut took) = pack.run(root);
+    if !ok {
+        return finish("package", false, took, "`cargo package` failed".into());
+    }
+    // Unpack every package into one throw-away workspace whose crates find each other through patches.
+    let dir = root.join("target/package-check");
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return finish(
+            "package",
+            false,
+            took,
+            format!("cannot create {}: {e}", dir.display()),
+        );
+    }
+    let mut manifest = String::from("[workspace]\nresolver = \"3\"\nmembers = [\n");
+    let mut patches = String::from("\n[patch.crates-io]\n");
+    for m in &libraries {
+        let unpacked = format!("{}-{}", m.name, m.version);
+        let archive = root.join(format!("target/package/{unpacked}.crate"));
+        let (ok, t) = Cmd::new(
+            "tar",
+            &[
+                "-xzf",
+                &archive.display().to_string(),
+                "-C",
+                &dir.display().to_string(),
+            ],
+        )
+        .run(root);
+        took += t;
+        if !ok {
+            return finish(
+                "package",
+                false,
+                took,
+                format!("cannot unpack {unpacked}.crate"),
+            );
+        }
+        manifest.push_str(&format!("    \"{unpacked}\",\n"));
+        patches.push_str(&format!("{} = {{ path = \"{unpacked}\" }}\n", m.name));
+    }
+    manifest.push_str("]\n");
+    manifest.push_str(&patches);
+    let written = std::fs::write(dir.join("Cargo.toml"), manifest)
+        .and_then(|()| std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock")).map(|_| ()));
+    if let Err(e) = written {
+        return finish(
+            "package",
+            false,
+            took,
+            format!("cannot write the check workspace: {e}"),
+        );
+    }
+    // The workspace's own target folder: the dependencies are already built there.
+    let (ok, t) = Cmd::new(
+        "cargo",
+        &["check", "--workspace", "--all-features", "--offline"],
+    )
+    .env(
+        "CARGO_TARGET_DIR",
+        root.join("target").display().to_string(),
+    )
+    .run(&dir);
+    took += t;
+    let names: Vec<&str> = libraries.iter().map(|m| m.name.as_str()).collect();
+    let detail = if ok {
+        format!("packaged and built alone: {}", names.join(", "))
+    } else {
+        "a packaged crate does not build on its own (see above)".into()
+    };
+    finish("package", ok, took, detail)
 }
 
 fn deny(root: &Path) -> Step {

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Member {
     pub name: String,
+    pub version: String,
+    /// A library crate under `crates/` (what `cargo xtask verify` packages).
+    pub library: bool,
     /// Has `tests/loom.rs`.
     pub loom: bool,
     /// `[package.metadata.otlp-kit] miri = true`.
@@ -37,6 +40,8 @@ pub fn members(root: &Path) -> Result<Vec<Member>, String> {
                 .parent()?
                 .to_path_buf();
             Some(Member {
+                version: p["version"].as_str()?.to_owned(),
+                library: dir.parent().is_some_and(|d| d.ends_with("crates")),
                 loom: dir.join("tests/loom.rs").is_file(),
                 miri: p["metadata"]["otlp-kit"]["miri"].as_bool().unwrap_or(false),
                 name,

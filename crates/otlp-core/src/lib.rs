@@ -2,9 +2,20 @@
 //!
 //! Every other otlp-kit crate builds on the machinery here, so that it exists, and is checked, once:
 //!
-//! * per-thread indices, recycled when a thread exits, and per-thread counter blocks summed by readers;
+//! * per-thread indices, recycled when a thread exits ([`thread_index`]), per-thread slots found by them
+//!   ([`PerThread`]) and per-thread counter blocks summed by readers ([`CounterBlock`], [`Counters`]);
 //! * instruments that follow the global OpenTelemetry meter provider, whenever it is installed.
 //!
 //! Users do not need to depend on this crate: it is public so that the crates above it can share it.
+//!
+//! The atomic protocols here go through `src/sync.rs`, which switches to loom under `--cfg otlp_loom`: the loom
+//! models in `tests/loom.rs` run this same code.
 
+mod counters;
 pub mod instruments;
+mod per_thread;
+mod sync;
+pub mod thread_index;
+
+pub use counters::{CounterBlock, Counters, OWN_BLOCKS};
+pub use per_thread::PerThread;

@@ -76,7 +76,6 @@ mod reset;
 mod shared;
 mod stats;
 mod sync;
-mod thread_index;
 
 pub use buffer::{
     BufferPool, BufferPoolBuilder, DEFAULT_INITIAL_CAPACITY, DEFAULT_MAX_RETAINED_CAPACITY,

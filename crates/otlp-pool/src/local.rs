@@ -17,7 +17,7 @@
 //! pins at most that many objects or budget; `local_max == 0` turns the caches off (the hot slot is never reserved,
 //! so every operation takes the slow path, which then goes to shared state).
 //!
-//! Finding this thread's cache: every thread that uses a pool gets a small recycled index (`thread_index.rs`), and
+//! Finding this thread's cache: every thread that uses a pool gets a small recycled index (`otlp_core::thread_index`), and
 //! each pool keeps two arrays of [`SLOTS`] cache pointers indexed by it: every cache (filled on a thread's first
 //! use) and the caches whose hot slot is reserved (what the fast path reads: a thread-local load, a bounds check
 //! and two loads, measured well ahead of the `thread_local` crate's lookup). A thread beyond the arrays (or one
@@ -55,7 +55,7 @@ pub(crate) const SLOTS: usize = if cfg!(miri) { 8 } else { 256 };
 #[cfg(not(otlp_loom))]
 mod cached {
     use super::*;
-    use crate::thread_index;
+    use otlp_core::thread_index;
     use std::cell::{Cell, RefCell};
     use std::marker::PhantomData;
     use std::sync::Mutex;

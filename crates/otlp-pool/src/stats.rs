@@ -7,6 +7,7 @@
 //!
 //! These use `std::sync` even in loom builds: statistics are not part of the protocol the loom models check.
 
+use otlp_core::CounterBlock;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,65 +60,49 @@ impl PoolStats {
 /// Counters written by one thread at a time (the owner of the block), read by any thread. A thread's block lives in
 /// its (cache-line aligned) per-thread cache, next to what the same operations touch.
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
-    gets: AtomicU64,
-    misses: AtomicU64,
-    puts: AtomicU64,
-    discards: AtomicU64,
-    detached: AtomicU64,
-}
+pub(crate) struct Counters(CounterBlock<5>);
 
-/// Which counter to bump.
+/// Which counter to bump (its index in the block).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Counter {
-    Gets,
-    Misses,
-    Puts,
-    Discards,
-    Detached,
+    Gets = 0,
+    Misses = 1,
+    Puts = 2,
+    Discards = 3,
+    Detached = 4,
 }
 
 impl Counters {
-    fn cell(&self, counter: Counter) -> &AtomicU64 {
-        match counter {
-            Counter::Gets => &self.gets,
-            Counter::Misses => &self.misses,
-            Counter::Puts => &self.puts,
-            Counter::Discards => &self.discards,
-            Counter::Detached => &self.detached,
-        }
-    }
-
     /// Adds one. Only the owning thread writes a block (a block passes to another thread only with its thread index,
     /// which synchronises), so a relaxed load and store suffice: no other writer can interleave, and readers only
     /// need each value to be some recent one.
-    #[inline]
+    #[inline(always)]
     #[cfg(not(otlp_loom))]
     pub(crate) fn bump(&self, counter: Counter) {
-        let cell = self.cell(counter);
-        cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.0.add_owned(counter as usize, 1);
     }
 
     /// Loom builds have no per-thread blocks (see `local.rs`): every thread shares one block, so add atomically.
     #[inline]
     #[cfg(otlp_loom)]
     pub(crate) fn bump(&self, counter: Counter) {
-        self.cell(counter).fetch_add(1, Ordering::Relaxed);
+        self.0.add_shared(counter as usize, 1);
     }
 
     /// Adds one to a block that several threads write (the threads without a cache of their own).
     #[inline]
     #[cfg_attr(otlp_loom, allow(dead_code))] // loom builds bump every block atomically with `bump`
     pub(crate) fn bump_shared(&self, counter: Counter) {
-        self.cell(counter).fetch_add(1, Ordering::Relaxed);
+        self.0.add_shared(counter as usize, 1);
     }
 
     fn add_to(&self, stats: &mut PoolStats) {
-        stats.gets += self.gets.load(Ordering::Relaxed);
-        stats.misses += self.misses.load(Ordering::Relaxed);
-        stats.puts += self.puts.load(Ordering::Relaxed);
-        stats.discards += self.discards.load(Ordering::Relaxed);
-        stats.detached += self.detached.load(Ordering::Relaxed);
+        let [gets, misses, puts, discards, detached] = self.0.snapshot();
+        stats.gets += gets;
+        stats.misses += misses;
+        stats.puts += puts;
+        stats.discards += discards;
+        stats.detached += detached;
     }
 }
 

@@ -54,16 +54,12 @@ pub mod redis_limiter;
 pub mod semaphore;
 mod sync;
 pub mod telemetry;
-// One source for both bottom crates, which do not depend on each other: see the module's docs.
-#[cfg(not(otlp_loom))]
-#[path = "../../otlp-pool/src/thread_index.rs"]
-mod thread_index;
 
 /// The crate's own atomic protocols, exposed only to the loom models in `tests/loom.rs`.
 #[cfg(otlp_loom)]
 #[doc(hidden)]
 pub mod __loom {
-    pub use crate::counters::{Counters, Gauge};
+    pub use crate::counters::Gauge;
 }
 #[cfg(feature = "tower")]
 pub mod tower;

@@ -1,0 +1,102 @@
+//! Loom models of otlp-core's atomic protocols, on the shipped code (its `src/sync.rs` switches to loom, and the
+//! thread index lives in `loom::thread_local!`s): per-thread counter blocks, the shared block of threads without a
+//! slot, and the hand-over of a thread's index (and with it its blocks) when it exits. Run with
+//! `RUSTFLAGS="--cfg otlp_loom" cargo test --release -p otlp-core --test loom`.
+#![cfg(otlp_loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use otlp_core::{Counters, thread_index};
+
+/// Adds from three threads, each on its own block, all land: the sum after joining is exact.
+#[test]
+fn concurrent_adds_are_all_counted() {
+    loom::model(|| {
+        let c = Arc::new(Counters::<2, 4>::new());
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let c = c.clone();
+                thread::spawn(move || {
+                    c.incr(0);
+                    c.add(1, t + 1);
+                })
+            })
+            .collect();
+        c.incr(0);
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(c.snapshot(), [3, 3]);
+    });
+}
+
+/// With one slot, the second thread counts in the shared block: nothing is lost either way.
+#[test]
+fn threads_without_a_slot_share_the_atomic_block() {
+    loom::model(|| {
+        let c = Arc::new(Counters::<1, 1>::new());
+        let other = {
+            let c = c.clone();
+            thread::spawn(move || c.add(0, 2))
+        };
+        c.add(0, 1);
+        other.join().unwrap();
+        assert_eq!(c.snapshot(), [3]);
+    });
+}
+
+/// A reader's successive snapshots never go backwards while writers add: counters exported as monotonic sums
+/// stay monotonic.
+#[test]
+fn snapshots_never_go_backwards() {
+    loom::model(|| {
+        let c = Arc::new(Counters::<1, 4>::new());
+        let writer = {
+            let c = c.clone();
+            thread::spawn(move || {
+                c.incr(0);
+                c.incr(0);
+            })
+        };
+        let first = c.snapshot()[0];
+        let second = c.snapshot()[0];
+        assert!(second >= first, "{second} < {first}");
+        writer.join().unwrap();
+        assert_eq!(c.snapshot(), [2]);
+    });
+}
+
+/// A thread that exits gives its index (and its block) to the next thread, which keeps counting in the same block
+/// without losing the first thread's counts, while a reader sums concurrently.
+#[test]
+fn an_exited_threads_index_and_block_pass_to_the_next_thread() {
+    loom::model(|| {
+        let c = Arc::new(Counters::<1, 4>::new());
+        let first = {
+            let c = c.clone();
+            thread::spawn(move || {
+                c.incr(0);
+                thread_index::current()
+            })
+        };
+        let reader = {
+            let c = c.clone();
+            thread::spawn(move || assert!(c.snapshot()[0] <= 2))
+        };
+        let index = first.join().unwrap();
+        let second = {
+            let c = c.clone();
+            thread::spawn(move || {
+                c.incr(0);
+                thread_index::current()
+            })
+        };
+        let reused = second.join().unwrap();
+        reader.join().unwrap();
+        assert!(index < thread_index::DEAD);
+        // The reader may hold a smaller index (smallest first), so the second writer reuses the first's index
+        // unless the reader still held its own when the second writer asked.
+        assert!(reused == index || reused < 3, "{reused} vs {index}");
+        assert_eq!(c.snapshot(), [2]);
+    });
+}
