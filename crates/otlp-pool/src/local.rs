@@ -22,9 +22,11 @@
 //! use) and the caches whose hot slot is reserved (what the fast path reads: a thread-local load, a bounds check
 //! and two loads, measured well ahead of the `thread_local` crate's lookup). A thread beyond the arrays (or one
 //! that is exiting) has no cache and takes the shared path, with shared counters. A thread's cache outlives the
-//! thread: it stays with the pool (and is reused by the next thread that gets the same index) until the pool is
-//! dropped, so no object or counter is lost. Its counters live inside it, registered with the pool's `StatsCell`
-//! by address and folded into retired sums before the caches are freed.
+//! thread, emptied: a thread's exit (`otlp_core::thread_index::at_exit`, registered on the thread's first use of the
+//! cache) moves its idle objects, with their slots, to the shared store and gives its credit and hot slot back to
+//! the budget, so no capacity is stranded in dead threads; the empty cache is reused by the next thread that gets
+//! the same index, and freed with the pool. Its counters live inside it, registered with the pool's `StatsCell` by
+//! address and folded into retired sums before the caches are freed (counts of dead threads stay).
 //!
 //! Loom builds compile the cache out: a loom model runs its threads on one OS thread, where a thread-local would
 //! hand every model thread the same cache; the models check the shared protocol instead.
@@ -55,11 +57,11 @@ pub(crate) const SLOTS: usize = if cfg!(miri) { 8 } else { 256 };
 #[cfg(not(otlp_loom))]
 mod cached {
     use super::*;
-    use otlp_core::thread_index;
+    use otlp_core::thread_index::{self, ThreadExit};
     use std::cell::{Cell, RefCell};
     use std::marker::PhantomData;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicPtr, Ordering};
+    use std::sync::{Mutex, Weak};
 
     /// One thread's cache. Aligned to its own cache lines so that two threads' caches never share one.
     #[repr(align(128))]
@@ -70,6 +72,9 @@ mod cached {
         hot_reserved: Cell<bool>,
         stack: RefCell<Vec<Box<T>>>,
         credit: Cell<usize>,
+        /// The thread holding `index` asked to hear of its own exit (cleared when the exit empties the cache, so
+        /// the next thread with this index asks again).
+        registered: Cell<bool>,
         /// The thread index this cache belongs to.
         index: usize,
         /// This thread's counters, inline (registered with the pool's `StatsCell` by address): one less pointer
@@ -77,39 +82,62 @@ mod cached {
         pub(crate) counters: Counters,
     }
 
-    type Slots<T> = Box<[AtomicPtr<Local<T>>; SLOTS]>;
+    type Slots<T> = [AtomicPtr<Local<T>>; SLOTS];
 
     /// The caches of every thread that used the pool, by thread index.
     pub(crate) struct Locals<T: Send> {
-        /// Caches whose hot slot is reserved (null until then): what the fast path reads.
+        /// Shared with the exit hooks of the threads that use the pool (held weakly there).
+        inner: Arc<Inner<T>>,
+        /// What a thread registers to hear of its exit: `inner`, weakly.
+        hook: Weak<dyn ThreadExit>,
+    }
+
+    pub(crate) struct Inner<T: Send> {
+        /// Caches whose hot slot is reserved (null until then): what the fast path reads. Inline, so that the fast
+        /// path follows one pointer (the `Arc`'s) to reach it, as it would a boxed array.
         fast: Slots<T>,
         /// Every cache (null until the thread with that index first uses the pool). Each pointer comes from
         /// `Box::into_raw` and is freed in `drop`; `fast[i]` is null or equal to `all[i]`.
         all: Slots<T>,
+        /// The shared store and slot budget (here, so that a thread's exit can give its cache back to it).
+        shared: Shared<T>,
         /// Counters of the threads without a cache (shared by them, so bumped with read-modify-writes).
         shared_counters: Arc<Counters>,
         /// Where the caches' counters are registered; told before the caches are freed.
         stats: Arc<StatsCell>,
-        /// `Locals` owns `Local<T>`s (for drop check), and is `Send + Sync` exactly when `T: Send`, like a
+        /// `Inner` owns `Local<T>`s (for drop check), and is `Send + Sync` exactly when `T: Send`, like a
         /// `Mutex<Local<T>>`: each `Local` is only ever used by one thread at a time (see `fast`).
         _owns: PhantomData<Mutex<Local<T>>>,
     }
 
     fn null_slots<T>() -> Slots<T> {
-        Box::new(std::array::from_fn(
-            |_| AtomicPtr::new(std::ptr::null_mut()),
-        ))
+        std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut()))
     }
 
     impl<T: Send> Locals<T> {
-        pub(crate) fn new(stats: &Arc<StatsCell>) -> Self {
-            Locals {
+        pub(crate) fn new(stats: &Arc<StatsCell>, shared: Shared<T>) -> Self
+        where
+            T: 'static,
+        {
+            let inner = Arc::new(Inner {
                 fast: null_slots(),
                 all: null_slots(),
+                shared,
                 shared_counters: stats.new_block(),
                 stats: stats.clone(),
                 _owns: PhantomData,
+            });
+            let hook: Arc<dyn ThreadExit> = inner.clone();
+            Locals {
+                hook: Arc::downgrade(&hook),
+                inner,
             }
+        }
+
+        /// The shared store and slot budget.
+        #[inline(always)]
+        pub(crate) fn shared(&self) -> &Shared<T> {
+            &self.inner.shared
         }
 
         /// This thread's cache if its hot slot is reserved: the fast path, a thread-local load, a bounds check
@@ -118,6 +146,7 @@ mod cached {
         pub(crate) fn fast(&self) -> Option<&Local<T>> {
             // `UNASSIGNED` and `DEAD` are out of bounds too.
             let local = self
+                .inner
                 .fast
                 .get(thread_index::current())?
                 .load(Ordering::Relaxed);
@@ -130,7 +159,7 @@ mod cached {
         #[inline(never)]
         pub(crate) fn slow(&self) -> Option<&Local<T>> {
             let index = thread_index::current_or_assign();
-            let slot = self.all.get(index)?;
+            let slot = self.inner.all.get(index)?;
             let mut local = slot.load(Ordering::Relaxed);
             if local.is_null() {
                 local = Box::into_raw(Box::new(Local {
@@ -138,18 +167,28 @@ mod cached {
                     hot_reserved: Cell::new(false),
                     stack: RefCell::new(Vec::new()),
                     credit: Cell::new(0),
+                    registered: Cell::new(false),
                     index,
                     counters: Counters::default(),
                 }));
                 // SAFETY: `local` is the live allocation just made; it stays at this address until `drop`, which
                 // retires its counters (`StatsCell::retire_borrowed`) before freeing it.
-                unsafe { self.stats.register(&(*local).counters) };
+                unsafe { self.inner.stats.register(&(*local).counters) };
                 // Relaxed: only the thread holding `index` reads the slot, and an index passes from one thread
                 // to the next through the registry's mutex (see `deref`).
                 slot.store(local, Ordering::Relaxed);
             }
             // SAFETY: see `deref`.
-            unsafe { deref(local) }
+            let local = unsafe { deref(local) }?;
+            if !local.registered.get() {
+                // Whatever this thread leaves in the cache must go back to the pool when it exits; a thread that
+                // cannot be told (it is exiting) uses the shared path instead.
+                if !thread_index::at_exit(self.hook.clone()) {
+                    return None;
+                }
+                local.registered.set(true);
+            }
+            Some(local)
         }
 
         /// Counts `counter` for this thread: in its cache's block, or in the shared one if it has no cache.
@@ -157,7 +196,7 @@ mod cached {
         pub(crate) fn bump(&self, local: Option<&Local<T>>, counter: Counter) {
             match local {
                 Some(local) => local.counters.bump(counter),
-                None => self.shared_counters.bump_shared(counter),
+                None => self.inner.shared_counters.bump_shared(counter),
             }
         }
 
@@ -165,18 +204,35 @@ mod cached {
         pub(crate) fn push(
             &self,
             local: &Local<T>,
-            shared: &Shared<T>,
             limits: Limits,
             object: Box<T>,
         ) -> Option<Box<T>> {
             let was_reserved = local.hot_reserved.get();
-            let rejected = local.push(shared, limits, object);
+            let rejected = local.push(&self.inner.shared, limits, object);
             if !was_reserved && local.hot_reserved.get() {
                 // From now on the fast path serves this thread.
-                self.fast[local.index]
+                self.inner.fast[local.index]
                     .store(local as *const Local<T> as *mut Local<T>, Ordering::Relaxed);
             }
             rejected
+        }
+    }
+
+    impl<T: Send> ThreadExit for Inner<T> {
+        /// Empties the exiting thread's cache into the shared store: its idle objects (with their slots) to
+        /// overflow, its credit and reserved hot slot to the budget; the fast path stops serving the index until
+        /// the next thread holding it reserves a hot slot again.
+        fn thread_exit(&self, index: usize) {
+            let Some(slot) = self.all.get(index) else {
+                return;
+            };
+            // SAFETY: `thread_exit` runs on the thread that holds `index` (`ThreadExit`'s contract), so this is the
+            // `deref` of `all[index]` by its holder.
+            let Some(local) = (unsafe { deref(slot.load(Ordering::Relaxed)) }) else {
+                return;
+            };
+            self.fast[index].store(std::ptr::null_mut(), Ordering::Relaxed);
+            local.give_back(&self.shared);
         }
     }
 
@@ -193,7 +249,7 @@ mod cached {
         unsafe { local.as_ref() }
     }
 
-    impl<T: Send> Drop for Locals<T> {
+    impl<T: Send> Drop for Inner<T> {
         fn drop(&mut self) {
             // Keep the counts, and stop `StatsCell::snapshot` reading the blocks we are about to free.
             self.stats.retire_borrowed();
@@ -209,6 +265,20 @@ mod cached {
     }
 
     impl<T> Local<T> {
+        /// Gives everything this cache holds back to the shared store (its thread is exiting): idle objects with
+        /// their slots to overflow, credit and a free reserved hot slot to the budget. No user code runs.
+        fn give_back(&self, shared: &Shared<T>) {
+            let Ok(mut stack) = self.stack.try_borrow_mut() else {
+                // Only borrowed inside `pop`/`push` on this thread, which do not run while it exits.
+                return;
+            };
+            let hot = self.hot.take();
+            let free_hot = self.hot_reserved.replace(false) && hot.is_none();
+            shared.release(self.credit.replace(0) + usize::from(free_hot));
+            shared.spill(hot.into_iter().chain(stack.drain(..)));
+            self.registered.set(false);
+        }
+
         /// Takes the object in the hot slot, if any. The slot stays reserved (now free).
         #[inline(always)]
         pub(crate) fn take_hot(&self) -> Option<Box<T>> {
@@ -326,16 +396,22 @@ mod uncached {
     /// Loom builds: every thread shares one counter block.
     pub(crate) struct Locals<T: Send> {
         local: Local<T>,
+        shared: Shared<T>,
     }
 
     impl<T: Send> Locals<T> {
-        pub(crate) fn new(stats: &Arc<StatsCell>) -> Self {
+        pub(crate) fn new(stats: &Arc<StatsCell>, shared: Shared<T>) -> Self {
             Locals {
                 local: Local {
                     counters: stats.new_block(),
                     _marker: std::marker::PhantomData,
                 },
+                shared,
             }
+        }
+
+        pub(crate) fn shared(&self) -> &Shared<T> {
+            &self.shared
         }
 
         pub(crate) fn fast(&self) -> Option<&Local<T>> {
@@ -353,11 +429,10 @@ mod uncached {
         pub(crate) fn push(
             &self,
             _local: &Local<T>,
-            shared: &Shared<T>,
             _limits: Limits,
             object: Box<T>,
         ) -> Option<Box<T>> {
-            shared.put_one(object)
+            self.shared.put_one(object)
         }
     }
 

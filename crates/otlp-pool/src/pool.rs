@@ -51,7 +51,7 @@ pub struct Pool<T: Send> {
     retain: Option<RetainFn<T>>,
     capacity: usize,
     limits: Limits,
-    shared: Shared<T>,
+    /// The per-thread caches and the shared store behind them.
     locals: Locals<T>,
     stats: Arc<StatsCell>,
     _metrics: Registration,
@@ -96,18 +96,21 @@ impl<T: Send> Pool<T> {
         Self::builder(name, T::default).reset(T::reset)
     }
 
-    pub(crate) fn from_parts(parts: Parts<T>) -> Self {
+    pub(crate) fn from_parts(parts: Parts<T>) -> Self
+    where
+        T: 'static,
+    {
         let local_max = parts.thread_cache.min(parts.capacity / 4);
         let limits = Limits {
             local_max,
             batch: (local_max / 2).max(1),
         };
         let stats = Arc::new(StatsCell::new(parts.capacity));
-        let locals = Locals::new(&stats);
         let shared = Shared::new(parts.capacity);
         let prefill = shared.reserve(parts.prefill);
         shared.spill((0..prefill).map(|_| Box::new((parts.factory)())));
         stats.add_prefilled(prefill as u64);
+        let locals = Locals::new(&stats, shared);
         let registration = Registration::new(parts.meter, &stats, parts.attributes);
         Pool {
             name: parts.name,
@@ -116,7 +119,6 @@ impl<T: Send> Pool<T> {
             retain: parts.retain,
             capacity: parts.capacity,
             limits,
-            shared,
             locals,
             stats,
             _metrics: registration,
@@ -196,8 +198,8 @@ impl<T: Send> Pool<T> {
     fn take_slow(&self) -> Option<Box<T>> {
         let local = self.local();
         let object = match local {
-            Some(local) => local.pop(&self.shared, self.limits),
-            None => self.shared.take_one(),
+            Some(local) => local.pop(self.locals.shared(), self.limits),
+            None => self.locals.shared().take_one(),
         };
         if object.is_some() {
             self.count(local, Counter::Gets);
@@ -274,8 +276,8 @@ impl<T: Send> Pool<T> {
     fn put_slow(&self, object: Box<T>) {
         let local = self.local();
         let rejected = match local {
-            Some(local) => self.locals.push(local, &self.shared, self.limits, object),
-            None => self.shared.put_one(object),
+            Some(local) => self.locals.push(local, self.limits, object),
+            None => self.locals.shared().put_one(object),
         };
         match rejected {
             None => self.count(local, Counter::Puts),
@@ -313,7 +315,8 @@ impl<T: Send> Pool<T> {
     /// Idle objects in the shared overflow store and slots nobody holds: tests check the slot budget with them.
     #[cfg(all(test, not(otlp_loom)))]
     pub(crate) fn shared_state(&self) -> (usize, usize) {
-        (self.shared.overflow_len(), self.shared.free_slots())
+        let shared = self.locals.shared();
+        (shared.overflow_len(), shared.free_slots())
     }
 }
 
