@@ -126,25 +126,46 @@ impl Holder {
     }
 }
 
-impl Drop for Holder {
-    fn drop(&mut self) {
+impl Holder {
+    /// The thread is exiting: tells the owners, marks the thread dead and gives its index back.
+    fn exit(&self) {
         let index = self.index.replace(UNASSIGNED);
         if index >= DEAD {
             return;
         }
         // The owners empty this thread's blocks while the index is still ours.
-        for hook in std::mem::take(self.hooks.get_mut()) {
+        let hooks = self
+            .hooks
+            .try_borrow_mut()
+            .map(|mut h| std::mem::take(&mut *h));
+        for hook in hooks.unwrap_or_default() {
             if let Some(owner) = hook.upgrade() {
                 owner.thread_exit(index);
             }
         }
         // Mark the thread dead *before* giving the index back: an owner used later in this thread's exit (from
         // another thread-local's destructor) must not touch the blocks of `index`, which another thread may own
-        // by then. `INDEX` has no destructor, so it is still there (loom destroys all of a thread's locals at once,
-        // and then `current` answers `DEAD` anyway).
+        // by then. `INDEX` has no destructor, so it is still there.
         let _ = INDEX.try_with(|i| i.set(DEAD));
         lock(&REGISTRY).release(index);
     }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // Loom runs thread-local destructors outside its execution, where its mutex cannot be taken: its models
+        // end each thread with `exit_for_loom`, which runs this same `exit`.
+        #[cfg(not(otlp_loom))]
+        self.exit();
+    }
+}
+
+/// Loom models: what a thread's exit does (tell the owners, give the index back), run at the end of a model
+/// thread, since loom runs thread-local destructors where the registry's loom mutex cannot be taken.
+#[cfg(otlp_loom)]
+#[doc(hidden)]
+pub fn exit_for_loom() {
+    let _ = HOLDER.try_with(Holder::exit);
 }
 
 /// This thread's index, or [`UNASSIGNED`] / [`DEAD`]. One thread-local load.
