@@ -16,6 +16,9 @@ fn pool(capacity: usize, prefill: usize) -> Arc<Pool<u32>> {
         Pool::builder("loom", || 0u32)
             .capacity(capacity)
             .prefill(prefill)
+            // An explicit meter keeps the pool out of the process-wide instrument registry: that registry outlives
+            // a model's execution, and loom atomics must not (the next execution would read them).
+            .meter(opentelemetry::global::meter("loom"))
             .build()
             .unwrap(),
     )

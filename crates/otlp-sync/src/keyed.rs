@@ -626,9 +626,12 @@ mod tests {
 
     /// The store's GCRA decides as governor's keyed limiter does, step for step, on the same clock: same
     /// allowed/throttled answers, same retry-after, same "never" for more cells than the burst.
+    // Not under miri: the builder starts from governor's default clock, whose CPU probe (inline assembly) miri
+    // cannot run, before `.clock(..)` replaces it.
+    #[cfg(not(miri))]
     #[test]
     fn decisions_match_governors_keyed_limiter() {
-        let (runs, steps) = if cfg!(miri) { (2, 40) } else { (20, 400) };
+        let (runs, steps) = (20, 400);
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             seed ^= seed << 13;
