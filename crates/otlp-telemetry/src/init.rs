@@ -73,7 +73,7 @@ const EXCLUDED_TARGETS: [&str; 8] = [
     REPORT_TARGET,
 ];
 
-fn excluded(target: &str) -> bool {
+pub(crate) fn excluded(target: &str) -> bool {
     EXCLUDED_TARGETS.iter().any(|t| {
         target.starts_with(t) && matches!(target.as_bytes().get(t.len()), None | Some(b':' | b'_'))
     })

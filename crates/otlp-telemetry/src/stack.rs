@@ -32,7 +32,8 @@ use crate::accounting::{CountingProcessor, SpanCounts};
 use crate::config::TelemetryConfig;
 use crate::error::TelemetryError;
 use crate::head_sampling::{HeadSampler, HeadSampling, HeadTracer, PredecidedIds};
-use crate::report::{ErrorReporter, REPORT_TARGET, ReportingSpanExporter};
+use crate::init::excluded;
+use crate::report::{ErrorReporter, ReportingSpanExporter};
 use crate::sampler::{RatioSampler, TraceRatioHandle};
 
 /// A tracer provider with the configured sampler and batch span processor, and a `tracing` subscriber over
@@ -122,25 +123,6 @@ pub(crate) fn batch_processor<E: SpanExporter + 'static>(
     CountingProcessor::new(processor, counts)
 }
 
-/// Targets whose spans and events never reach the OpenTelemetry layer: the exporter's own transport
-/// (exporting would otherwise create spans to export, forever) and the SDK itself.
-const EXCLUDED_TARGETS: [&str; 8] = [
-    "h2",
-    "hyper",
-    "hyper_util",
-    "tonic",
-    "tower",
-    "reqwest",
-    "opentelemetry",
-    REPORT_TARGET,
-];
-
-pub(crate) fn excluded(target: &str) -> bool {
-    EXCLUDED_TARGETS.iter().any(|t| {
-        target.starts_with(t) && matches!(target.as_bytes().get(t.len()), None | Some(b':' | b'_'))
-    })
-}
-
 /// The `tracing` subscriber: `EnvFilter` (`RUST_LOG` or the configured filter), fmt output, and the
 /// OpenTelemetry layer over `provider`'s tracer, behind the head-sampling decision of `sampler`.
 pub(crate) fn subscriber(
@@ -168,35 +150,4 @@ pub(crate) fn subscriber(
         )
     });
     Registry::default().with(filter).with(fmt).with(otel)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exporter_transport_targets_are_excluded_from_the_otel_layer() {
-        for t in [
-            "h2",
-            "h2::proto",
-            "hyper_util::client",
-            "tonic::transport",
-            "reqwest::connect",
-            "opentelemetry_sdk",
-            "opentelemetry_otlp::exporter",
-            "otlp_telemetry::export",
-        ] {
-            assert!(excluded(t), "{t}");
-        }
-        for t in [
-            "my_app",
-            "h2o_service",
-            "otlp_pool",
-            "towering",
-            "app::tonic",
-            "otlp_telemetry::tower",
-        ] {
-            assert!(!excluded(t), "{t}");
-        }
-    }
 }
