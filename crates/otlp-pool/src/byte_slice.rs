@@ -1,9 +1,14 @@
 //! [`ByteSlicePool`]: byte buffers in power-of-two size classes.
 //!
 //! One pool per class (64 B, 128 B, ... 64 KiB by default). `get(len)` takes from the smallest class whose size
-//! is at least `len`, so a 100-byte request gets a 128-byte buffer and never pins a 64 KiB one. A buffer goes back
-//! to the class its capacity fits on return (it may have grown), and a `len` above the largest class is a plain
-//! allocation that is never kept (counted as a miss and, on return, a discard of the largest class).
+//! is at least `len`, so a 100-byte request gets a 128-byte buffer and never pins a 64 KiB one. A `len` above the
+//! largest class is a plain allocation that is never kept (counted as a get and a miss of the largest class).
+//!
+//! A buffer remembers the class it was got from, and every count about it lands on that class, so each class keeps
+//! `gets = puts + discards + detached + in use`. On return it is kept only if it still fits that class (capacity
+//! from the class size up to twice it, and never above the largest class); one that grew past its class or shrank
+//! below it is dropped and counted as a discard of its class. Moving it to the class it grew into would put an
+//! object in a class that never handed it out.
 //!
 //! ```
 //! use otlp_pool::ByteSlicePool;
@@ -64,11 +69,6 @@ impl ByteSlicePool {
         self.min_shift + self.classes.len() as u32 - 1
     }
 
-    fn class_of_len(&self, len: usize) -> Option<&Pool<Vec<u8>>> {
-        let shift = ceil_log2(len).max(self.min_shift);
-        self.classes.get((shift - self.min_shift) as usize)
-    }
-
     fn largest(&self) -> &Pool<Vec<u8>> {
         &self.classes[self.classes.len() - 1]
     }
@@ -77,35 +77,41 @@ impl ByteSlicePool {
     /// largest class gets a fresh allocation that will not be kept.
     #[inline]
     pub fn get(&self, len: usize) -> ByteSlice<'_> {
-        let buffer = match self.class_of_len(len) {
-            Some(class) => class.take_boxed(),
+        let shift = ceil_log2(len).max(self.min_shift);
+        let (buffer, class) = match self.classes.get((shift - self.min_shift) as usize) {
+            Some(class) => (class.take_boxed(), shift - self.min_shift),
             None => {
                 self.largest().count_unpooled();
-                Box::new(Vec::with_capacity(len))
+                (
+                    Box::new(Vec::with_capacity(len)),
+                    self.classes.len() as u32 - 1,
+                )
             }
         };
         ByteSlice {
             buffer: Some(buffer),
+            class,
             pool: self,
         }
     }
 
-    /// Returns a buffer to the class its capacity fits (floor of log2), or drops it when it fits none.
+    /// Whether a buffer of `capacity` bytes may be kept by class `class`: it serves every get of that class and
+    /// pins at most twice the class size, never more than the largest class.
+    fn fits(&self, class: u32, capacity: usize) -> bool {
+        let size = 1usize << (self.min_shift + class);
+        capacity >= size && capacity / 2 < size && capacity <= 1usize << self.max_shift()
+    }
+
+    /// Returns a buffer to the class it was got from if it still fits it; otherwise drops it, counted as a discard
+    /// of that class.
     // The box is the pool's storage unit (kept across reuses), not an extra allocation per get.
     #[allow(clippy::box_collection)]
-    fn give_back(&self, buffer: Box<Vec<u8>>) {
-        let capacity = buffer.capacity();
-        let shift = if capacity == 0 {
-            0
+    fn give_back(&self, class: u32, buffer: Box<Vec<u8>>) {
+        let pool = &self.classes[class as usize];
+        if self.fits(class, buffer.capacity()) {
+            pool.put(buffer);
         } else {
-            usize::BITS - 1 - capacity.leading_zeros()
-        };
-        if shift < self.min_shift {
-            self.classes[0].count_discard();
-        } else if shift > self.max_shift() {
-            self.largest().count_discard();
-        } else {
-            self.classes[(shift - self.min_shift) as usize].put(buffer);
+            pool.count_discard();
         }
     }
 
@@ -154,31 +160,25 @@ pub struct ByteSlice<'a> {
     // `None` only after `detach`. Boxed because pools store boxes (see `give_back`).
     #[allow(clippy::box_collection)]
     buffer: Option<Box<Vec<u8>>>,
+    /// Index of the class the buffer was got from (the largest for an oversize get): its counts all land there.
+    class: u32,
     pool: &'a ByteSlicePool,
 }
 
 impl ByteSlice<'_> {
-    /// The size class this buffer would return to now (by its current capacity), or `None` if it fits no class
-    /// and will be dropped on return.
+    /// The size class this buffer would return to now: the class it was got from, if its capacity still fits it
+    /// (at least the class size, below twice it, not above the largest class); `None` if it will be dropped on
+    /// return (it grew past its class, shrank below it, or was never a class's).
     pub fn size_class(&self) -> Option<usize> {
-        let capacity = self.capacity();
-        if capacity == 0 {
-            return None;
-        }
-        let size = 1usize << (usize::BITS - 1 - capacity.leading_zeros());
         self.pool
-            .class_sizes()
-            .any(|class| class == size)
-            .then_some(size)
+            .fits(self.class, self.capacity())
+            .then(|| 1usize << (self.pool.min_shift + self.class))
     }
 
-    /// Takes the buffer out of the pool for good.
+    /// Takes the buffer out of the pool for good (counted as detached from the class it was got from).
     pub fn detach(mut self) -> Vec<u8> {
-        let buffer = self.buffer.take().map(|b| *b).unwrap_or_default();
-        if let Some(class) = self.pool.class_of_len(buffer.capacity()) {
-            class.count_detached();
-        }
-        buffer
+        self.pool.classes[self.class as usize].count_detached();
+        self.buffer.take().map(|b| *b).unwrap_or_default()
     }
 }
 
@@ -206,7 +206,7 @@ impl Drop for ByteSlice<'_> {
     #[inline]
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {
-            self.pool.give_back(buffer);
+            self.pool.give_back(self.class, buffer);
         }
     }
 }
