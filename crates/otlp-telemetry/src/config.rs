@@ -224,6 +224,9 @@ pub struct TelemetryConfig {
     pub(crate) compression: Compression,
     pub(crate) traces_enabled: bool,
     pub(crate) metrics_enabled: bool,
+    pub(crate) prometheus_enabled: bool,
+    pub(crate) prometheus_host: String,
+    pub(crate) prometheus_port: u16,
     pub(crate) sampler: TraceSampler,
     pub(crate) metric_export_interval: Duration,
     pub(crate) bsp_schedule_delay: Duration,
@@ -270,6 +273,9 @@ impl TelemetryConfig {
             compression: Compression::None,
             traces_enabled: true,
             metrics_enabled: true,
+            prometheus_enabled: false,
+            prometheus_host: "localhost".to_owned(),
+            prometheus_port: 9464,
             sampler: TraceSampler::ParentBasedAlwaysOn,
             metric_export_interval: Duration::from_secs(60),
             bsp_schedule_delay: Duration::from_secs(5),
@@ -430,9 +436,26 @@ impl TelemetryConfig {
         self
     }
 
-    /// Exports metrics or not (`OTEL_METRICS_EXPORTER=otlp|none`).
+    /// Exports metrics over OTLP or not (`OTEL_METRICS_EXPORTER=otlp|none`).
     pub fn metrics(mut self, enabled: bool) -> Self {
         self.metrics_enabled = enabled;
+        self
+    }
+
+    /// Serves the metrics for a Prometheus scrape or not (`OTEL_METRICS_EXPORTER=prometheus`, or
+    /// `otlp,prometheus` for both), at [`prometheus_address`](Self::prometheus_address)`/metrics`. Needs the
+    /// `prometheus` feature: without it, [`init`](crate::init()) refuses the configuration and says so.
+    pub fn prometheus(mut self, enabled: bool) -> Self {
+        self.prometheus_enabled = enabled;
+        self
+    }
+
+    /// Where the Prometheus scrape endpoint listens (`OTEL_EXPORTER_PROMETHEUS_HOST`, default `localhost`, and
+    /// `OTEL_EXPORTER_PROMETHEUS_PORT`, default 9464; port 0 takes any free port, which
+    /// [`TelemetryGuard::prometheus_addr`](crate::TelemetryGuard::prometheus_addr) tells).
+    pub fn prometheus_address(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.prometheus_host = host.into();
+        self.prometheus_port = port;
         self
     }
 
@@ -621,6 +644,14 @@ impl TelemetryConfig {
 
     /// Checks every value; [`init`](crate::init()) calls this first.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.prometheus_enabled && !cfg!(feature = "prometheus") {
+            return Err(ConfigError::value(
+                "TelemetryConfig::prometheus",
+                true,
+                "false, or build otlp-telemetry with its `prometheus` feature (the Prometheus exporter is not \
+                 compiled in)",
+            ));
+        }
         let ratio = self.sampler.ratio();
         if !(0.0..=1.0).contains(&ratio) {
             return Err(ConfigError::value(

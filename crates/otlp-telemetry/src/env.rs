@@ -28,7 +28,9 @@
 //! | `OTEL_BSP_SCHEDULE_DELAY` | milliseconds (default 5 000) | `span_schedule_delay` |
 //! | `OTEL_BSP_EXPORT_TIMEOUT` | milliseconds (default 30 000): caps the traces export timeout | `span_export_timeout` |
 //! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | positive integers (default 2048, 512) | `span_queue_size`, `span_batch_size` |
-//! | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER` | `otlp` / `none` | `traces`, `metrics` |
+//! | `OTEL_TRACES_EXPORTER` | `otlp` / `none` | `traces` |
+//! | `OTEL_METRICS_EXPORTER` | comma list of `otlp`, `prometheus` (feature `prometheus`), or `none` | `metrics`, `prometheus` |
+//! | `OTEL_EXPORTER_PROMETHEUS_HOST`, `OTEL_EXPORTER_PROMETHEUS_PORT` | where the scrape endpoint listens (default `localhost`, 9464) | `prometheus_address` |
 //! | `OTEL_PROPAGATORS` | comma list of `tracecontext`, `baggage`, or `none` | `propagators` |
 //! | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `explicit_bucket_histogram` / `base2_exponential_bucket_histogram` (applied to the `*.duration` views) | `duration_histogram` |
 //! | `RUST_LOG` | `tracing` filter directives | (overrides `log_filter`) |
@@ -161,7 +163,15 @@ impl TelemetryConfig {
             c.traces_enabled = parse_exporter(n, v)?;
         }
         if let Some((n, v)) = get("OTEL_METRICS_EXPORTER") {
-            c.metrics_enabled = parse_exporter(n, v)?;
+            (c.metrics_enabled, c.prometheus_enabled) = parse_metrics_exporters(n, v)?;
+        }
+        if let Some((_, v)) = get("OTEL_EXPORTER_PROMETHEUS_HOST") {
+            c.prometheus_host = v.to_owned();
+        }
+        if let Some((n, v)) = get("OTEL_EXPORTER_PROMETHEUS_PORT") {
+            c.prometheus_port = v
+                .parse()
+                .map_err(|_| ConfigError::env(n, v, "a port number, 0 to 65535, such as 9464"))?;
         }
         let ratio = get("OTEL_TRACES_SAMPLER_ARG").map(|(n, v)| (n, v, parse_ratio(n, v)));
         if let Some((n, v)) = get("OTEL_TRACES_SAMPLER") {
@@ -351,6 +361,26 @@ fn parse_exporter(name: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// `OTEL_METRICS_EXPORTER`: (OTLP, Prometheus).
+fn parse_metrics_exporters(name: &str, v: &str) -> Result<(bool, bool), ConfigError> {
+    let (mut otlp, mut prometheus) = (false, false);
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item {
+            "otlp" => otlp = true,
+            "prometheus" => prometheus = true,
+            "none" => {}
+            _ => {
+                return Err(ConfigError::env(
+                    name,
+                    v,
+                    "a comma list of otlp, prometheus, or none (other exporters are not supported)",
+                ));
+            }
+        }
+    }
+    Ok((otlp, prometheus))
+}
+
 fn parse_propagators(name: &str, v: &str) -> Result<Vec<Propagator>, ConfigError> {
     let mut out = Vec::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -426,6 +456,30 @@ mod tests {
 
     fn err(vars: &[(&str, &str)]) -> String {
         cfg(vars).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn metrics_exporters_are_a_list_and_the_prometheus_address_has_defaults() {
+        let c = TelemetryConfig::from_env_vars([("OTEL_METRICS_EXPORTER", "otlp, prometheus")])
+            .unwrap();
+        assert!(c.metrics_enabled && c.prometheus_enabled);
+        assert_eq!(
+            (c.prometheus_host.as_str(), c.prometheus_port),
+            ("localhost", 9464)
+        );
+        let c = TelemetryConfig::from_env_vars([
+            ("OTEL_METRICS_EXPORTER", "prometheus"),
+            ("OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0"),
+            ("OTEL_EXPORTER_PROMETHEUS_PORT", "9100"),
+        ])
+        .unwrap();
+        assert!(!c.metrics_enabled && c.prometheus_enabled);
+        assert_eq!(
+            (c.prometheus_host.as_str(), c.prometheus_port),
+            ("0.0.0.0", 9100)
+        );
+        let c = TelemetryConfig::from_env_vars([("OTEL_METRICS_EXPORTER", "none")]).unwrap();
+        assert!(!c.metrics_enabled && !c.prometheus_enabled);
     }
 
     #[test]
@@ -774,10 +828,16 @@ mod tests {
                 "otlp or none",
             ),
             (
-                &[("OTEL_METRICS_EXPORTER", "prometheus")],
+                &[("OTEL_METRICS_EXPORTER", "otlp,console")],
                 "OTEL_METRICS_EXPORTER",
-                "\"prometheus\"",
-                "otlp or none",
+                "\"otlp,console\"",
+                "otlp, prometheus, or none",
+            ),
+            (
+                &[("OTEL_EXPORTER_PROMETHEUS_PORT", "http")],
+                "OTEL_EXPORTER_PROMETHEUS_PORT",
+                "\"http\"",
+                "a port number",
             ),
             (
                 &[("OTEL_PROPAGATORS", "tracecontext,b3")],

@@ -120,6 +120,13 @@ pub enum TelemetryError {
     },
     /// The background thread that drives the gRPC connection could not be started.
     Runtime(std::io::Error),
+    /// The Prometheus scrape endpoint (`OTEL_METRICS_EXPORTER=prometheus`) could not listen on its address.
+    Prometheus {
+        /// `host:port` (`OTEL_EXPORTER_PROMETHEUS_HOST`, `OTEL_EXPORTER_PROMETHEUS_PORT`).
+        address: String,
+        /// Why: the port is taken, the host does not resolve...
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for TelemetryError {
@@ -152,6 +159,11 @@ impl fmt::Display for TelemetryError {
                 f,
                 "could not start the otlp-telemetry exporter thread: {e}"
             ),
+            TelemetryError::Prometheus { address, source } => write!(
+                f,
+                "could not serve Prometheus metrics on {address}: {source}; set OTEL_EXPORTER_PROMETHEUS_HOST \
+                 and OTEL_EXPORTER_PROMETHEUS_PORT (or TelemetryConfig::prometheus_address) to a free address"
+            ),
         }
     }
 }
@@ -162,6 +174,7 @@ impl std::error::Error for TelemetryError {
             TelemetryError::Config(e) => Some(e),
             TelemetryError::Exporter { source, .. } => Some(source),
             TelemetryError::Runtime(e) => Some(e),
+            TelemetryError::Prometheus { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -60,6 +60,8 @@ pub struct TelemetryGuard {
     span_counts: Option<Arc<SpanCounts>>,
     trace_ledger: Option<Arc<Ledger>>,
     metric_ledger: Option<Arc<Ledger>>,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<crate::prometheus::PrometheusServer>,
     dropped_spans: Option<u64>,
     owns_init: bool,
     shutdown_timeout: Duration,
@@ -81,6 +83,8 @@ pub(crate) struct GuardParts {
     pub(crate) span_counts: Option<Arc<SpanCounts>>,
     pub(crate) trace_ledger: Option<Arc<Ledger>>,
     pub(crate) metric_ledger: Option<Arc<Ledger>>,
+    #[cfg(feature = "prometheus")]
+    pub(crate) prometheus: Option<crate::prometheus::PrometheusServer>,
     /// Made by `init`, whose "telemetry is on" flag this guard clears when it has shut down.
     pub(crate) owns_init: bool,
 }
@@ -95,6 +99,8 @@ impl TelemetryGuard {
             span_counts: parts.span_counts,
             trace_ledger: parts.trace_ledger,
             metric_ledger: parts.metric_ledger,
+            #[cfg(feature = "prometheus")]
+            prometheus: parts.prometheus,
             dropped_spans: None,
             owns_init: parts.owns_init,
             shutdown_timeout,
@@ -132,6 +138,17 @@ impl TelemetryGuard {
     /// The meter provider. `None` when disabled or when metrics are not exported.
     pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
         self.meter_provider.as_ref()
+    }
+
+    /// Where the Prometheus scrape endpoint listens (`http://<addr>/metrics`), with the port it bound when 0 was
+    /// asked. `None` when it is not on (`OTEL_METRICS_EXPORTER` without `prometheus`, the SDK disabled, or the
+    /// `prometheus` feature off) or after shutdown.
+    pub fn prometheus_addr(&self) -> Option<std::net::SocketAddr> {
+        #[cfg(feature = "prometheus")]
+        if !self.shut_down {
+            return self.prometheus.as_ref().map(|p| p.addr());
+        }
+        None
     }
 
     /// Exports everything recorded so far without shutting down (for example before a serverless
@@ -198,6 +215,10 @@ impl TelemetryGuard {
         });
         if let Some(rt) = &mut self.runtime {
             rt.stop();
+        }
+        #[cfg(feature = "prometheus")]
+        if let Some(server) = &mut self.prometheus {
+            server.stop();
         }
         let failure_of = |signal: &str| {
             outcomes

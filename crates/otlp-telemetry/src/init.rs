@@ -37,7 +37,7 @@ use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue, global};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::{MeterProviderBuilder, SdkMeterProvider};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, ShouldSample, TracerProviderBuilder};
@@ -255,18 +255,9 @@ fn build_providers(config: &TelemetryConfig) -> Result<GuardParts, TelemetryErro
     }
     parts.tracer_provider = Some(tp.build());
 
-    if config.metrics_enabled {
-        let ledger = Arc::new(Ledger::default());
-        match export::meter_provider(
-            config,
-            resource,
-            parts.runtime.as_ref(),
-            Arc::clone(&ledger),
-        ) {
-            Ok(mp) => {
-                parts.meter_provider = Some(mp);
-                parts.metric_ledger = Some(ledger);
-            }
+    if config.metrics_enabled || config.prometheus_enabled {
+        match meter_provider(config, resource, &mut parts) {
+            Ok(mp) => parts.meter_provider = Some(mp),
             Err(e) => {
                 discard(&mut parts);
                 return Err(e);
@@ -274,6 +265,33 @@ fn build_providers(config: &TelemetryConfig) -> Result<GuardParts, TelemetryErro
         }
     }
     Ok(parts)
+}
+
+/// The meter provider with its readers: OTLP's periodic one, the Prometheus scrape's, or both.
+fn meter_provider(
+    config: &TelemetryConfig,
+    resource: Resource,
+    parts: &mut GuardParts,
+) -> Result<SdkMeterProvider, TelemetryError> {
+    let mut mp = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_view(crate::views::duration_view_with_scopes(
+            &config.duration_histogram,
+            config.duration_view_scopes.iter().cloned(),
+        ));
+    if config.metrics_enabled {
+        let ledger = Arc::new(Ledger::default());
+        mp = export::with_metric_export(mp, config, parts.runtime.as_ref(), Arc::clone(&ledger))?;
+        parts.metric_ledger = Some(ledger);
+    }
+    #[cfg(feature = "prometheus")]
+    if config.prometheus_enabled {
+        let (reader, server) =
+            crate::prometheus::start(&config.prometheus_host, config.prometheus_port)?;
+        mp = mp.with_reader(reader);
+        parts.prometheus = Some(server);
+    }
+    Ok(mp.build())
 }
 
 fn build_resource(config: &TelemetryConfig) -> Resource {
@@ -296,7 +314,6 @@ mod export {
     use crate::accounting::CountingProcessor;
     use crate::config::Compression;
     use crate::report::{ErrorReporter, ReportingMetricExporter, ReportingSpanExporter};
-    use crate::views::duration_view_with_scopes;
     use opentelemetry_sdk::metrics::PeriodicReader;
     use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
 
@@ -324,12 +341,12 @@ mod export {
         Ok(tp.with_span_processor(CountingProcessor::new(processor, counts)))
     }
 
-    pub(super) fn meter_provider(
+    pub(super) fn with_metric_export(
+        mp: MeterProviderBuilder,
         config: &TelemetryConfig,
-        resource: Resource,
         runtime: Option<&ExporterRuntime>,
         ledger: Arc<Ledger>,
-    ) -> Result<SdkMeterProvider, TelemetryError> {
+    ) -> Result<MeterProviderBuilder, TelemetryError> {
         let endpoint = config.resolved_metrics_endpoint();
         let exporter = metric_exporter(config, &endpoint, runtime)?;
         let reporter = ErrorReporter::new("metrics", endpoint, config.metric_export_interval);
@@ -341,14 +358,7 @@ mod export {
         ))
         .with_interval(config.metric_export_interval)
         .build();
-        Ok(SdkMeterProvider::builder()
-            .with_resource(resource)
-            .with_reader(reader)
-            .with_view(duration_view_with_scopes(
-                &config.duration_histogram,
-                config.duration_view_scopes.iter().cloned(),
-            ))
-            .build())
+        Ok(mp.with_reader(reader))
     }
 
     #[cfg(feature = "grpc")]
@@ -487,12 +497,12 @@ mod export {
         Err(not_compiled(config.resolved_protocol(Signal::Traces)))
     }
 
-    pub(super) fn meter_provider(
+    pub(super) fn with_metric_export(
+        _mp: MeterProviderBuilder,
         config: &TelemetryConfig,
-        _resource: Resource,
         _runtime: Option<&ExporterRuntime>,
         _ledger: Arc<Ledger>,
-    ) -> Result<SdkMeterProvider, TelemetryError> {
+    ) -> Result<MeterProviderBuilder, TelemetryError> {
         Err(not_compiled(config.resolved_protocol(Signal::Metrics)))
     }
 }

@@ -57,6 +57,8 @@ pub mod guard;
 mod head_sampling;
 mod http_client;
 pub mod init;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod propagation;
 mod report;
 mod runtime;
