@@ -52,6 +52,8 @@ pub struct Args {
     pub count_allocs: bool,
     /// `--runtime-threads`: tokio worker threads (default: tokio's, one per core).
     pub runtime_threads: Option<usize>,
+    /// `--prometheus HOST:PORT`: also serve the metrics for a Prometheus scrape there (kit and naive variants).
+    pub prometheus: Option<SocketAddr>,
 }
 
 const HELP: &str = "\
@@ -70,6 +72,8 @@ USAGE: otlp-demo [FLAGS]
   --audit-queue N              audit queue capacity (default 1024)
   --shutdown-deadline-ms N     worker-pool drain deadline on SIGINT/SIGTERM (default 2000)
   --runtime-threads N          tokio worker threads (default: one per core)
+  --prometheus HOST:PORT       also serve metrics for a Prometheus scrape at http://HOST:PORT/metrics
+                               (port 0 = any free port, printed on a `prometheus` line)
   --count-allocs               count allocated bytes (build with --features count-alloc)
 
 Routes: GET /api/orders/{id}, POST /api/ingest, GET /admin/stats, POST /admin/reset-peak,\nPOST /admin/alloc-counting (body on|off).
@@ -92,6 +96,7 @@ impl Args {
             shutdown_deadline: Duration::from_millis(2000),
             count_allocs: false,
             runtime_threads: None,
+            prometheus: None,
         };
         while let Some(flag) = it.next() {
             if flag == "--help" || flag == "-h" {
@@ -141,6 +146,13 @@ impl Args {
                     a.shutdown_deadline = Duration::from_millis(num(&value)?)
                 }
                 "--runtime-threads" => a.runtime_threads = Some(positive(&value)? as usize),
+                "--prometheus" => {
+                    a.prometheus = Some(
+                        value
+                            .parse()
+                            .map_err(|e| format!("--prometheus {value:?}: not HOST:PORT ({e})"))?,
+                    )
+                }
                 other => return Err(format!("unknown flag {other:?}; see --help")),
             }
         }

@@ -2,7 +2,8 @@
 //! one binary, picked by `--variant`. See `otlp-demo --help` and the README's `cargo xtask demo`.
 //!
 //! Output contract (what `cargo xtask demo`, `cargo xtask load` and the tests read): one line
-//! `otlp-demo listening on http://ADDR variant=V` on stdout once the port is bound, and one line
+//! `otlp-demo listening on http://ADDR variant=V` on stdout once the port is bound (preceded by
+//! `otlp-demo prometheus on http://ADDR/metrics` when the scrape endpoint is on), and one line
 //! `otlp-demo stopped {json}` after a graceful shutdown (SIGINT or SIGTERM), then exit status 0.
 
 mod alloc;
@@ -66,18 +67,28 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Telemetry for the kit and naive variants, from `OTEL_*` (service name `otlp-demo` unless they name one).
-fn telemetry(variant: Variant) -> Result<Option<TelemetryGuard>, String> {
-    if variant == Variant::Twin {
+/// Telemetry for the kit and naive variants, from `OTEL_*` (service name `otlp-demo` unless they name one), plus
+/// the Prometheus scrape endpoint of `--prometheus`.
+fn telemetry(args: &Args) -> Result<Option<TelemetryGuard>, String> {
+    if args.variant == Variant::Twin {
         return Ok(None);
     }
-    let config = TelemetryConfig::from_env()
+    let mut config = TelemetryConfig::from_env()
         .map_err(|e| e.to_string())?
         .service_name("otlp-demo")
-        .resource_attribute("otlp_demo.variant", variant.as_str());
-    telemetry::init(config)
-        .map(Some)
-        .map_err(|e| format!("telemetry: {e}"))
+        .resource_attribute("otlp_demo.variant", args.variant.as_str());
+    if let Some(addr) = args.prometheus {
+        config = config
+            .prometheus(true)
+            .prometheus_address(addr.ip().to_string(), addr.port());
+    }
+    let guard = telemetry::init(config).map_err(|e| format!("telemetry: {e}"))?;
+    if let Some(addr) = guard.prometheus_addr() {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "otlp-demo prometheus on http://{addr}/metrics");
+        let _ = out.flush();
+    }
+    Ok(Some(guard))
 }
 
 enum App {
@@ -87,7 +98,7 @@ enum App {
 
 async fn serve(args: &Args) -> Result<(Option<TelemetryGuard>, serde_json::Value, App), String> {
     // First, so that the owners built next report through it.
-    let guard = telemetry(args.variant)?;
+    let guard = telemetry(args)?;
     let sampler = common::TaskSampler::start(tokio::runtime::Handle::current());
     let (router, app) = match args.variant {
         Variant::Kit => kit::build(args, sampler.peak()).map(|(r, k)| (r, App::Kit(k)))?,
