@@ -68,13 +68,14 @@ use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, Stream};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter};
+use opentelemetry::metrics::Meter;
+use otlp_core::instruments::{Attributes, Observations, Registration, Source};
 use pin_project_lite::pin_project;
 
 use crate::catch::CatchPanic;
 use crate::outcome::OutcomeCounters;
 use crate::task::Infallibly;
-use crate::telemetry::{DurationBuffer, Mark, Stopwatch, duration_histogram, outcome_counter};
+use crate::telemetry::{self, Mark, OutcomeAttributes, SCOPE, Stopwatch};
 use crate::{BuildError, Outcome, TaskError};
 
 /// Configures a [`FanOut`]; see [`FanOut::builder`].
@@ -110,7 +111,8 @@ impl FanOutBuilder {
         self
     }
 
-    /// Uses `meter` instead of the global meter (for tests).
+    /// Gives the instruments to `meter` instead of the process-wide registry of scope `otlp-patterns`, which
+    /// follows the global meter provider (for tests and loom models): they report while this owner lives.
     pub fn meter(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
         self
@@ -123,38 +125,21 @@ impl FanOutBuilder {
                 what: format!("fan-out {:?}", self.name),
             });
         }
-        let meter = self.meter.unwrap_or_else(crate::telemetry::default_meter);
         let attrs = [KeyValue::new("fan_out.name", self.name.clone())];
         let shared = Arc::new(Shared {
             counts: OutcomeCounters::new(),
-            hist: duration_histogram(
-                &meter,
-                "fan_out.task.duration",
-                "Time fan-out items ran (after their permit).",
-                &attrs,
-            ),
-            durations: DurationBuffer::default(),
             clock: Stopwatch::new(),
-            attrs,
+            link: SCOPE.link(self.meter),
+            outcome_attrs: OutcomeAttributes::new(&attrs, &Outcome::ITEM),
+            attrs: Attributes::new(attrs.to_vec()),
         });
-        let tasks = outcome_counter(
-            &meter,
-            "fan_out.tasks",
-            "{task}",
-            "Fan-out items, by outcome.",
-            &shared,
-            &shared.attrs,
-            &Outcome::ITEM,
-            |s: &Shared| s.counts.snapshot(),
-            Shared::flush,
-        );
+        shared.link.add(shared.clone());
         Ok(FanOut {
             name: self.name,
             concurrency: self.concurrency,
             fail_fast: self.fail_fast,
             sem: self.shared,
             shared,
-            _tasks: tasks,
         })
     }
 }
@@ -167,28 +152,23 @@ pub struct FanOut {
     /// The limit shared by every call, when the builder was given one.
     sem: Option<otlp_sync::Semaphore>,
     shared: Arc<Shared>,
-    _tasks: ObservableCounter<u64>,
 }
 
-/// The counters and the duration histogram, shared with the outcome counter's callback.
+/// The counters, the clock and the link to the scope's instruments; the registry holds it as the source of the
+/// fan-out's counts (keeping them once the fan-out is gone), and calls record item durations through it.
 struct Shared {
     counts: OutcomeCounters,
-    hist: BoundHistogram<f64>,
-    /// Item durations not yet in `hist`: flushed at each export and on drop.
-    durations: DurationBuffer,
     clock: Stopwatch,
-    attrs: [KeyValue; 1],
+    link: Registration,
+    /// `fan_out.name`, built once.
+    attrs: Attributes,
+    outcome_attrs: OutcomeAttributes,
 }
 
-impl Shared {
-    fn flush(&self) {
-        self.durations.flush(&self.hist);
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.flush();
+impl Source for Shared {
+    fn observe(&self, out: &mut Observations<'_>) {
+        self.outcome_attrs
+            .observe(out, telemetry::FAN_OUT_TASKS, || self.counts.snapshot());
     }
 }
 
@@ -255,6 +235,7 @@ impl FanOut {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> FanOutStats {
+        self.shared.link.follow();
         let [ok, error, panic, timeout, cancelled, rejected] = self.shared.counts.snapshot();
         FanOutStats {
             submitted: ok + error + panic + timeout + cancelled + rejected,
@@ -652,9 +633,11 @@ where
                 handled += 1;
                 let end = shared.clock.now();
                 mark = Some(end);
-                shared
-                    .durations
-                    .record(end.saturating_duration_since(done.start), &shared.hist);
+                shared.link.record(
+                    telemetry::FAN_OUT_RUN,
+                    end.saturating_duration_since(done.start).as_secs_f64(),
+                    shared.attrs.as_slice(),
+                );
                 let result = match done.out {
                     Ok(Ok(v)) => Ok(v),
                     Ok(Err(e)) => Err(TaskError::Failed(e)),
@@ -746,6 +729,8 @@ where
             if in_flight == 0 && *this.exhausted {
                 return Poll::Ready(true);
             }
+            // The call waits for its items: cheap enough to catch up with a provider installed since.
+            shared.link.follow();
             return Poll::Pending;
         }
     }

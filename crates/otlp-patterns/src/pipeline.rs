@@ -58,7 +58,8 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, Stream};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter, ObservableUpDownCounter};
+use opentelemetry::metrics::Meter;
+use otlp_core::instruments::{Attributes, Observations, Registration};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -66,7 +67,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::catch::CatchPanic;
 use crate::outcome::OutcomeCounters;
 use crate::sync::{AtomicU64, Ordering};
-use crate::telemetry::{duration_histogram, outcome_counter, secs};
+use crate::telemetry::{self, OutcomeAttributes, SCOPE, secs};
 use crate::{BuildError, Outcome};
 
 /// Default capacity of the queue in front of each stage.
@@ -146,23 +147,33 @@ type Slot<T, E> = Result<T, PipelineError<E>>;
 struct StageMeta {
     name: Arc<str>,
     concurrency: usize,
-    attrs: [KeyValue; 2],
-    /// `pipeline.stage.duration`, bound to `attrs`.
-    hist: BoundHistogram<f64>,
+    /// `pipeline.name` and `pipeline.stage.name`, built once.
+    attrs: Attributes,
     queued: AtomicU64,
 }
 
-/// State shared by a pipeline, its runs and its metric callbacks.
+/// State shared by a pipeline and its runs; the registry holds it as the source of the pipeline's counts
+/// (keeping them once the pipeline is gone), and the stages record their durations through its link.
 #[derive(Debug)]
 struct Shared {
     name: String,
     counts: OutcomeCounters,
     stages: Vec<StageMeta>,
+    link: Registration,
+    outcome_attrs: OutcomeAttributes,
 }
 
-impl Shared {
-    fn outcomes(&self) -> [u64; 6] {
-        self.counts.snapshot()
+impl otlp_core::instruments::Source for Shared {
+    fn observe(&self, out: &mut Observations<'_>) {
+        self.outcome_attrs
+            .observe(out, telemetry::PIPELINE_ITEMS, || self.counts.snapshot());
+        for stage in &self.stages {
+            out.observe(
+                telemetry::PIPELINE_QUEUE_SIZE,
+                stage.queued.load(Ordering::Relaxed),
+                &stage.attrs,
+            );
+        }
     }
 }
 
@@ -361,7 +372,8 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
         self
     }
 
-    /// Uses `meter` instead of the global meter of scope `otlp-patterns` (for tests).
+    /// Gives the instruments to `meter` instead of the process-wide registry of scope `otlp-patterns`, which
+    /// follows the global meter provider (for tests and loom models): they report while this owner lives.
     pub fn meter(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
         self
@@ -377,60 +389,30 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
                 what: format!("pipeline {:?} stage {name:?}", self.name),
             });
         }
-        let meter = self.meter.unwrap_or_else(crate::telemetry::default_meter);
         let stages = self
             .metas
             .iter()
-            .map(|(stage, k)| {
-                let attrs = [
+            .map(|(stage, k)| StageMeta {
+                name: Arc::clone(stage),
+                concurrency: *k,
+                attrs: Attributes::new(vec![
                     KeyValue::new("pipeline.name", self.name.clone()),
                     KeyValue::new("pipeline.stage.name", stage.to_string()),
-                ];
-                StageMeta {
-                    name: Arc::clone(stage),
-                    concurrency: *k,
-                    hist: duration_histogram(
-                        &meter,
-                        "pipeline.stage.duration",
-                        "Time an item spent in a stage's function.",
-                        &attrs,
-                    ),
-                    attrs,
-                    queued: AtomicU64::new(0),
-                }
+                ]),
+                queued: AtomicU64::new(0),
             })
             .collect();
         let shared = Arc::new(Shared {
             counts: OutcomeCounters::new(),
             stages,
+            link: SCOPE.link(self.meter),
+            outcome_attrs: OutcomeAttributes::new(
+                &[KeyValue::new("pipeline.name", self.name.clone())],
+                &Outcome::ITEM,
+            ),
             name: self.name,
         });
-        let attrs = [KeyValue::new("pipeline.name", shared.name.clone())];
-        let items = outcome_counter(
-            &meter,
-            "pipeline.items",
-            "{item}",
-            "Items taken from pipeline inputs, by outcome.",
-            &shared,
-            &attrs,
-            &Outcome::ITEM,
-            Shared::outcomes,
-            |_| {},
-        );
-        let weak = Arc::downgrade(&shared);
-        let queue_length = meter
-            .i64_observable_up_down_counter("pipeline.stage.queue.size")
-            .with_unit("{item}")
-            .with_description("Items waiting in the queue in front of a stage.")
-            .with_callback(move |obs| {
-                if let Some(shared) = weak.upgrade() {
-                    for stage in &shared.stages {
-                        let queued = stage.queued.load(Ordering::Relaxed);
-                        obs.observe(i64::try_from(queued).unwrap_or(i64::MAX), &stage.attrs);
-                    }
-                }
-            })
-            .build();
+        shared.link.add(shared.clone());
         Ok(Pipeline {
             shared,
             stages: self.stages,
@@ -438,7 +420,6 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
             ordered: self.ordered,
             policy: self.policy,
             parent: self.parent,
-            _instruments: (items, queue_length),
             _types: PhantomData,
         })
     }
@@ -470,7 +451,6 @@ pub struct Pipeline<In, Out, E, C> {
     ordered: bool,
     policy: ErrorPolicy,
     parent: Option<CancellationToken>,
-    _instruments: (ObservableCounter<u64>, ObservableUpDownCounter<i64>),
     _types: PhantomData<fn(In) -> (Out, E)>,
 }
 
@@ -518,6 +498,7 @@ impl<In, Out, E, C> Pipeline<In, Out, E, C> {
 
     /// A snapshot of the counters (all runs).
     pub fn stats(&self) -> PipelineStats {
+        self.shared.link.follow();
         let [ok, error, panic, timeout, cancelled, rejected] = self.shared.counts.snapshot();
         PipelineStats {
             submitted: ok + error + panic + timeout + cancelled + rejected,
@@ -545,6 +526,8 @@ where
     where
         S: Stream<Item = In>,
     {
+        // Once per run: cheap enough to catch up with a provider installed since.
+        self.shared.link.follow();
         let pulled = Arc::new(AtomicU64::new(0));
         let ctx = RunCtx {
             shared: Arc::clone(&self.shared),
@@ -783,7 +766,11 @@ where
                 let out = match done {
                     StageDone::Ran(out, took) => {
                         if let Some(m) = meta {
-                            m.hist.record(secs(took));
+                            this.shared.link.record(
+                                telemetry::PIPELINE_STAGE,
+                                secs(took),
+                                m.attrs.as_slice(),
+                            );
                         }
                         match out {
                             Ok(Ok(v)) => Ok(v),

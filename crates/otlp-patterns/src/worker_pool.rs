@@ -74,7 +74,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{BoundHistogram, Meter, ObservableCounter, ObservableUpDownCounter};
+use opentelemetry::metrics::Meter;
+use otlp_core::instruments::{Attributes, Observations, Registration, Source};
 use tokio::runtime::Handle;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, Sleep};
@@ -86,7 +87,7 @@ use crate::queue::{PushError, Queue};
 use crate::roster::Roster;
 use crate::sync::{AtomicU64, Ordering};
 use crate::task::{BoxJob, Infallibly, RunJob, TaskJob};
-use crate::telemetry::{DurationBuffer, duration_histogram, outcome_counter, up_down};
+use crate::telemetry::{self, OutcomeAttributes, SCOPE, secs};
 use crate::{BuildError, Outcome, ResizeError, SubmitError, TaskHandle};
 
 /// The default per-task timeout (the Go original's 5 s).
@@ -145,7 +146,8 @@ impl WorkerPoolBuilder {
         self
     }
 
-    /// Uses `meter` instead of the global meter of scope `otlp-patterns` (for tests).
+    /// Gives the instruments to `meter` instead of the process-wide registry of scope `otlp-patterns`, which
+    /// follows the global meter provider (for tests and loom models): they report while this owner lives.
     pub fn meter(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
         self
@@ -174,7 +176,6 @@ impl WorkerPoolBuilder {
             Some(h) => h,
             None => Handle::try_current().map_err(|_| BuildError::NoRuntime)?,
         };
-        let meter = self.meter.unwrap_or_else(crate::telemetry::default_meter);
         let token = match &self.parent {
             Some(parent) => parent.child_token(),
             None => CancellationToken::new(),
@@ -196,23 +197,13 @@ impl WorkerPoolBuilder {
                 Some(self.task_timeout)
             },
             token,
-            run_hist: duration_histogram(
-                &meter,
-                "worker_pool.task.duration",
-                "Time tasks ran, until their outcome.",
-                &attrs,
-            ),
-            wait_hist: duration_histogram(
-                &meter,
-                "worker_pool.task.wait.duration",
-                "Time tasks waited in the queue before a worker took them.",
-                &attrs,
-            ),
+            link: SCOPE.link(self.meter),
+            outcome_attrs: OutcomeAttributes::new(&attrs, &Outcome::ALL),
+            attrs: Attributes::new(attrs.to_vec()),
             aborts: std::sync::Mutex::new(Vec::with_capacity(self.workers)),
-            attrs,
             name: self.name,
         });
-        let instruments = Instruments::register(&meter, &shared);
+        shared.link.add(shared.clone());
 
         // Every timer first: nothing is spawned unless all can be made.
         let timers = (0..self.workers)
@@ -240,7 +231,6 @@ impl WorkerPoolBuilder {
                 workers,
                 supervisor,
             }),
-            _instruments: instruments,
         })
     }
 }
@@ -293,9 +283,6 @@ fn drop_quietly(job: BoxJob) {
 struct WorkerShard {
     counts: OutcomeCounters,
     active: AtomicU64,
-    /// Run and wait durations not yet in the histograms: flushed at each export and when the pool is gone.
-    run: DurationBuffer,
-    wait: DurationBuffer,
 }
 
 /// State shared by the pool handle, its workers and its metric callbacks.
@@ -311,9 +298,12 @@ struct Shared {
     resize: std::sync::Mutex<ResizeState>,
     timeout: Option<Duration>,
     token: CancellationToken,
-    run_hist: BoundHistogram<f64>,
-    wait_hist: BoundHistogram<f64>,
-    attrs: [KeyValue; 1],
+    /// The scope's instruments: the registry holds this `Shared` as the source of the pool's counters (keeping
+    /// its cumulative counts once the pool is gone), and the workers record durations through it.
+    link: Registration,
+    /// `worker_pool.name`, built once.
+    attrs: Attributes,
+    outcome_attrs: OutcomeAttributes,
     aborts: std::sync::Mutex<Vec<AbortHandle>>,
 }
 
@@ -324,14 +314,6 @@ impl Shared {
             .iter()
             .map(|s| &s.counts)
             .chain(std::iter::once(&self.pool_counts)))
-    }
-
-    /// Moves the workers' buffered durations into the histograms.
-    fn flush(&self) {
-        for shard in self.shards.iter() {
-            shard.run.flush(&self.run_hist);
-            shard.wait.flush(&self.wait_hist);
-        }
     }
 
     fn active(&self) -> u64 {
@@ -357,9 +339,27 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.flush();
+impl Source for Shared {
+    fn observe(&self, out: &mut Observations<'_>) {
+        let attrs = &self.attrs;
+        out.observe(
+            telemetry::WORKER_POOL_WORKERS,
+            self.alive.load(Ordering::Relaxed),
+            attrs,
+        );
+        out.observe(telemetry::WORKER_POOL_ACTIVE, self.active(), attrs);
+        out.observe(
+            telemetry::WORKER_POOL_QUEUE_SIZE,
+            self.queue.len() as u64,
+            attrs,
+        );
+        out.observe(
+            telemetry::WORKER_POOL_QUEUE_CAPACITY,
+            self.queue.capacity() as u64,
+            attrs,
+        );
+        self.outcome_attrs
+            .observe(out, telemetry::WORKER_POOL_TASKS, || self.outcomes());
     }
 }
 
@@ -409,13 +409,18 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
                 .pop_unless(|| shared.roster.retire(index))
                 .await
             {
-                Some(job) => (job, Instant::now()),
+                Some(job) => {
+                    // This worker waited for work: cheap enough to catch up with a provider installed since.
+                    shared.link.follow();
+                    (job, Instant::now())
+                }
                 None => break,
             },
         };
-        shard.wait.record(
-            start.saturating_duration_since(job.enqueued_at()),
-            &shared.wait_hist,
+        shared.link.record(
+            telemetry::WORKER_POOL_WAIT,
+            secs(start.saturating_duration_since(job.enqueued_at())),
+            shared.attrs.as_slice(),
         );
         shard.active.store(1, Ordering::Relaxed);
         let job = slot.job.insert(job);
@@ -447,9 +452,11 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         });
         let end = Instant::now();
         last_end = Some(end);
-        shard
-            .run
-            .record(end.saturating_duration_since(start), &shared.run_hist);
+        shared.link.record(
+            telemetry::WORKER_POOL_RUN,
+            secs(end.saturating_duration_since(start)),
+            shared.attrs.as_slice(),
+        );
         shard.counts.add(outcome, 1);
         shard.active.store(0, Ordering::Relaxed);
         if let Some(job) = slot.job.take() {
@@ -468,71 +475,6 @@ async fn join_all(handles: &mut Vec<JoinHandle<()>>) {
     while let Some(last) = handles.last_mut() {
         let _ = last.await;
         handles.pop();
-    }
-}
-
-/// The observable instruments, kept for the pool's lifetime.
-#[allow(dead_code)]
-struct Instruments {
-    workers: ObservableUpDownCounter<i64>,
-    active: ObservableUpDownCounter<i64>,
-    queue_length: ObservableUpDownCounter<i64>,
-    queue_capacity: ObservableUpDownCounter<i64>,
-    tasks: ObservableCounter<u64>,
-}
-
-impl Instruments {
-    fn register(meter: &Meter, shared: &Arc<Shared>) -> Self {
-        let attrs = shared.attrs.to_vec();
-        Instruments {
-            workers: up_down(
-                meter,
-                "worker_pool.worker.count",
-                "{worker}",
-                "Workers alive.",
-                shared,
-                attrs.clone(),
-                |s: &Shared| s.alive.load(Ordering::Relaxed),
-            ),
-            active: up_down(
-                meter,
-                "worker_pool.worker.active",
-                "{worker}",
-                "Workers running a task.",
-                shared,
-                attrs.clone(),
-                Shared::active,
-            ),
-            queue_length: up_down(
-                meter,
-                "worker_pool.queue.size",
-                "{task}",
-                "Tasks waiting in the queue.",
-                shared,
-                attrs.clone(),
-                |s: &Shared| s.queue.len() as u64,
-            ),
-            queue_capacity: up_down(
-                meter,
-                "worker_pool.queue.capacity",
-                "{task}",
-                "Tasks the queue can hold.",
-                shared,
-                attrs.clone(),
-                |s: &Shared| s.queue.capacity() as u64,
-            ),
-            tasks: outcome_counter(
-                meter,
-                "worker_pool.tasks",
-                "{task}",
-                "Tasks submitted, by outcome.",
-                shared,
-                &attrs,
-                &Outcome::ALL,
-                Shared::outcomes,
-                Shared::flush,
-            ),
-        }
     }
 }
 
@@ -591,7 +533,6 @@ pub struct ShutdownReport {
 pub struct WorkerPool {
     shared: Arc<Shared>,
     handles: tokio::sync::Mutex<Handles>,
-    _instruments: Instruments,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -878,6 +819,7 @@ impl WorkerPool {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> WorkerPoolStats {
+        self.shared.link.follow();
         let accepted = self.shared.queue.core().accepted();
         let [ok, error, panic, timeout, cancelled, rejected] = self.shared.outcomes();
         WorkerPoolStats {
