@@ -225,8 +225,10 @@ impl Kit {
             }
         };
         let order = common::order(id, client, lines);
+        // Encoded into a pooled buffer that hyper sends as it is: the buffer goes back to the pool when the
+        // body has been written (the last `Bytes` clone drops), on whichever thread that happens.
         let body = {
-            let mut buf = self.bodies.get();
+            let mut buf = self.bodies.get_owned();
             if serde_json::to_writer(&mut *buf, &order).is_err() {
                 return refuse(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -234,7 +236,7 @@ impl Kit {
                     None,
                 );
             }
-            Bytes::copy_from_slice(&buf)
+            buf.freeze()
         };
         // Best effort: a full audit queue drops the event, and the pool counts it as rejected.
         let log = Arc::clone(&self.audit_log);

@@ -62,6 +62,34 @@ fn every_variant_answers_both_routes_alike() {
 }
 
 #[test]
+fn order_bodies_go_out_of_the_pool_and_back_to_it() {
+    // Each body is encoded into a pooled buffer that hyper sends without a copy; once written, the buffer is back
+    // in the pool, counted once as a put.
+    const ORDERS: u64 = 20;
+    let svc = Service::start(&["--variant", "kit"], &[]);
+    for i in 0..ORDERS {
+        let client = format!("client-{i}");
+        let a = get(
+            svc.addr,
+            &format!("/api/orders/{i}"),
+            &[("x-client-id", &client)],
+        );
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.json()["id"], i);
+    }
+    let pool = get(svc.addr, "/admin/stats", &[]).json()["owners"]["buffer_pool"].clone();
+    assert_eq!(pool["gets"], ORDERS, "{pool}");
+    assert_eq!(pool["puts"], ORDERS, "every body came back, once: {pool}");
+    assert_eq!(pool["discards"], 0, "{pool}");
+    let misses = pool["misses"].as_u64().expect("misses");
+    assert!(
+        misses < ORDERS / 2,
+        "the bodies reuse pooled buffers: {pool}"
+    );
+    svc.stop();
+}
+
+#[test]
 fn a_throttled_client_gets_429_with_retry_after_and_others_do_not() {
     for variant in ["kit", "twin"] {
         let svc = Service::start(

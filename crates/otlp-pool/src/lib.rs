@@ -5,6 +5,8 @@
 //! * [`BufferPool`]: `Vec<u8>` buffers, cleared on return, dropped if they grew past a limit.
 //! * [`ByteSlicePool`]: byte buffers in power-of-two size classes (64 B to 64 KiB by default).
 //! * [`buffers()`] and [`byte_slices()`]: process-wide defaults, created on first use.
+//! * [`OwnedPooled::freeze`]: a pooled buffer handed on as [`bytes::Bytes`] without a copy (to hyper, say); it goes
+//!   back to its pool when the last clone drops, on any thread.
 //!
 //! Every pool counts gets, misses, puts, discards and idle objects. [`Pool::stats`] returns them as a plain
 //! [`PoolStats`]; the same numbers are exported as OpenTelemetry metrics (scope `otlp-pool`, see [`metrics`](crate#metrics)).
@@ -68,6 +70,7 @@ mod builder;
 mod byte_slice;
 mod defaults;
 mod error;
+mod freeze;
 mod guard;
 mod local;
 mod metrics;

@@ -74,7 +74,6 @@ impl<T> Reset for BTreeSet<T> {
     }
 }
 
-#[cfg(feature = "bytes")]
 impl Reset for bytes::BytesMut {
     fn reset(&mut self) {
         self.clear();
@@ -121,7 +120,6 @@ mod tests {
         assert!(s.is_empty());
     }
 
-    #[cfg(feature = "bytes")]
     #[test]
     fn bytes_mut_reset_keeps_capacity() {
         let mut b = bytes::BytesMut::with_capacity(64);
