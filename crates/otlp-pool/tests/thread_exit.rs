@@ -62,42 +62,60 @@ fn assert_idle_reachable(pool: &Pool<Vec<u8>>, what: &str) {
     assert_eq!(pool.stats().idle, idle, "{what}");
 }
 
+/// After a burst of `burst_threads`, `workers` threads each hold one object at a time for `ROUNDS` gets and puts:
+/// exact counts, every idle object reachable, and under 1 % misses and discards.
+fn burst_then_work(capacity: usize, burst_threads: usize, workers: usize, run: usize) {
+    const ROUNDS: u64 = 10_000;
+    let what = format!("capacity {capacity}, burst {burst_threads}, {workers} workers, run {run}");
+    let pool = pool(capacity);
+    burst(&pool, burst_threads);
+    let after_burst = pool.stats();
+    assert_eq!(after_burst.gets, burst_threads as u64, "{what}");
+    assert_eq!(
+        after_burst.puts + after_burst.discards,
+        burst_threads as u64,
+        "{what}"
+    );
+    assert_idle_reachable(&pool, &what);
+
+    let before = pool.stats();
+    on_threads(workers, || {
+        for _ in 0..ROUNDS {
+            let mut v = pool.get();
+            v.push(1);
+        }
+    });
+    let (gets, misses, puts, discards) = delta(pool.stats(), before);
+    let total = workers as u64 * ROUNDS;
+    assert_eq!(gets, total, "{what}");
+    assert_eq!(puts + discards, total, "{what}: every get came back");
+    assert!(
+        misses * 100 < total && discards * 100 < total,
+        "{what}: {misses} misses and {discards} discards of {total} gets"
+    );
+    assert_idle_reachable(&pool, &what);
+}
+
 #[test]
 fn a_working_set_is_served_from_the_pool_after_any_burst() {
-    const ROUNDS: u64 = 10_000;
-    for capacity in [16, 64, 256, 1024] {
+    for capacity in [4, 5, 6, 7, 16, 64, 256, 1024] {
         for burst_threads in [40, 100, 200] {
             for run in 0..3 {
-                let what = format!("capacity {capacity}, burst {burst_threads}, run {run}");
-                let pool = pool(capacity);
-                burst(&pool, burst_threads);
-                let after_burst = pool.stats();
-                assert_eq!(after_burst.gets, burst_threads as u64, "{what}");
-                assert_eq!(
-                    after_burst.puts + after_burst.discards,
-                    burst_threads as u64,
-                    "{what}"
-                );
-                assert_idle_reachable(&pool, &what);
+                // A quarter of the capacity in use (the threads' caches have room to spare) ...
+                burst_then_work(capacity, burst_threads, (capacity / 4).min(8), run);
+            }
+        }
+    }
+}
 
-                // A working set within capacity: each worker holds one object at a time.
-                let workers = (capacity / 4).min(8);
-                let before = pool.stats();
-                on_threads(workers, || {
-                    for _ in 0..ROUNDS {
-                        let mut v = pool.get();
-                        v.push(1);
-                    }
-                });
-                let (gets, misses, puts, discards) = delta(pool.stats(), before);
-                let total = workers as u64 * ROUNDS;
-                assert_eq!(gets, total, "{what}");
-                assert_eq!(puts + discards, total, "{what}: every get came back");
-                assert!(
-                    misses * 100 < total && discards * 100 < total,
-                    "{what}: {misses} misses and {discards} discards of {total} gets"
-                );
-                assert_idle_reachable(&pool, &what);
+#[test]
+fn a_working_set_of_the_whole_capacity_is_served_after_any_burst() {
+    // ... and as many threads as the pool keeps objects (up to 8), each holding one: every slot of the budget is
+    // needed. Capacities 1-3 have no caches, 4-7 a hot slot only (one slot per thread), 8-15 two or three slots.
+    for capacity in 1..=16 {
+        for burst_threads in [40, 200] {
+            for run in 0..2 {
+                burst_then_work(capacity, burst_threads, capacity.min(8), run);
             }
         }
     }
