@@ -31,12 +31,14 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context as OtelContext, KeyValue, Value};
 use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, SamplingDecision, SamplingResult, SdkTracer, ShouldSample,
+    IdGenerator, RandomIdGenerator, SamplingDecision, SamplingResult, ShouldSample,
 };
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+use crate::tracer_switch::{self, TracerSwitch};
 
 thread_local! {
     /// The trace id of a root sampled by [`HeadSampling`], between its decision and the builder the
@@ -127,9 +129,10 @@ impl IdGenerator for PredecidedIds {
     }
 }
 
-/// The SDK tracer, carrying [`HeadSampling`]'s decision for a root from its creation to the SDK span.
+/// The tracer of the current [`TracerSwitch`] state, carrying [`HeadSampling`]'s decision for a root from its
+/// creation to the SDK span.
 #[derive(Debug, Clone)]
-pub(crate) struct HeadTracer(pub(crate) SdkTracer);
+pub(crate) struct HeadTracer(pub(crate) TracerSwitch);
 
 /// Attribute keys that carry a decided root's trace id from its builder to the SDK (removed before the SDK
 /// sees the attributes): `SpanBuilder` has no field for it.
@@ -178,13 +181,18 @@ impl Tracer for HeadTracer {
         // A parent set after creation (`set_parent`) makes the span a child: the SDK follows the parent.
         let predecided =
             take_trace_id(&mut builder).filter(|_| !parent_cx.span().span_context().is_valid());
-        if predecided.is_none() {
-            return self.0.build_with_context(builder, parent_cx);
-        }
-        let previous = PREDECIDED.replace(predecided);
-        let span = self.0.build_with_context(builder, parent_cx);
-        PREDECIDED.set(previous);
-        span
+        self.0.with(|installed| {
+            let Some(installed) = installed else {
+                return tracer_switch::off().build_with_context(builder, parent_cx);
+            };
+            if predecided.is_none() {
+                return installed.tracer.build_with_context(builder, parent_cx);
+            }
+            let previous = PREDECIDED.replace(predecided);
+            let span = installed.tracer.build_with_context(builder, parent_cx);
+            PREDECIDED.set(previous);
+            span
+        })
     }
 }
 
@@ -193,15 +201,16 @@ impl Tracer for HeadTracer {
 #[derive(Debug)]
 pub(crate) struct HeadSampling<L> {
     inner: L,
-    sampler: HeadSampler,
+    /// The sampler that decides roots, switched with the tracer behind `inner`.
+    switch: TracerSwitch,
     ids: RandomIdGenerator,
 }
 
 impl<L> HeadSampling<L> {
-    pub(crate) fn new(inner: L, sampler: HeadSampler) -> Self {
+    pub(crate) fn new(inner: L, switch: TracerSwitch) -> Self {
         HeadSampling {
             inner,
-            sampler,
+            switch,
             ids: RandomIdGenerator::default(),
         }
     }
@@ -245,18 +254,26 @@ impl<L> HeadSampling<L> {
             };
         }
         let name = attrs.metadata().name();
-        if attrs.is_contextual() {
-            // A root under an OpenTelemetry context (a remote caller's, or a span of the OpenTelemetry API).
-            let remote = OtelContext::map_current(|cx| {
+        // A root under an OpenTelemetry context (a remote caller's, or a span of the OpenTelemetry API).
+        let remote = if attrs.is_contextual() {
+            OtelContext::map_current(|cx| {
                 let span = cx.span();
                 let sc: &SpanContext = span.span_context();
                 sc.is_valid().then(|| (sc.trace_id(), sc.is_sampled()))
-            });
+            })
+        } else {
+            None
+        };
+        self.switch.with(|installed| {
+            let Some(sampler) = installed.map(|i| &i.sampler) else {
+                // Telemetry is off (shut down, not initialized again): nothing is recorded.
+                return Decision::DropRoot(remote.map_or_else(|| self.ids.new_trace_id(), |r| r.0));
+            };
             if let Some((trace_id, parent_sampled)) = remote {
-                let sampled = if self.sampler.parent_based {
+                let sampled = if sampler.parent_based {
                     parent_sampled
                 } else {
-                    OtelContext::map_current(|cx| self.sampler.sampled(Some(cx), trace_id, name))
+                    OtelContext::map_current(|cx| sampler.sampled(Some(cx), trace_id, name))
                 };
                 return if sampled {
                     Decision::Record(None)
@@ -264,13 +281,13 @@ impl<L> HeadSampling<L> {
                     Decision::DropRoot(trace_id)
                 };
             }
-        }
-        let trace_id = self.ids.new_trace_id();
-        if self.sampler.sampled(None, trace_id, name) {
-            Decision::Record(Some(trace_id))
-        } else {
-            Decision::DropRoot(trace_id)
-        }
+            let trace_id = self.ids.new_trace_id();
+            if sampler.sampled(None, trace_id, name) {
+                Decision::Record(Some(trace_id))
+            } else {
+                Decision::DropRoot(trace_id)
+            }
+        })
     }
 
     /// Whether `id` was sampled out (then the OpenTelemetry layer has nothing for it).

@@ -4,12 +4,14 @@
 //! 1. the OTLP exporters (gRPC via tonic, or HTTP/protobuf via reqwest, both driven by a small runtime
 //!    of their own), wrapped so that failures are logged at most once per interval and counted;
 //! 2. a tracer provider with a batch span processor (bounded queue, its own thread) and the dynamic
-//!    [`RatioSampler`], parent-based unless configured otherwise;
+//!    [`RatioSampler`](crate::RatioSampler), parent-based unless configured otherwise;
 //! 3. a meter provider with a periodic reader (its own thread) and the [view](crate::views) that
 //!    re-buckets otlp-kit's `*.duration` histograms;
 //! 4. a `Resource` with `service.name`, `service.version`, `telemetry.sdk.*` and the configured attributes;
 //! 5. the global `tracing` subscriber: `EnvFilter` (`RUST_LOG`), fmt output to stderr, and the
-//!    `tracing-opentelemetry` layer (which ignores the exporter's own `h2`/`hyper`/`tonic`/`reqwest` spans);
+//!    `tracing-opentelemetry` layer (which ignores the exporter's own `h2`/`hyper`/`tonic`/`reqwest` spans)
+//!    behind head sampling: the sampler decides a root when its `tracing` span is created, and a sampled-out
+//!    root and its children never reach the OpenTelemetry layer (no SDK span, fields never visited);
 //! 6. the global tracer provider, meter provider and text-map propagator (W3C Trace Context + Baggage), so
 //!    the instruments of `otlp-pool`, `otlp-sync`, `otlp-patterns` and any other library flow with no code.
 //!
@@ -35,23 +37,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{InstrumentationScope, KeyValue, global};
+use opentelemetry::{KeyValue, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{MeterProviderBuilder, SdkMeterProvider};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, ShouldSample, TracerProviderBuilder};
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _, Registry};
+use opentelemetry_sdk::trace::TracerProviderBuilder;
 
 use crate::accounting::{Ledger, SpanCounts};
 use crate::config::{Propagator, Protocol, Signal, TelemetryConfig};
 use crate::error::TelemetryError;
 use crate::guard::{GuardParts, TelemetryGuard};
+use crate::head_sampling::HeadSampler;
 use crate::report::REPORT_TARGET;
 use crate::runtime::ExporterRuntime;
-use crate::sampler::RatioSampler;
-use crate::tracer_switch::{self, CurrentTracer};
+use crate::stack;
+use crate::tracer_switch::{self, Installed};
 
 /// Telemetry is on: a guard from `init` is alive. Cleared when that guard has shut down.
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
@@ -111,15 +112,18 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
 
 /// Called by the guard once its shutdown is over: telemetry is off, and `init` may run again.
 pub(crate) fn release() {
-    tracer_switch::switch(None);
+    tracer_switch::global().switch(None);
     INITIALIZED.store(false, Ordering::SeqCst);
 }
 
 fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
-    let mut parts = if config.enabled {
-        build_providers(&config)?
+    let (mut parts, sampler) = if config.enabled {
+        let (sampler, ratio) = stack::head_sampler(&config);
+        let mut parts = build_providers(&config, &sampler)?;
+        parts.ratio = Some(ratio);
+        (parts, Some(sampler))
     } else {
-        GuardParts::default()
+        (GuardParts::default(), None)
     };
 
     if config.install_tracing_subscriber && SUBSCRIBER_INSTALLED.load(Ordering::SeqCst) {
@@ -132,26 +136,12 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
             );
         }
     } else if config.install_tracing_subscriber {
-        let directives = config
-            .env_log_filter
-            .as_deref()
-            .unwrap_or(&config.log_filter);
-        // Validated already; an unparsable filter falls back to `info` rather than failing late.
-        let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
-        // stderr: services pipe stdout as data.
-        let fmt = config
-            .fmt_output
-            .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
-        let otel = parts.tracer_provider.as_ref().map(|_| {
-            tracing_opentelemetry::layer()
-                .with_tracer(CurrentTracer)
-                .with_tracked_inactivity(false)
-                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                    !excluded(meta.target())
-                }))
-        });
-        let has_otel = otel.is_some();
-        let subscriber = Registry::default().with(filter).with(fmt).with(otel);
+        let switch = parts
+            .tracer_provider
+            .as_ref()
+            .map(|_| tracer_switch::global().clone());
+        let has_otel = switch.is_some();
+        let subscriber = stack::subscriber(&config, switch);
         if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
             discard(&mut parts);
             return Err(TelemetryError::SubscriberAlreadySet(e.to_string()));
@@ -159,12 +149,12 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         SUBSCRIBER_INSTALLED.store(true, Ordering::SeqCst);
         SUBSCRIBER_HAS_OTEL.store(has_otel, Ordering::SeqCst);
     }
-    tracer_switch::switch(parts.tracer_provider.as_ref().map(|tp| {
-        let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
-        tp.tracer_with_scope(scope)
-    }));
+    tracer_switch::global().switch(parts.tracer_provider.as_ref().zip(sampler).map(
+        |(tp, sampler)| Installed {
+            tracer: tp.tracer_with_scope(stack::scope()),
+            sampler,
+        },
+    ));
     parts.owns_init = true;
 
     if let Some(tp) = &parts.tracer_provider {
@@ -219,7 +209,10 @@ fn discard(parts: &mut GuardParts) {
         });
 }
 
-fn build_providers(config: &TelemetryConfig) -> Result<GuardParts, TelemetryError> {
+fn build_providers(
+    config: &TelemetryConfig,
+    sampler: &HeadSampler,
+) -> Result<GuardParts, TelemetryError> {
     let mut parts = GuardParts::default();
     let resource = build_resource(config);
     if cfg!(any(feature = "grpc", feature = "http"))
@@ -230,16 +223,7 @@ fn build_providers(config: &TelemetryConfig) -> Result<GuardParts, TelemetryErro
 
     // A tracer provider exists even when traces are not exported, so that trace context still propagates
     // from incoming to outgoing requests.
-    let ratio_sampler = RatioSampler::new(config.sampler.ratio());
-    parts.ratio = Some(ratio_sampler.handle());
-    let sampler: Box<dyn ShouldSample> = if config.sampler.is_parent_based() {
-        Box::new(Sampler::parent_based(ratio_sampler))
-    } else {
-        Box::new(ratio_sampler)
-    };
-    let mut tp = SdkTracerProvider::builder()
-        .with_resource(resource.clone())
-        .with_sampler(sampler);
+    let mut tp = stack::provider_builder(sampler).with_resource(resource.clone());
     if config.traces_enabled {
         let counts = Arc::new(SpanCounts::default());
         let ledger = Arc::new(Ledger::default());

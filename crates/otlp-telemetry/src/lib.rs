@@ -25,8 +25,8 @@
 //! - [`init()`]: installs everything; [`TelemetryGuard`]: shutdown, flush and run-time sampling control.
 //! - [`sampler`]: [`RatioSampler`], the parent-based trace-id ratio sampler behind
 //!   [`TelemetryGuard::set_trace_ratio`].
-//! - [`stack`]: [`stack::TracingStack`], a provider and subscriber like `init`'s, with head sampling at root
-//!   creation, around an exporter of yours and installed nowhere (tests, benchmarks).
+//! - [`stack`]: [`stack::TracingStack`], a provider and the subscriber `init` installs (the same code, head
+//!   sampling at root creation included), around an exporter of yours and installed nowhere (tests, benchmarks).
 //! - [`views`]: bucket boundaries from 1 µs to 10 s (or your own) for otlp-kit's `*.duration` histograms
 //!   in seconds; other libraries' histograms keep theirs.
 //! - [`propagation`]: [`inject_context`] / [`extract_context`] over `http::HeaderMap`;

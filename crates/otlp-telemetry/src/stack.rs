@@ -1,7 +1,8 @@
-//! [`TracingStack`]: a tracer provider and `tracing` subscriber like the ones [`init`](crate::init()) installs
-//! (`EnvFilter`, fmt output to stderr, the OpenTelemetry layer, the configured sampler, a batch span processor),
-//! with head sampling at root creation in front of the OpenTelemetry layer, built around a span exporter of your
-//! choice and installed nowhere: for tests, benchmarks and scoped use with `tracing::dispatcher::with_default`.
+//! [`TracingStack`]: a tracer provider and the `tracing` subscriber [`init`](crate::init()) installs, built by the
+//! same code (`EnvFilter`, fmt output to stderr, head sampling at root creation in front of the OpenTelemetry
+//! layer, the configured sampler, a batch span processor) around a span exporter of your choice and installed
+//! nowhere: for tests, benchmarks and scoped use with `tracing::dispatcher::with_default`. The one difference:
+//! `init`'s layers follow the tracer and sampler of the latest `init`, a stack's keep its own.
 //!
 //! ```
 //! use opentelemetry_sdk::trace::InMemorySpanExporter;
@@ -35,6 +36,7 @@ use crate::head_sampling::{HeadSampler, HeadSampling, HeadTracer, PredecidedIds}
 use crate::init::excluded;
 use crate::report::{ErrorReporter, ReportingSpanExporter};
 use crate::sampler::{RatioSampler, TraceRatioHandle};
+use crate::tracer_switch::{Installed, TracerSwitch};
 
 /// A tracer provider with the configured sampler and batch span processor, and a `tracing` subscriber over
 /// it. See the [module docs](self).
@@ -66,7 +68,11 @@ impl TracingStack {
         let provider = provider_builder(&sampler)
             .with_span_processor(batch_processor(config, exporter, counts))
             .build();
-        let dispatch = Dispatch::new(subscriber(config, Some((&provider, &sampler))));
+        let switch = TracerSwitch::new(Some(Installed {
+            tracer: provider.tracer_with_scope(scope()),
+            sampler,
+        }));
+        let dispatch = Dispatch::new(subscriber(config, Some(switch)));
         Ok(TracingStack {
             provider,
             dispatch,
@@ -123,11 +129,19 @@ pub(crate) fn batch_processor<E: SpanExporter + 'static>(
     CountingProcessor::new(processor, counts)
 }
 
-/// The `tracing` subscriber: `EnvFilter` (`RUST_LOG` or the configured filter), fmt output, and the
-/// OpenTelemetry layer over `provider`'s tracer, behind the head-sampling decision of `sampler`.
+/// The instrumentation scope of the spans made from `tracing` spans.
+pub(crate) fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+/// The `tracing` subscriber of [`init`](crate::init()) and [`TracingStack`]: `EnvFilter` (`RUST_LOG` or the
+/// configured filter), fmt output, and (with a switch) the OpenTelemetry layer over the switch's tracer, behind
+/// the head-sampling decision of its sampler.
 pub(crate) fn subscriber(
     config: &TelemetryConfig,
-    provider: Option<(&SdkTracerProvider, &HeadSampler)>,
+    switch: Option<TracerSwitch>,
 ) -> impl Subscriber + Send + Sync + 'static {
     let directives = config
         .env_log_filter
@@ -138,16 +152,13 @@ pub(crate) fn subscriber(
     let fmt = config
         .fmt_output
         .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
-    let otel = provider.map(|(tp, sampler)| {
-        let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
+    let otel = switch.map(|switch| {
         let layer = tracing_opentelemetry::layer()
-            .with_tracer(HeadTracer(tp.tracer_with_scope(scope)))
+            .with_tracer(HeadTracer(switch.clone()))
             .with_tracked_inactivity(false);
-        HeadSampling::new(layer, sampler.clone()).with_filter(
-            tracing_subscriber::filter::filter_fn(|meta| !excluded(meta.target())),
-        )
+        HeadSampling::new(layer, switch).with_filter(tracing_subscriber::filter::filter_fn(
+            |meta| !excluded(meta.target()),
+        ))
     });
     Registry::default().with(filter).with(fmt).with(otel)
 }

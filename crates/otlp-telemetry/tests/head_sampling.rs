@@ -1,10 +1,9 @@
 //! Head sampling at root creation: a sampled-out trace skips the OpenTelemetry layer, root and children; a
 //! sampled trace keeps its links; a remote parent's sampled flag is followed.
 
-use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
+use common::{Counted, traced_request as request};
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
@@ -26,40 +25,18 @@ fn finished(stack: &TracingStack, exporter: &InMemorySpanExporter) -> Vec<SpanDa
     exporter.get_finished_spans().unwrap()
 }
 
-/// A field value that counts how often it is formatted.
-#[derive(Clone)]
-struct Counted(Arc<AtomicUsize>);
-
-impl fmt::Debug for Counted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        f.write_str("counted")
-    }
-}
-
-fn request(field: &Counted) {
-    let root = tracing::info_span!("request", url.path = "/orders/7", body = ?field);
-    let _root = root.enter();
-    for i in 0..3 {
-        let child = tracing::info_span!("step", step = i, detail = ?field);
-        let _child = child.enter();
-        tracing::info!(value = ?field, "inside a step");
-        tracing::Span::current().record("step", 10 + i);
-    }
-}
-
 #[test]
 fn an_unsampled_trace_exports_nothing_and_its_fields_are_never_visited() {
     let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOff);
-    let formatted = Counted(Arc::new(AtomicUsize::new(0)));
+    let formatted = Counted::default();
     tracing::dispatcher::with_default(stack.dispatch(), || {
         for _ in 0..10 {
-            request(&formatted);
+            request("request", &formatted);
         }
     });
     assert!(finished(&stack, &exporter).is_empty());
     assert_eq!(
-        formatted.0.load(Ordering::Relaxed),
+        formatted.take(),
         0,
         "the OpenTelemetry layer formatted fields of sampled-out spans"
     );
@@ -68,8 +45,8 @@ fn an_unsampled_trace_exports_nothing_and_its_fields_are_never_visited() {
 #[test]
 fn a_sampled_trace_keeps_parent_child_links() {
     let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOn);
-    let formatted = Counted(Arc::new(AtomicUsize::new(0)));
-    tracing::dispatcher::with_default(stack.dispatch(), || request(&formatted));
+    let formatted = Counted::default();
+    tracing::dispatcher::with_default(stack.dispatch(), || request("request", &formatted));
     let spans = finished(&stack, &exporter);
     assert_eq!(spans.len(), 4, "{spans:#?}");
     let root = spans.iter().find(|s| s.name == "request").unwrap();
@@ -86,10 +63,10 @@ fn a_sampled_trace_keeps_parent_child_links() {
 #[test]
 fn the_ratio_decides_whole_traces() {
     let (stack, exporter) = build(TraceSampler::ParentBasedTraceIdRatio(0.5));
-    let formatted = Counted(Arc::new(AtomicUsize::new(0)));
+    let formatted = Counted::default();
     tracing::dispatcher::with_default(stack.dispatch(), || {
         for _ in 0..400 {
-            request(&formatted);
+            request("request", &formatted);
         }
     });
     let spans = finished(&stack, &exporter);

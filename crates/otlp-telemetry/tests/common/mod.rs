@@ -218,3 +218,39 @@ pub fn metric_block(output: &str, name: &str) -> Option<String> {
         .unwrap_or(rest.len());
     Some(rest[..end].to_owned())
 }
+
+/// A field value that counts how often it is formatted (`Debug`): a probe for which layers visit a span's fields.
+#[derive(Clone, Default)]
+pub struct Counted(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl std::fmt::Debug for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f.write_str("counted")
+    }
+}
+
+impl Counted {
+    /// The formattings so far, resetting the count.
+    pub fn take(&self) -> usize {
+        self.0.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A request's spans: a root with a `Debug` field (named `name` for OpenTelemetry) and 3 children with one each,
+/// an event in each child, and a field recorded later: [`FORMATTED_PER_TRACED_REQUEST`] formattings of `field`
+/// when the OpenTelemetry layer sees the whole trace.
+pub fn traced_request(name: &'static str, field: &Counted) {
+    let root =
+        tracing::info_span!("request", otel.name = name, url.path = "/orders/7", body = ?field);
+    let _root = root.enter();
+    for i in 0..3 {
+        let child = tracing::info_span!("step", step = i, detail = ?field);
+        let _child = child.enter();
+        tracing::info!(value = ?field, "inside a step");
+        tracing::Span::current().record("step", 10 + i);
+    }
+}
+
+/// How often [`traced_request`] formats its field for the OpenTelemetry layer.
+pub const FORMATTED_PER_TRACED_REQUEST: usize = 7;
