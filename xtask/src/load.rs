@@ -796,6 +796,7 @@ fn render(samples: &[Vec<Sample>], cfg: &Cfg, twin_max: f64, g: Generator) -> St
 /// The latency-percentile curves at 0.8×R (median over rounds per percentile), one line per variant, as SVG.
 fn plot_latency(samples: &[Vec<Sample>], path: &PathBuf) -> Result<(), String> {
     use plotters::prelude::*;
+    crate::fonts::register()?;
     let keys = [
         "p10", "p25", "p50", "p75", "p90", "p95", "p99", "p99.9", "p99.99",
     ];

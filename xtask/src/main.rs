@@ -4,7 +4,7 @@
 //!   and prints a line a second from its owners' stats, then shuts it down gracefully.
 //! * `cargo xtask load [--quick] [--rounds N] [--seconds S] [--update-docs]`: the demo service against its twin
 //!   and the naive-instrumented variant under a load generator; a Service table for docs/benchmarks.md and a plot.
-//! * `cargo xtask dashboard [--json]`: writes docs/dashboards/otlp-kit.json (Grafana) and, without `--json`, renders
+//! * `cargo xtask dashboard [--json] [--seconds N]`: writes docs/dashboards/otlp-kit.json (Grafana) and, without `--json`, renders
 //!   its panels to docs/dashboards/otlp-kit.png from a real Prometheus scraping the demo service under load.
 //! * `cargo xtask verify [--quick]`: formatting, clippy, tests, loom models, miri, cargo-deny, in that order,
 //!   each timed, with a summary table; exits non-zero if any step failed. `--quick` runs the first three only and
@@ -17,6 +17,7 @@ mod bench;
 mod cmd;
 mod dashboard;
 mod demo;
+mod fonts;
 mod load;
 mod service;
 mod verify;
@@ -30,7 +31,7 @@ const USAGE: &str = "usage:
   cargo xtask load [--quick] [--rounds N] [--seconds S] [--update-docs]
                                                    the demo service against its twin and a naive variant
                                                    under oha (or wrk), interleaved rounds
-  cargo xtask dashboard [--json]                   the Grafana dashboard (docs/dashboards/otlp-kit.json) and,
+  cargo xtask dashboard [--json] [--seconds N]     the Grafana dashboard (docs/dashboards/otlp-kit.json) and,
                                                    without --json, its panels drawn from a real Prometheus
                                                    scraping the demo under load (otlp-kit.png)
   cargo xtask verify [--quick]                     fmt, clippy, tests, loom, miri, cargo-deny

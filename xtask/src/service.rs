@@ -40,6 +40,8 @@ pub fn build(root: &Path) -> Result<PathBuf, String> {
 pub struct Service {
     child: Child,
     pub addr: SocketAddr,
+    /// The Prometheus scrape endpoint, when `--prometheus` turned it on.
+    pub prometheus: Option<SocketAddr>,
     lines: mpsc::Receiver<String>,
     spawned_at: Instant,
 }
@@ -66,17 +68,25 @@ impl Service {
                 }
             }
         });
-        let first = lines
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "otlp-demo did not print its listening line within 30 s".to_owned())?;
-        let addr = first
-            .strip_prefix("otlp-demo listening on http://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| format!("unexpected first line from otlp-demo: {first}"))?;
+        let mut prometheus = None;
+        let addr = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .map_err(|_| "otlp-demo did not print its listening line within 30 s".to_owned())?;
+            if let Some(rest) = line.strip_prefix("otlp-demo prometheus on http://") {
+                prometheus = rest.trim_end_matches("/metrics").parse().ok();
+                continue;
+            }
+            break line
+                .strip_prefix("otlp-demo listening on http://")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| format!("unexpected first line from otlp-demo: {line}"))?;
+        };
         Ok(Service {
             child,
             addr,
+            prometheus,
             lines,
             spawned_at,
         })

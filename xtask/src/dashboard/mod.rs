@@ -1,15 +1,28 @@
-//! `cargo xtask dashboard [--json]`: writes the Grafana dashboard (docs/dashboards/otlp-kit.json) from
+//! `cargo xtask dashboard [--json] [--seconds N]`: writes the Grafana dashboard (docs/dashboards/otlp-kit.json) from
 //! [`panels`]; without `--json`, then renders its panels to docs/dashboards/otlp-kit.png from a real Prometheus
 //! that scrapes the demo service under a short load.
 
 pub mod panels;
+mod render;
 
 use crate::workspace;
 
 pub fn run(args: &[String]) -> Result<bool, String> {
-    let json_only = args.iter().any(|a| a == "--json");
-    if let Some(other) = args.iter().find(|a| *a != "--json") {
-        return Err(format!("dashboard: unknown flag `{other}`"));
+    let mut json_only = false;
+    let mut seconds = 40;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--json" => json_only = true,
+            "--seconds" => {
+                seconds = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|s| *s >= 10)
+                    .ok_or("dashboard: --seconds needs a whole number, at least 10")?
+            }
+            other => return Err(format!("dashboard: unknown flag `{other}`")),
+        }
     }
     let root = workspace::root();
     let dir = root.join("docs/dashboards");
@@ -21,5 +34,6 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     if json_only {
         return Ok(true);
     }
-    Err("dashboard: rendering the PNG is not built yet; use --json".into())
+    render::run(&root, &render::png_path(&root), seconds)?;
+    Ok(true)
 }
