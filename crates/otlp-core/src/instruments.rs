@@ -70,6 +70,10 @@ pub enum Kind {
     /// An `i64` up-down counter of a quantity that adds up across owners (idle objects, queue sizes): a dropped
     /// owner's share goes away with it.
     UpDownCounter,
+    /// An `f64` gauge of a value that does not add up (a latency estimate): sources report it with
+    /// [`Observations::observe_f64`]; of owners with the same attributes the last one observed wins, and a dropped
+    /// owner's value goes away with it.
+    Gauge,
 }
 
 /// One observable instrument of a scope.
@@ -152,6 +156,12 @@ impl Observations<'_> {
         if instrument == self.instrument {
             (self.sink)(value, attrs);
         }
+    }
+
+    /// Reports `value` for the scope's [`Kind::Gauge`] `instrument` with `attrs`.
+    #[inline]
+    pub fn observe_f64(&mut self, instrument: usize, value: f64, attrs: &Attributes) {
+        self.observe(instrument, value.to_bits(), attrs);
     }
 }
 
@@ -315,6 +325,10 @@ impl Registry {
                 .collect();
             (live, dead)
         };
+        let gauge = self
+            .observables
+            .get(i)
+            .is_some_and(|o| o.kind == Kind::Gauge);
         for source in &live {
             source.observe(&mut Observations {
                 instrument: i,
@@ -322,7 +336,11 @@ impl Registry {
                     let slot = sums
                         .entry(attrs.key.clone())
                         .or_insert_with(|| (attrs.clone(), 0));
-                    slot.1 = slot.1.wrapping_add(value);
+                    slot.1 = if gauge {
+                        value
+                    } else {
+                        slot.1.wrapping_add(value)
+                    };
                 },
             });
         }
@@ -358,6 +376,20 @@ impl Registry {
                                 if let Some(registry) = this() {
                                     for (attrs, value) in registry.get().gather(i, generation) {
                                         obs.observe(value, attrs.as_slice());
+                                    }
+                                }
+                            })
+                            .build(),
+                    ),
+                    Kind::Gauge => Box::new(
+                        meter
+                            .f64_observable_gauge(spec.name)
+                            .with_unit(spec.unit)
+                            .with_description(spec.description)
+                            .with_callback(move |obs: &dyn AsyncInstrument<f64>| {
+                                if let Some(registry) = this() {
+                                    for (attrs, value) in registry.get().gather(i, generation) {
+                                        obs.observe(f64::from_bits(value), attrs.as_slice());
                                     }
                                 }
                             })

@@ -47,21 +47,24 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter as Governor};
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Histogram, Meter, ObservableCounter};
+use opentelemetry::metrics::Meter;
+use otlp_core::instruments::{Attributes, Observations, Registration, Source};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::counters::{Counters, Gauge};
 use crate::error::{BuildError, CheckError, WaitError};
 use crate::semaphore::AcquireOptions;
-use crate::telemetry::{WAIT_BOUNDARIES, default_meter, names};
+use crate::telemetry::{
+    INSTRUMENTS, RATE_LIMITER_BACKEND_ERRORS, RATE_LIMITER_DECISIONS, RATE_LIMITER_WAIT, names,
+};
 
 /// The GCRA, atomically in Redis. KEYS[1]: the key. ARGV: emission interval (µs), burst (cells), cells asked.
 /// Returns `{1, 0}` when allowed, `{0, retry_after_µs}` when not. The stored value is the theoretical arrival
@@ -298,14 +301,13 @@ impl RedisRateLimiterBuilder {
             .map_err(|e| bad(format!("the Redis connection could not be set up ({e})")))?;
         let interval_us = (self.quota.replenish_interval().as_micros() as u64).max(1);
         let burst = self.quota.burst_size().get();
-        let meter = self.meter.unwrap_or_else(default_meter);
         let prefix = self
             .prefix
             .unwrap_or_else(|| format!("otlp-sync:{}", self.name));
         let name = self.name;
         let sha = redis::Script::new(GCRA_SCRIPT).get_hash().to_owned();
-        Ok(Arc::new_cyclic(|weak: &Weak<Core>| Core {
-            telemetry: Telemetry::new(&meter, &name, weak),
+        let core = Arc::new(Core {
+            telemetry: Telemetry::new(self.meter, &name),
             name,
             quota: self.quota,
             interval_us,
@@ -318,7 +320,9 @@ impl RedisRateLimiterBuilder {
             fallback,
             counters: Counters::new(),
             waiting: Gauge::new(),
-        }))
+        });
+        core.telemetry.link.add(core.clone());
+        Ok(core)
     }
 
     /// Builds a direct limiter: one key, one quota. Must be called inside a tokio runtime; connects lazily, so
@@ -426,75 +430,49 @@ struct Core {
 }
 
 struct Telemetry {
-    wait_duration: Histogram<f64>,
-    attrs: Vec<[KeyValue; 3]>,
-    _decisions: ObservableCounter<u64>,
-    _errors: ObservableCounter<u64>,
+    link: Registration,
+    /// `[rate_limiter.name, rate_limiter.backend, outcome]` per outcome.
+    attrs: [Attributes; 8],
+    /// `[rate_limiter.name, rate_limiter.backend, error.type]`: timeout, error.
+    errors: [Attributes; 2],
 }
 
 impl Telemetry {
-    fn new(meter: &Meter, name: &str, weak: &Weak<Core>) -> Self {
+    fn new(meter: Option<Meter>, name: &str) -> Self {
         let name_kv = KeyValue::new(names::RATE_LIMITER_NAME, name.to_owned());
         let backend = KeyValue::new(names::RATE_LIMITER_BACKEND, "redis");
-        let attrs: Vec<[KeyValue; 3]> = OUTCOMES
-            .iter()
-            .map(|o| {
-                [
-                    name_kv.clone(),
-                    backend.clone(),
-                    KeyValue::new(names::OUTCOME, o.as_str()),
-                ]
-            })
-            .collect();
-        let wait_duration = meter
-            .f64_histogram(names::RATE_LIMITER_WAIT_DURATION)
-            .with_unit("s")
-            .with_description("How long rate limiter waits that slept took, by outcome.")
-            .with_boundaries(WAIT_BOUNDARIES.to_vec())
-            .build();
-        let w = weak.clone();
-        let decision_attrs = attrs.clone();
-        let _decisions = meter
-            .u64_observable_counter(names::RATE_LIMITER_DECISIONS)
-            .with_unit("{decision}")
-            .with_description("Rate limiter decisions, by outcome.")
-            .with_callback(move |obs| {
-                if let Some(core) = w.upgrade() {
-                    let totals = core.counters.snapshot();
-                    for (o, kv) in OUTCOMES.iter().zip(decision_attrs.iter()) {
-                        obs.observe(totals[*o as usize], kv);
-                    }
-                }
-            })
-            .build();
-        let w = weak.clone();
-        let error_attrs = ["timeout", "error"].map(|t| {
-            [
-                name_kv.clone(),
-                backend.clone(),
-                KeyValue::new(names::ERROR_TYPE, t),
-            ]
-        });
-        let _errors = meter
-            .u64_observable_counter(names::RATE_LIMITER_BACKEND_ERRORS)
-            .with_unit("{error}")
-            .with_description(
-                "Round trips to the rate limiter's backend that failed, by error type.",
-            )
-            .with_callback(move |obs| {
-                if let Some(core) = w.upgrade() {
-                    let totals = core.counters.snapshot();
-                    obs.observe(totals[BACKEND_TIMEOUTS], &error_attrs[0]);
-                    obs.observe(totals[BACKEND_ERRORS], &error_attrs[1]);
-                }
-            })
-            .build();
+        let with = |k: &'static str, v: &'static str| {
+            Attributes::new(vec![name_kv.clone(), backend.clone(), KeyValue::new(k, v)])
+        };
         Telemetry {
-            wait_duration,
-            attrs,
-            _decisions,
-            _errors,
+            link: INSTRUMENTS.link(meter),
+            attrs: OUTCOMES.map(|o| with(names::OUTCOME, o.as_str())),
+            errors: ["timeout", "error"].map(|t| with(names::ERROR_TYPE, t)),
         }
+    }
+}
+
+impl Source for Core {
+    fn observe(&self, out: &mut Observations<'_>) {
+        let t = &self.telemetry;
+        let current = out.current();
+        if current != RATE_LIMITER_DECISIONS && current != RATE_LIMITER_BACKEND_ERRORS {
+            return;
+        }
+        let totals = self.counters.snapshot();
+        for (o, attrs) in OUTCOMES.iter().zip(&t.attrs) {
+            out.observe(RATE_LIMITER_DECISIONS, totals[*o as usize], attrs);
+        }
+        out.observe(
+            RATE_LIMITER_BACKEND_ERRORS,
+            totals[BACKEND_TIMEOUTS],
+            &t.errors[0],
+        );
+        out.observe(
+            RATE_LIMITER_BACKEND_ERRORS,
+            totals[BACKEND_ERRORS],
+            &t.errors[1],
+        );
     }
 }
 
@@ -681,6 +659,7 @@ impl Core {
     }
 
     fn stats(&self) -> RedisRateLimiterStats {
+        self.telemetry.link.follow();
         let c = self.counters.snapshot();
         RedisRateLimiterStats {
             allowed: c[Outcome::Allowed as usize],
@@ -724,9 +703,13 @@ impl Drop for WaitGuard<'_> {
         let core = self.core;
         core.waiting.decr();
         core.count(self.outcome);
-        core.telemetry.wait_duration.record(
+        let t = &core.telemetry;
+        // This call slept: cheap enough to catch up with a provider installed since.
+        t.link.follow();
+        t.link.record(
+            RATE_LIMITER_WAIT,
             self.start.elapsed().as_secs_f64(),
-            &core.telemetry.attrs[self.outcome as usize],
+            t.attrs[self.outcome as usize].as_slice(),
         );
     }
 }

@@ -71,12 +71,31 @@
 //! thread's counter block, once). Only an acquire that has to queue reads the clock, opens a
 //! debug-level `tracing` span and records `semaphore.wait.duration`.
 //!
+//! # Hold time
+//!
+//! How long permits are held is what tuning a semaphore needs (the semantic conventions'
+//! `db.client.connection.use_time`). It costs two clock reads and a histogram record per permit, so it is opt-in
+//! per semaphore: [`SemaphoreBuilder::record_hold_duration`]. Off (the default), acquire and release read no
+//! clock.
+//!
+//! ```
+//! # use otlp_sync::Semaphore;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = Semaphore::builder("db-connections").permits(8).record_hold_duration(true).build()?;
+//! let conn = db.acquire().await?;
+//! drop(conn); // records how long it was held in `semaphore.hold.duration`
+//! # Ok(()) }
+//! ```
+//!
 //! # Telemetry
 //!
 //! Attribute `semaphore.name` on every instrument: up-down counters `semaphore.permit.limit`,
 //! `semaphore.permit.usage`, `semaphore.acquire.waiting`, counter `semaphore.acquires` (attribute `outcome` = `acquired` | `timeout` | `cancelled` |
 //! `closed` | `rejected`) and histogram `semaphore.wait.duration` (seconds, same `outcome`s, only for acquires
-//! that waited). Each call counts exactly one outcome, so the outcomes add up to the calls.
+//! that waited). Each call counts exactly one outcome, so the outcomes add up to the calls. With
+//! [`SemaphoreBuilder::record_hold_duration`], histogram `semaphore.hold.duration` (seconds, `semaphore.name` only):
+//! one value per permit guard released, from its acquire to its drop.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -95,8 +114,8 @@ use crate::counters::{Counters, Gauge};
 use crate::error::{AcquireError, AddPermitsError, BuildError, TryAcquireError};
 use crate::sync::{AtomicUsize, Ordering};
 use crate::telemetry::{
-    INSTRUMENTS, SEMAPHORE_ACQUIRES, SEMAPHORE_LIMIT, SEMAPHORE_USAGE, SEMAPHORE_WAIT,
-    SEMAPHORE_WAITING, names,
+    INSTRUMENTS, SEMAPHORE_ACQUIRES, SEMAPHORE_HOLD, SEMAPHORE_LIMIT, SEMAPHORE_USAGE,
+    SEMAPHORE_WAIT, SEMAPHORE_WAITING, names,
 };
 
 /// How one acquire call ended; the index of its counter.
@@ -320,6 +339,7 @@ pub struct SemaphoreBuilder {
     name: String,
     permits: Option<usize>,
     meter: Option<Meter>,
+    hold: bool,
 }
 
 impl SemaphoreBuilder {
@@ -333,6 +353,13 @@ impl SemaphoreBuilder {
     /// The meter to create instruments from, instead of the global meter provider's `otlp-sync` meter.
     pub fn meter(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
+        self
+    }
+
+    /// Records how long each permit guard ([`Permit`], [`OwnedPermit`]) was held, from its acquire to its drop,
+    /// in histogram `semaphore.hold.duration` (default off: then acquire and release read no clock).
+    pub fn record_hold_duration(mut self, on: bool) -> Self {
+        self.hold = on;
         self
     }
 
@@ -355,6 +382,7 @@ impl SemaphoreBuilder {
             counters: Counters::new(),
             waiting: Gauge::new(),
             telemetry: Telemetry::new(self.meter, &name),
+            hold: self.hold,
             name,
         });
         inner.telemetry.link.add(inner.clone());
@@ -377,6 +405,8 @@ struct Inner {
     counters: Counters<COUNTERS>,
     waiting: Gauge,
     telemetry: Telemetry,
+    /// Whether permits record `semaphore.hold.duration`.
+    hold: bool,
     name: String,
 }
 
@@ -431,6 +461,26 @@ impl Inner {
     #[inline]
     fn count(&self, outcome: Outcome) {
         self.counters.incr(outcome as usize);
+    }
+
+    /// When a permit taken now started being held, if this semaphore records hold times.
+    #[inline]
+    fn held_since(&self) -> Option<tokio::time::Instant> {
+        if self.hold {
+            Some(tokio::time::Instant::now())
+        } else {
+            None
+        }
+    }
+
+    #[cold]
+    fn record_hold(&self, since: tokio::time::Instant) {
+        let t = &self.telemetry;
+        t.link.record(
+            SEMAPHORE_HOLD,
+            since.elapsed().as_secs_f64(),
+            t.name.as_slice(),
+        );
     }
 
     /// Counts the outcome of a `try_acquire`. One bump whatever the outcome, made before the result is inspected:
@@ -516,6 +566,7 @@ impl Semaphore {
             name: name.into(),
             permits: None,
             meter: None,
+            hold: false,
         }
     }
 
@@ -587,7 +638,7 @@ impl Semaphore {
         match inner.sem.try_acquire_many(n) {
             Ok(permit) => {
                 inner.count(Outcome::Acquired);
-                Ok(Permit { permit })
+                Ok(self.borrowed(permit))
             }
             Err(tokio::sync::TryAcquireError::Closed) => {
                 inner.count(Outcome::Closed);
@@ -595,7 +646,7 @@ impl Semaphore {
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 let permit = self.wait(n, limits, || inner.sem.acquire_many(n)).await?;
-                Ok(Permit { permit })
+                Ok(self.borrowed(permit))
             }
         }
     }
@@ -675,7 +726,7 @@ impl Semaphore {
         let taken = inner.sem.try_acquire_many(n);
         inner.count_try(&taken);
         match taken {
-            Ok(permit) => Ok(Permit { permit }),
+            Ok(permit) => Ok(self.borrowed(permit)),
             Err(e) => Err(self.try_failed(n, e)),
         }
     }
@@ -698,6 +749,16 @@ impl Semaphore {
         }
     }
 
+    /// Wraps a tokio permit taken from this semaphore.
+    #[inline]
+    fn borrowed<'a>(&'a self, permit: tokio::sync::SemaphorePermit<'a>) -> Permit<'a> {
+        let inner = &*self.inner;
+        Permit {
+            permit,
+            _hold: inner.held_since().map(|since| HoldTimer { inner, since }),
+        }
+    }
+
     /// Turns a borrowed tokio permit into an owned one: tokio's permit is forgotten and [`OwnedPermit`] gives the
     /// permits back to the same tokio semaphore on drop (exactly what tokio's own permit drop does). This keeps
     /// the tokio semaphore inline in our state, one pointer away on every call, instead of behind a second `Arc`.
@@ -706,6 +767,7 @@ impl Semaphore {
         let permits = permit.num_permits();
         permit.forget();
         OwnedPermit {
+            since: self.inner.held_since(),
             inner: Arc::clone(&self.inner),
             permits,
         }
@@ -932,7 +994,22 @@ impl fmt::Debug for Semaphore {
 /// Permits borrowed from a [`Semaphore`], given back on drop.
 #[must_use = "the permit is given back as soon as it is dropped"]
 pub struct Permit<'a> {
+    /// Dropped first: the permits go back before the hold time is recorded.
     permit: tokio::sync::SemaphorePermit<'a>,
+    _hold: Option<HoldTimer<'a>>,
+}
+
+/// Records a [`Permit`]'s hold time when it drops (a field of its own, so that [`Semaphore::retire`] can still
+/// take the tokio permit out of the guard).
+struct HoldTimer<'a> {
+    inner: &'a Inner,
+    since: tokio::time::Instant,
+}
+
+impl Drop for HoldTimer<'_> {
+    fn drop(&mut self) {
+        self.inner.record_hold(self.since);
+    }
 }
 
 impl Permit<'_> {
@@ -955,6 +1032,8 @@ impl fmt::Debug for Permit<'_> {
 pub struct OwnedPermit {
     inner: Arc<Inner>,
     permits: usize,
+    /// When it was acquired, if its semaphore records hold times.
+    since: Option<tokio::time::Instant>,
 }
 
 impl OwnedPermit {
@@ -969,6 +1048,9 @@ impl Drop for OwnedPermit {
         if self.permits > 0 {
             // Gives back permits taken from this semaphore: the total never passes the limit.
             self.inner.sem.add_permits(self.permits);
+        }
+        if let Some(since) = self.since {
+            self.inner.record_hold(since);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Instrument names, the instrumentation scope and shared telemetry helpers.
 //!
 //! Every instrument is listed in `docs/metrics.md`. Counters and up-down counters are observable: their callbacks read the
-//! same cheap counters as `stats()`. Only waits record a histogram.
+//! same cheap counters as `stats()`. Only waits record a histogram, and releases of semaphores that opted in to
+//! `semaphore.hold.duration`.
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::metrics::Meter;
@@ -22,6 +23,9 @@ pub mod names {
     pub const SEMAPHORE_ACQUIRES: &str = "semaphore.acquires";
     /// Histogram `s` with attribute `outcome`: how long acquires that had to wait waited.
     pub const SEMAPHORE_WAIT_DURATION: &str = "semaphore.wait.duration";
+    /// Histogram `s`: how long permits were held, from acquire to release (only semaphores built with
+    /// `record_hold_duration(true)`).
+    pub const SEMAPHORE_HOLD_DURATION: &str = "semaphore.hold.duration";
     /// Counter `{decision}` with attribute `outcome`: rate limiter decisions.
     pub const RATE_LIMITER_DECISIONS: &str = "rate_limiter.decisions";
     /// Histogram `s` with attribute `outcome`: how long waits that slept took.
@@ -63,11 +67,15 @@ pub(crate) const SEMAPHORE_WAITING: usize = 2;
 pub(crate) const SEMAPHORE_ACQUIRES: usize = 3;
 pub(crate) const RATE_LIMITER_DECISIONS: usize = 4;
 pub(crate) const RATE_LIMITER_KEYS: usize = 5;
+pub(crate) const RATE_LIMITER_BACKEND_ERRORS: usize = 6;
+pub(crate) const ADAPTIVE_LIMIT_LATENCY: usize = 7;
+pub(crate) const ADAPTIVE_LIMIT_SAMPLES: usize = 8;
 /// Indices of the scope's histograms.
 pub(crate) const SEMAPHORE_WAIT: usize = 0;
 pub(crate) const RATE_LIMITER_WAIT: usize = 1;
+pub(crate) const SEMAPHORE_HOLD: usize = 2;
 
-static OBSERVABLES: [Observable; 6] = [
+static OBSERVABLES: [Observable; 9] = [
     Observable {
         name: names::SEMAPHORE_PERMIT_LIMIT,
         unit: "{permit}",
@@ -104,9 +112,27 @@ static OBSERVABLES: [Observable; 6] = [
         description: "Keys held by the keyed rate limiter's bounded key store.",
         kind: Kind::UpDownCounter,
     },
+    Observable {
+        name: names::RATE_LIMITER_BACKEND_ERRORS,
+        unit: "{error}",
+        description: "Round trips to the rate limiter's backend that failed, by error type.",
+        kind: Kind::Counter,
+    },
+    Observable {
+        name: names::ADAPTIVE_LIMIT_LATENCY,
+        unit: "s",
+        description: "Latency estimates the adaptive limit works from: the last sampled round trip and its baseline.",
+        kind: Kind::Gauge,
+    },
+    Observable {
+        name: names::ADAPTIVE_LIMIT_SAMPLES,
+        unit: "{sample}",
+        description: "Samples reported by adaptive limit permits, by outcome.",
+        kind: Kind::Counter,
+    },
 ];
 
-static HISTOGRAMS: [HistogramSpec; 2] = [
+static HISTOGRAMS: [HistogramSpec; 3] = [
     HistogramSpec {
         name: names::SEMAPHORE_WAIT_DURATION,
         unit: "s",
@@ -119,9 +145,15 @@ static HISTOGRAMS: [HistogramSpec; 2] = [
         description: "How long rate limiter waits that slept took, by outcome.",
         boundaries: &WAIT_BOUNDARIES,
     },
+    HistogramSpec {
+        name: names::SEMAPHORE_HOLD_DURATION,
+        unit: "s",
+        description: "How long permits were held, from acquire to release.",
+        boundaries: &WAIT_BOUNDARIES,
+    },
 ];
 
-/// The `otlp-sync` instrumentation scope: every semaphore and rate limiter registers with it, and it follows the
+/// The `otlp-sync` instrumentation scope: every semaphore, rate limiter and adaptive limit registers with it, and it follows the
 /// global meter provider (see `otlp_core::instruments`).
 pub(crate) static INSTRUMENTS: Scope =
     Scope::new(SCOPE, env!("CARGO_PKG_VERSION"), &OBSERVABLES, &HISTOGRAMS);

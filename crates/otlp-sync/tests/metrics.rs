@@ -32,6 +32,7 @@ enum Value {
     Sum(u64),
     UpDown(i64),
     Histogram { count: u64, sum: f64 },
+    Gauge(f64),
 }
 
 fn flatten(metrics: &[ResourceMetrics]) -> BTreeMap<String, Vec<Point>> {
@@ -59,6 +60,10 @@ fn flatten(metrics: &[ResourceMetrics]) -> BTreeMap<String, Vec<Point>> {
                             .map(|p| base(&mut p.attributes(), Value::UpDown(p.value())))
                             .collect()
                     }
+                    AggregatedMetrics::F64(MetricData::Gauge(g)) => g
+                        .data_points()
+                        .map(|p| base(&mut p.attributes(), Value::Gauge(p.value())))
+                        .collect(),
                     AggregatedMetrics::F64(MetricData::Histogram(h)) => h
                         .data_points()
                         .map(|p| {
@@ -302,4 +307,134 @@ async fn default_instruments_come_from_the_global_provider_with_the_crate_scope(
         .expect("semaphore metrics exported through the global provider");
     assert_eq!(scope.name(), "otlp-sync");
     assert_eq!(scope.version(), Some(env!("CARGO_PKG_VERSION")));
+}
+
+/// The `semaphore.hold.duration` points of `all`, by `semaphore.name`.
+fn holds(all: &BTreeMap<String, Vec<Point>>) -> BTreeMap<String, Value> {
+    all.get(names::SEMAPHORE_HOLD_DURATION)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            assert_eq!(p.unit, "s");
+            assert_eq!(
+                p.attrs.keys().collect::<Vec<_>>(),
+                ["semaphore.name"],
+                "{p:?}"
+            );
+            (p.attrs["semaphore.name"].clone(), p.value.clone())
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn hold_duration_is_recorded_once_per_release_when_turned_on() {
+    let (provider, exporter) = provider();
+    let meter = provider.meter("otlp-sync");
+    let on = Semaphore::builder("held")
+        .permits(2)
+        .record_hold_duration(true)
+        .meter(meter.clone())
+        .build()
+        .unwrap();
+    let off = Semaphore::builder("not-held")
+        .permits(2)
+        .meter(meter.clone())
+        .build()
+        .unwrap();
+    let adaptive = otlp_sync::adaptive::AdaptiveLimit::builder("adaptive")
+        .initial_limit(2)
+        .record_hold_duration(true)
+        .meter(meter)
+        .build()
+        .unwrap();
+
+    let borrowed = on.acquire().await.unwrap();
+    let owned = on.try_acquire_owned().unwrap();
+    let off_borrowed = off.acquire().await.unwrap();
+    let off_owned = off.try_acquire_owned().unwrap();
+    let a = adaptive.acquire().await.unwrap();
+    let b = adaptive.try_acquire_owned().unwrap();
+    tokio::time::advance(Duration::from_millis(250)).await;
+    drop(borrowed);
+    drop(off_borrowed);
+    a.dropped();
+    tokio::time::advance(Duration::from_millis(750)).await;
+    drop(owned);
+    drop(off_owned);
+    drop(b);
+    let m = export(&provider, &exporter);
+    assert_eq!(
+        holds(&m),
+        BTreeMap::from([
+            (
+                "held".into(),
+                Value::Histogram {
+                    count: 2,
+                    sum: 1.25
+                }
+            ),
+            (
+                "adaptive".into(),
+                Value::Histogram {
+                    count: 2,
+                    sum: 1.25
+                }
+            ),
+        ]),
+        "one value per release, none for the semaphore that did not turn it on"
+    );
+
+    // A permit that had to wait is held from when it was granted, not from when it was asked for.
+    let both = on.acquire_many(2).await.unwrap();
+    let waiter = {
+        let on = on.clone();
+        tokio::spawn(async move {
+            let p = on.acquire_owned().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(p);
+        })
+    };
+    while on.stats().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::advance(Duration::from_millis(500)).await;
+    drop(both);
+    waiter.await.unwrap();
+    let m = export(&provider, &exporter);
+    assert_eq!(
+        holds(&m)["held"],
+        Value::Histogram {
+            count: 4,
+            sum: 3.75
+        }
+    );
+    // Exports do not record again.
+    let again = export(&provider, &exporter);
+    assert_eq!(holds(&again), holds(&m));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hold_duration_is_not_exported_when_off() {
+    let (provider, exporter) = provider();
+    let meter = provider.meter("otlp-sync");
+    let s = Semaphore::builder("quiet")
+        .permits(1)
+        .meter(meter.clone())
+        .build()
+        .unwrap();
+    let l = otlp_sync::adaptive::AdaptiveLimit::builder("quiet-adaptive")
+        .meter(meter)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let p = s.acquire().await.unwrap();
+        let o = s.clone();
+        let a = l.acquire().await.unwrap();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        drop((p, a));
+        drop(o.acquire_owned().await.unwrap());
+    }
+    let m = export(&provider, &exporter);
+    assert!(m.contains_key(names::SEMAPHORE_ACQUIRES), "{:?}", m.keys());
+    assert_eq!(holds(&m), BTreeMap::new());
 }

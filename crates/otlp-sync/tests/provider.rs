@@ -1,11 +1,13 @@
-//! Semaphores and rate limiters follow the global meter provider: built before `global::set_meter_provider` they
-//! report through it like those built after, and one dropped before the export keeps its cumulative counts.
+//! Semaphores, rate limiters, adaptive limits and Redis rate limiters follow the global meter provider: built
+//! before `global::set_meter_provider` they report through it like those built after, and one dropped before the
+//! export keeps its cumulative counts.
 //!
 //! One test in this binary: the global provider is process-wide.
 
 use opentelemetry::{KeyValue, global};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use otlp_sync::adaptive::AdaptiveLimit;
 use otlp_sync::{KeyedRateLimiter, RateLimiter, Semaphore};
 
 /// The last exported value of the `u64` counter `name` at exactly these attributes.
@@ -33,6 +35,63 @@ fn count(metrics: &[ResourceMetrics], name: &str, attrs: &[(&str, &str)]) -> Opt
         })
 }
 
+/// Whether an `f64` gauge point of `name` with at least these attributes was exported last.
+fn gauge_exported(metrics: &[ResourceMetrics], name: &str, attrs: &[(&str, &str)]) -> bool {
+    let Some(last) = metrics.last() else {
+        return false;
+    };
+    last.scope_metrics()
+        .filter(|s| s.scope().name() == "otlp-sync")
+        .flat_map(|s| s.metrics())
+        .filter(|m| m.name() == name)
+        .any(|m| match m.data() {
+            AggregatedMetrics::F64(MetricData::Gauge(g)) => g.data_points().any(|p| {
+                attrs.iter().all(|(k, v)| {
+                    p.attributes()
+                        .any(|a| a.key.as_str() == *k && a.value.as_str() == *v)
+                })
+            }),
+            _ => false,
+        })
+}
+
+fn adaptive(name: &str) -> AdaptiveLimit {
+    AdaptiveLimit::builder(name)
+        .sample_every(1)
+        .record_hold_duration(true)
+        .build()
+        .unwrap()
+}
+
+/// A Redis limiter whose server is away (a closed loopback port): each check fails open and counts a backend
+/// error, through the same counters a decision by Redis goes through.
+#[cfg(feature = "redis")]
+mod fleet {
+    use std::time::Duration;
+
+    use otlp_sync::Quota;
+    use otlp_sync::redis_limiter::{RedisRateLimiter, Unavailable};
+
+    pub fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    pub fn limiter(rt: &tokio::runtime::Runtime, name: &str, port: u16) -> RedisRateLimiter {
+        let _in = rt.enter();
+        RedisRateLimiter::builder(name, Quota::per_second(100.try_into().unwrap()))
+            .url(format!("redis://127.0.0.1:{port}/"))
+            .timeout(Duration::from_millis(200))
+            .on_unavailable(Unavailable::FailOpen)
+            .build()
+            .unwrap()
+    }
+
+    pub fn check(rt: &tokio::runtime::Runtime, limiter: &RedisRateLimiter) {
+        rt.block_on(limiter.check()).unwrap();
+    }
+}
+
 #[test]
 fn owners_built_before_and_after_the_provider_export_and_dropped_ones_keep_their_counts() {
     let early_sem = Semaphore::new("early", 2).unwrap();
@@ -43,6 +102,18 @@ fn owners_built_before_and_after_the_provider_export_and_dropped_ones_keep_their
         .unwrap();
     drop(early_sem.try_acquire().unwrap());
     early_lim.check().unwrap();
+    let early_adaptive = adaptive("early-adaptive");
+    drop(early_adaptive.try_acquire().unwrap());
+    #[cfg(feature = "redis")]
+    let (rt, port) = (
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        fleet::closed_port(),
+    );
+    #[cfg(feature = "redis")]
+    let early_redis = fleet::limiter(&rt, "early-redis", port);
 
     let exporter = InMemoryMetricExporter::default();
     let provider = SdkMeterProvider::builder()
@@ -65,6 +136,15 @@ fn owners_built_before_and_after_the_provider_export_and_dropped_ones_keep_their
         drop(gone.try_acquire().unwrap());
     }
     drop(gone);
+    let late_adaptive = adaptive("late-adaptive");
+    drop(late_adaptive.try_acquire().unwrap());
+    drop(early_adaptive.try_acquire().unwrap());
+    #[cfg(feature = "redis")]
+    {
+        let late_redis = fleet::limiter(&rt, "late-redis", port);
+        fleet::check(&rt, &early_redis);
+        fleet::check(&rt, &late_redis);
+    }
 
     provider.force_flush().unwrap();
     let m = exporter.get_finished_metrics().unwrap();
@@ -87,6 +167,58 @@ fn owners_built_before_and_after_the_provider_export_and_dropped_ones_keep_their
     };
     assert_eq!(allowed("early"), Some(2));
     assert_eq!(allowed("keys"), Some(1));
+
+    for name in ["early-adaptive", "late-adaptive"] {
+        assert_eq!(
+            acquired(name),
+            Some(if name == "early-adaptive" { 2 } else { 1 })
+        );
+        let samples = count(
+            &m,
+            "adaptive_limit.samples",
+            &[
+                ("semaphore.name", name),
+                ("adaptive_limit.algorithm", "gradient2"),
+                ("outcome", "success"),
+            ],
+        );
+        assert_eq!(samples, Some(if name == "early-adaptive" { 2 } else { 1 }));
+        assert!(
+            gauge_exported(
+                &m,
+                "adaptive_limit.latency",
+                &[
+                    ("semaphore.name", name),
+                    ("adaptive_limit.estimate", "sample")
+                ]
+            ),
+            "{name}: adaptive_limit.latency"
+        );
+    }
+    #[cfg(feature = "redis")]
+    for name in ["early-redis", "late-redis"] {
+        let redis = |metric, outcome: (&'static str, &'static str)| {
+            count(
+                &m,
+                metric,
+                &[
+                    ("rate_limiter.name", name),
+                    ("rate_limiter.backend", "redis"),
+                    outcome,
+                ],
+            )
+        };
+        assert_eq!(
+            redis("rate_limiter.decisions", ("outcome", "failed_open")),
+            Some(1),
+            "{name}"
+        );
+        assert_eq!(
+            redis("rate_limiter.backend.errors", ("error.type", "error")),
+            Some(1),
+            "{name}"
+        );
+    }
 
     drop((early_lim, keyed));
     exporter.reset();

@@ -385,3 +385,67 @@ async fn a_paused_redis_counts_timeouts() {
         assert!(Instant::now() < deadline, "{:?}", limiter.stats());
     }
 }
+
+/// With a meter of its own (the builder's `.meter`), a limiter's decisions and wait times go to that meter's
+/// provider, with `rate_limiter.backend` = `redis`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_of_its_own_receives_the_metrics() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    let server = Server::start();
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    // One cell every 100 ms, burst 1: the second call sleeps.
+    let limiter = RedisRateLimiter::builder(
+        "own-meter",
+        Quota::with_period(Duration::from_millis(100)).unwrap(),
+    )
+    .url(server.url())
+    .meter(provider.meter("otlp-sync"))
+    .build()
+    .unwrap();
+    limiter.check().await.unwrap();
+    limiter.until_ready().await.unwrap();
+    provider.force_flush().unwrap();
+    let metrics = exporter.get_finished_metrics().unwrap();
+    let last = metrics.last().expect("an export");
+    let find = |name: &str| {
+        last.scope_metrics()
+            .flat_map(|s| s.metrics())
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("{name} exported"))
+    };
+    let has = |attrs: &mut dyn Iterator<Item = &opentelemetry::KeyValue>, outcome: &str| {
+        let attrs: Vec<(String, String)> = attrs
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        attrs.contains(&("rate_limiter.name".into(), "own-meter".into()))
+            && attrs.contains(&("rate_limiter.backend".into(), "redis".into()))
+            && attrs.contains(&("outcome".into(), outcome.into()))
+    };
+    let AggregatedMetrics::U64(MetricData::Sum(decisions)) = find("rate_limiter.decisions").data()
+    else {
+        panic!("rate_limiter.decisions is a u64 sum");
+    };
+    let allowed: Vec<u64> = decisions
+        .data_points()
+        .filter(|p| has(&mut p.attributes(), "allowed"))
+        .map(|p| p.value())
+        .collect();
+    assert_eq!(allowed, [2]);
+    let AggregatedMetrics::F64(MetricData::Histogram(waits)) =
+        find("rate_limiter.wait.duration").data()
+    else {
+        panic!("rate_limiter.wait.duration is an f64 histogram");
+    };
+    let slept: Vec<u64> = waits
+        .data_points()
+        .filter(|p| has(&mut p.attributes(), "allowed"))
+        .map(|p| p.count())
+        .collect();
+    assert_eq!(slept, [1]);
+}

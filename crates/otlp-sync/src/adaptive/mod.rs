@@ -48,10 +48,11 @@ mod algorithm;
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Meter, ObservableCounter, ObservableGauge};
+use opentelemetry::metrics::Meter;
+use otlp_core::instruments::{Attributes, Observations, Registration, Source};
 
 pub use algorithm::{Aimd, Algorithm, Gradient2, Vegas};
 use algorithm::{Sample, State};
@@ -59,7 +60,7 @@ use algorithm::{Sample, State};
 use crate::counters::Counters;
 use crate::error::{AcquireError, BuildError, TryAcquireError};
 use crate::semaphore::{AcquireOptions, OwnedPermit, Permit, Semaphore};
-use crate::telemetry::{default_meter, names};
+use crate::telemetry::{ADAPTIVE_LIMIT_LATENCY, ADAPTIVE_LIMIT_SAMPLES, INSTRUMENTS, names};
 
 /// How a permit's sample ended; the index of its counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,7 @@ pub struct AdaptiveLimitBuilder {
     max: usize,
     sample_every: u32,
     meter: Option<Meter>,
+    hold: bool,
 }
 
 impl AdaptiveLimitBuilder {
@@ -140,6 +142,14 @@ impl AdaptiveLimitBuilder {
         self
     }
 
+    /// Records how long each permit was held in `semaphore.hold.duration`, as
+    /// [`SemaphoreBuilder::record_hold_duration`](crate::SemaphoreBuilder::record_hold_duration) does: an
+    /// adaptive permit holds a permit of the limit's semaphore (default off).
+    pub fn record_hold_duration(mut self, on: bool) -> Self {
+        self.hold = on;
+        self
+    }
+
     /// Validates the configuration and builds the limit with its semaphore and instruments.
     pub fn build(self) -> Result<AdaptiveLimit, BuildError> {
         let bad = |what: &'static str| BuildError::InvalidAdaptiveLimit {
@@ -161,16 +171,17 @@ impl AdaptiveLimitBuilder {
         if let Some(what) = self.algorithm.invalid() {
             return Err(bad(what));
         }
-        let meter = self.meter.unwrap_or_else(default_meter);
         let initial = self.initial.clamp(self.min, self.max);
-        let sem = Semaphore::builder(self.name.clone())
+        let mut sem = Semaphore::builder(self.name.clone())
             .permits(initial)
-            .meter(meter.clone())
-            .build()?;
+            .record_hold_duration(self.hold);
+        if let Some(meter) = &self.meter {
+            sem = sem.meter(meter.clone());
+        }
+        let sem = sem.build()?;
         let sample_every = self.sample_every.next_power_of_two();
-        let name = self.name;
         let algorithm = self.algorithm;
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+        let inner = Arc::new(Inner {
             sem,
             target: AtomicUsize::new(initial),
             state: Mutex::new(State::new(algorithm, initial, self.min, self.max)),
@@ -178,11 +189,12 @@ impl AdaptiveLimitBuilder {
             counters: Counters::new(),
             sample_rtt: AtomicU64::new(0f64.to_bits()),
             baseline_rtt: AtomicU64::new(0f64.to_bits()),
-            _telemetry: Telemetry::new(&meter, &name, algorithm.name(), weak),
+            telemetry: Telemetry::new(self.meter, &self.name, algorithm.name()),
             min: self.min,
             max: self.max,
             algorithm,
         });
+        inner.telemetry.link.add(inner.clone());
         Ok(AdaptiveLimit { inner })
     }
 }
@@ -205,19 +217,22 @@ struct Inner {
     counters: Counters<4>,
     sample_rtt: AtomicU64,
     baseline_rtt: AtomicU64,
-    _telemetry: Telemetry,
+    telemetry: Telemetry,
     min: usize,
     max: usize,
     algorithm: Algorithm,
 }
 
 struct Telemetry {
-    _latency: ObservableGauge<f64>,
-    _samples: ObservableCounter<u64>,
+    link: Registration,
+    /// `[semaphore.name, adaptive_limit.algorithm, adaptive_limit.estimate]`: sample, baseline.
+    latency: [Attributes; 2],
+    /// `[semaphore.name, adaptive_limit.algorithm, outcome]` per sample outcome.
+    samples: [Attributes; 4],
 }
 
 impl Telemetry {
-    fn new(meter: &Meter, name: &str, algorithm: &'static str, weak: &Weak<Inner>) -> Self {
+    fn new(meter: Option<Meter>, name: &str, algorithm: &'static str) -> Self {
         let owner = [
             KeyValue::new(names::SEMAPHORE_NAME, name.to_owned()),
             KeyValue::new(names::ADAPTIVE_LIMIT_ALGORITHM, algorithm),
@@ -225,42 +240,28 @@ impl Telemetry {
         let with = |k: &'static str, v: &'static str| {
             let mut a = owner.to_vec();
             a.push(KeyValue::new(k, v));
-            a
+            Attributes::new(a)
         };
-        let sample_attrs = with(names::ADAPTIVE_LIMIT_ESTIMATE, "sample");
-        let baseline_attrs = with(names::ADAPTIVE_LIMIT_ESTIMATE, "baseline");
-        let w = weak.clone();
-        let _latency = meter
-            .f64_observable_gauge(names::ADAPTIVE_LIMIT_LATENCY)
-            .with_unit("s")
-            .with_description("Latency estimates the adaptive limit works from: the last sampled round trip and its baseline.")
-            .with_callback(move |obs| {
-                if let Some(inner) = w.upgrade() {
-                    let (sample, baseline) = inner.estimates();
-                    obs.observe(sample, &sample_attrs);
-                    obs.observe(baseline, &baseline_attrs);
-                }
-            })
-            .build();
-        let outcome_attrs: Vec<Vec<KeyValue>> = SAMPLE_OUTCOMES
-            .iter()
-            .map(|o| with(names::OUTCOME, o.as_str()))
-            .collect();
-        let w = weak.clone();
-        let _samples = meter
-            .u64_observable_counter(names::ADAPTIVE_LIMIT_SAMPLES)
-            .with_unit("{sample}")
-            .with_description("Samples reported by adaptive limit permits, by outcome.")
-            .with_callback(move |obs| {
-                if let Some(inner) = w.upgrade() {
-                    let totals = inner.counters.snapshot();
-                    for (o, kv) in SAMPLE_OUTCOMES.iter().zip(outcome_attrs.iter()) {
-                        obs.observe(totals[*o as usize], kv);
-                    }
-                }
-            })
-            .build();
-        Telemetry { _latency, _samples }
+        Telemetry {
+            link: INSTRUMENTS.link(meter),
+            latency: ["sample", "baseline"].map(|e| with(names::ADAPTIVE_LIMIT_ESTIMATE, e)),
+            samples: SAMPLE_OUTCOMES.map(|o| with(names::OUTCOME, o.as_str())),
+        }
+    }
+}
+
+impl Source for Inner {
+    fn observe(&self, out: &mut Observations<'_>) {
+        let t = &self.telemetry;
+        let (sample, baseline) = self.estimates();
+        out.observe_f64(ADAPTIVE_LIMIT_LATENCY, sample, &t.latency[0]);
+        out.observe_f64(ADAPTIVE_LIMIT_LATENCY, baseline, &t.latency[1]);
+        if out.current() == ADAPTIVE_LIMIT_SAMPLES {
+            let totals = self.counters.snapshot();
+            for (o, attrs) in SAMPLE_OUTCOMES.iter().zip(&t.samples) {
+                out.observe(ADAPTIVE_LIMIT_SAMPLES, totals[*o as usize], attrs);
+            }
+        }
     }
 }
 
@@ -431,6 +432,7 @@ impl AdaptiveLimit {
             max: 1000,
             sample_every: 16,
             meter: None,
+            hold: false,
         }
     }
 
