@@ -399,7 +399,13 @@ async fn exercise_pools(keep: &mut Keep) {
 }
 
 async fn exercise_semaphore(keep: &mut Keep) {
-    let sem = Arc::new(Semaphore::new("catalogue.semaphore", 1).unwrap());
+    let sem = Arc::new(
+        Semaphore::builder("catalogue.semaphore")
+            .permits(1)
+            .record_hold_duration(true)
+            .build()
+            .unwrap(),
+    );
     let held = sem.acquire().await.unwrap();
     assert!(sem.try_acquire().is_err()); // rejected
     assert!(sem.acquire_timeout(Duration::from_millis(1)).await.is_err()); // timeout
