@@ -58,6 +58,9 @@ struct LinkState<T, E> {
     job_waker: Option<Waker>,
     /// The job ended without a result (dropped unrun): the handle reads `Cancelled`.
     job_gone: bool,
+    /// A worker began running the job. Until then a cancelled task is settled: it will not run, so its handle
+    /// resolves at once instead of waiting for a worker to take the job off the queue.
+    started: bool,
     /// The handle was dropped: nobody will read a result.
     handle_gone: bool,
 }
@@ -71,6 +74,7 @@ impl<T, E> Link<T, E> {
                 handle_waker: None,
                 job_waker: None,
                 job_gone: false,
+                started: false,
                 handle_gone: false,
             }),
         })
@@ -78,6 +82,17 @@ impl<T, E> Link<T, E> {
 
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// The job's side, before its first poll: `false` if the task was cancelled first (it must not run). Under
+    /// the lock, so that the handle sees either a cancelled task that never starts or a started one.
+    fn start(&self) -> bool {
+        let mut st = lock(&self.state);
+        if self.is_cancelled() {
+            return false;
+        }
+        st.started = true;
+        true
     }
 
     /// The job's side: hands the result over (dropped here if the handle is gone).
@@ -198,6 +213,7 @@ pin_project! {
         #[pin]
         fut: F,
         reply: Reply<T, E>,
+        started: bool,
         span: Span,
         enqueued: Instant,
         deadline: Option<Instant>,
@@ -220,6 +236,7 @@ where
         let job = Box::pin(TaskJob {
             fut,
             reply: Reply::Handle(LinkTx(Some(Arc::clone(&link)))),
+            started: false,
             span,
             enqueued: Instant::now(),
             deadline,
@@ -238,6 +255,7 @@ where
         Box::pin(TaskJob {
             fut,
             reply: Reply::<T, E>::Detached,
+            started: false,
             span,
             enqueued: Instant::now(),
             deadline,
@@ -255,6 +273,15 @@ where
         let this = self.project();
         if matches!(this.reply, Reply::Done) {
             return Poll::Ready(Outcome::Cancelled);
+        }
+        if !*this.started {
+            if let Reply::Handle(LinkTx(Some(link))) = &*this.reply
+                && !link.start()
+            {
+                this.reply.deliver(Err(TaskError::Cancelled));
+                return Poll::Ready(Outcome::Cancelled);
+            }
+            *this.started = true;
         }
         if this.reply.cancel_requested() {
             this.reply.deliver(Err(TaskError::Cancelled));
@@ -380,14 +407,17 @@ impl<T, E> TaskHandle<T, E> {
         let mut st = lock(&self.link.state);
         match st.result.take() {
             Some(r) => Some(r),
-            None if st.job_gone => Some(Err(TaskError::Cancelled)),
+            None if st.job_gone || (!st.started && self.link.is_cancelled()) => {
+                Some(Err(TaskError::Cancelled))
+            }
             None => None,
         }
     }
 
-    /// Asks the task to stop: a queued task will not run, a running one is dropped at its next poll (that is, at
-    /// an `.await`). It is counted as `cancelled` and the handle resolves to [`TaskError::Cancelled`], unless it
-    /// had already finished, in which case the handle keeps its result. Returns at once; await the handle to know
+    /// Asks the task to stop: a queued task will not run (its handle resolves at once; the task is counted when a
+    /// worker takes it off the queue), a running one is dropped at its next poll (that is, at an `.await`). It is
+    /// counted as `cancelled` and the handle resolves to [`TaskError::Cancelled`], unless it had already
+    /// finished, in which case the handle keeps its result. Returns at once; await the handle to know
     /// how it ended.
     pub fn cancel(&self) {
         self.link.cancel();
@@ -429,8 +459,9 @@ impl<T, E> Future for TaskHandle<T, E> {
         if let Some(result) = st.result.take() {
             return Poll::Ready(result);
         }
-        if st.job_gone {
-            // The job was dropped without a result: only cancellation does that.
+        if st.job_gone || (!st.started && self.link.is_cancelled()) {
+            // Dropped without a result (only cancellation does that), or cancelled before a worker started it:
+            // it will not run, and its worker counts it when it takes it off the queue.
             return Poll::Ready(Err(TaskError::Cancelled));
         }
         match &st.handle_waker {

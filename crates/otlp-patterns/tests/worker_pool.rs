@@ -863,6 +863,51 @@ async fn cancel_stops_queued_and_running_tasks() {
     assert_accounted(&s);
 }
 
+/// A queued task cancelled while every worker is busy: its handle resolves at once (it will never run), not when
+/// a worker frees up; the task is counted `cancelled` once, when a worker takes it off the queue.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_queued_task_resolves_without_waiting_for_a_worker() {
+    let pool = WorkerPool::builder("cancel-queued")
+        .workers(1)
+        .queue(4)
+        .build()
+        .unwrap();
+    let release = Arc::new(Notify::new());
+    let busy = {
+        let release = release.clone();
+        pool.submit(async move { release.notified().await })
+            .await
+            .unwrap()
+    };
+    while pool.stats().active == 0 {
+        tokio::task::yield_now().await;
+    }
+    let ran = Arc::new(AtomicUsize::new(0));
+    let queued = {
+        let ran = ran.clone();
+        pool.submit(async move { ran.fetch_add(1, Ordering::SeqCst) })
+            .await
+            .unwrap()
+    };
+    queued.cancel();
+    // The worker is still busy (far from its task timeout): the handle is ready all the same.
+    let result = tokio::time::timeout(Duration::from_millis(1), queued).await;
+    assert_eq!(result, Ok(Err(TaskError::Cancelled)));
+    assert_eq!(pool.stats().active, 1, "the worker is still busy");
+
+    release.notify_one();
+    busy.await.unwrap();
+    pool.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    let s = pool.stats();
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "the cancelled task never ran"
+    );
+    assert_eq!((s.completed, s.cancelled), (1, 1));
+    assert_accounted(&s);
+}
+
 /// Dropping a handle detaches its task (it still runs); `cancel_on_drop` makes the drop cancel it instead.
 #[tokio::test(start_paused = true)]
 async fn cancel_on_drop_ties_the_task_to_its_handle() {
