@@ -68,7 +68,11 @@ pub fn build(args: &Args, peak_tasks: Arc<AtomicUsize>) -> Result<(Router, Arc<K
         .burst(args.burst())
         .build()
         .map_err(|e| err("client rate limiter", &e))?;
-    let downstream = Semaphore::new("demo.downstream", args.downstream_permits)
+    // Its hold time is what tuning `--downstream-permits` needs (the dashboard's "Hold P99").
+    let downstream = Semaphore::builder("demo.downstream")
+        .permits(args.downstream_permits)
+        .record_hold_duration(true)
+        .build()
         .map_err(|e| err("downstream semaphore", &e))?;
     let shards =
         FanOut::new("demo.shards", SHARDS as usize).map_err(|e| err("shard fan-out", &e))?;

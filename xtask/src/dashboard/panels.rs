@@ -119,6 +119,16 @@ pub const ROWS: &[Row] = &[
                     "{{semaphore_name}}"
                 )],
             },
+            Panel {
+                title: "Hold P99",
+                description: "99th percentile of how long a permit was held (semaphores built with \
+                              record_hold_duration).",
+                unit: "s",
+                targets: &[t!(
+                    r#"histogram_quantile(0.99, sum by (le, semaphore_name) (rate(semaphore_hold_duration_seconds_bucket{job=~"$job", semaphore_name=~"$semaphore"}[$__rate_interval])))"#,
+                    "{{semaphore_name}}"
+                )],
+            },
         ],
     },
     Row {
