@@ -116,7 +116,9 @@ pub(crate) struct SignalSettings {
 /// The trace sampler (`OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`).
 ///
 /// Every variant is implemented by one sampler over an atomic ratio (always_on = 1.0, always_off = 0.0), so
-/// [`TelemetryGuard::set_trace_ratio`](crate::TelemetryGuard::set_trace_ratio) can change it at run time.
+/// [`TelemetryGuard::set_trace_ratio`](crate::TelemetryGuard::set_trace_ratio) can change it at run time, followed
+/// by a span budget (none except for `parentbased_rate_limited`) that
+/// [`TelemetryGuard::set_trace_budget`](crate::TelemetryGuard::set_trace_budget) changes.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
 pub enum TraceSampler {
@@ -133,13 +135,19 @@ pub enum TraceSampler {
     ParentBasedAlwaysOff,
     /// `parentbased_traceidratio`: follow the parent's decision; record this fraction of roots.
     ParentBasedTraceIdRatio(f64),
+    /// `parentbased_rate_limited`: follow the parent's decision; record at most this many new traces a second
+    /// (the [span budget](crate::budget), changeable with
+    /// [`TelemetryGuard::set_trace_budget`](crate::TelemetryGuard::set_trace_budget)).
+    ParentBasedRateLimited(u64),
 }
 
 impl TraceSampler {
     /// The ratio of root spans sampled.
     pub fn ratio(self) -> f64 {
         match self {
-            TraceSampler::AlwaysOn | TraceSampler::ParentBasedAlwaysOn => 1.0,
+            TraceSampler::AlwaysOn
+            | TraceSampler::ParentBasedAlwaysOn
+            | TraceSampler::ParentBasedRateLimited(_) => 1.0,
             TraceSampler::AlwaysOff | TraceSampler::ParentBasedAlwaysOff => 0.0,
             TraceSampler::TraceIdRatio(r) | TraceSampler::ParentBasedTraceIdRatio(r) => r,
         }
@@ -152,7 +160,16 @@ impl TraceSampler {
             TraceSampler::ParentBasedAlwaysOn
                 | TraceSampler::ParentBasedAlwaysOff
                 | TraceSampler::ParentBasedTraceIdRatio(_)
+                | TraceSampler::ParentBasedRateLimited(_)
         )
+    }
+
+    /// The budget of new traces a second (`None`: no budget).
+    pub fn budget(self) -> Option<u64> {
+        match self {
+            TraceSampler::ParentBasedRateLimited(n) => Some(n),
+            _ => None,
+        }
     }
 }
 
@@ -658,6 +675,17 @@ impl TelemetryConfig {
                 "TelemetryConfig::trace_sampler",
                 self.sampler,
                 "a ratio between 0.0 and 1.0",
+            ));
+        }
+        if self
+            .sampler
+            .budget()
+            .is_some_and(|n| n > u64::from(u32::MAX))
+        {
+            return Err(ConfigError::value(
+                "TelemetryConfig::trace_sampler",
+                self.sampler,
+                format!("a budget of traces per second up to {}", u32::MAX),
             ));
         }
         let positive = [

@@ -22,8 +22,8 @@
 //! | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT` | milliseconds | `traces_export_timeout`, `metrics_export_timeout` |
 //! | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip` / `none` (default) | `compression` |
 //! | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_METRICS_COMPRESSION` | `gzip` / `none` | `traces_compression`, `metrics_compression` |
-//! | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `trace_sampler` |
-//! | `OTEL_TRACES_SAMPLER_ARG` | ratio 0..=1 for the ratio samplers (default 1.0) | `trace_sampler` |
+//! | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio`, `parentbased_rate_limited` (the [span budget](crate::budget)) | `trace_sampler` |
+//! | `OTEL_TRACES_SAMPLER_ARG` | ratio 0..=1 for the ratio samplers (default 1.0); new traces per second for `parentbased_rate_limited` (an integer up to 4294967295, default 100) | `trace_sampler` |
 //! | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds (default 60 000) | `metric_export_interval` |
 //! | `OTEL_BSP_SCHEDULE_DELAY` | milliseconds (default 5 000) | `span_schedule_delay` |
 //! | `OTEL_BSP_EXPORT_TIMEOUT` | milliseconds (default 30 000): caps the traces export timeout | `span_export_timeout` |
@@ -87,7 +87,10 @@ const METRICS_VARS: [&str; 5] = [
 ];
 
 const SAMPLERS: &str = "one of always_on, always_off, traceidratio, parentbased_always_on, \
-                        parentbased_always_off, parentbased_traceidratio";
+                        parentbased_always_off, parentbased_traceidratio, parentbased_rate_limited";
+
+/// The span budget of `parentbased_rate_limited` without `OTEL_TRACES_SAMPLER_ARG`, in new traces a second.
+pub const DEFAULT_TRACE_BUDGET: u64 = 100;
 
 impl TelemetryConfig {
     /// Reads the standard `OTEL_*` variables (and `RUST_LOG`) from the process environment.
@@ -174,7 +177,14 @@ impl TelemetryConfig {
                 .map_err(|_| ConfigError::env(n, v, "a port number, 0 to 65535, such as 9464"))?;
         }
         let ratio = get("OTEL_TRACES_SAMPLER_ARG").map(|(n, v)| (n, v, parse_ratio(n, v)));
-        if let Some((n, v)) = get("OTEL_TRACES_SAMPLER") {
+        let sampler = get("OTEL_TRACES_SAMPLER");
+        if let Some((_, "parentbased_rate_limited")) = sampler {
+            let budget = match get("OTEL_TRACES_SAMPLER_ARG") {
+                Some((n, v)) => parse_budget(n, v)?,
+                None => DEFAULT_TRACE_BUDGET,
+            };
+            c.sampler = TraceSampler::ParentBasedRateLimited(budget);
+        } else if let Some((n, v)) = sampler {
             let needs_ratio = matches!(v, "traceidratio" | "parentbased_traceidratio");
             let r = match (needs_ratio, ratio) {
                 (true, Some((_, _, r))) => r?,
@@ -334,6 +344,17 @@ fn parse_count(name: &str, v: &str) -> Result<usize, ConfigError> {
             name,
             v,
             "a whole number greater than zero, such as 2048",
+        )),
+    }
+}
+
+fn parse_budget(name: &str, v: &str) -> Result<u64, ConfigError> {
+    match v.parse::<u64>() {
+        Ok(n) if n <= u64::from(u32::MAX) => Ok(n),
+        _ => Err(ConfigError::env(
+            name,
+            v,
+            "a whole number of new traces per second for parentbased_rate_limited, such as 100",
         )),
     }
 }
@@ -670,6 +691,25 @@ mod tests {
             s("parentbased_traceidratio", Some("0")),
             Ok(TraceSampler::ParentBasedTraceIdRatio(0.0))
         );
+        assert_eq!(
+            s("parentbased_rate_limited", Some("250")),
+            Ok(TraceSampler::ParentBasedRateLimited(250))
+        );
+        assert_eq!(
+            s("parentbased_rate_limited", None),
+            Ok(TraceSampler::ParentBasedRateLimited(DEFAULT_TRACE_BUDGET))
+        );
+        for bad in ["0.5", "-1", "lots", "4294967296"] {
+            let err = s("parentbased_rate_limited", Some(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("OTEL_TRACES_SAMPLER_ARG")
+                    && err.contains(bad)
+                    && err.contains("per second"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

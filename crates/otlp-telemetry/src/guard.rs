@@ -42,6 +42,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+use crate::TraceBudgetHandle;
 use crate::accounting::{Ledger, SpanCounts};
 use crate::error::{ConfigError, ShutdownError, ShutdownFailure, SignalReport};
 use crate::runtime::{ExporterRuntime, blocking};
@@ -56,6 +57,7 @@ pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
     ratio: Option<TraceRatioHandle>,
+    budget: Option<TraceBudgetHandle>,
     runtime: Option<ExporterRuntime>,
     span_counts: Option<Arc<SpanCounts>>,
     trace_ledger: Option<Arc<Ledger>>,
@@ -79,6 +81,7 @@ pub(crate) struct GuardParts {
     pub(crate) tracer_provider: Option<SdkTracerProvider>,
     pub(crate) meter_provider: Option<SdkMeterProvider>,
     pub(crate) ratio: Option<TraceRatioHandle>,
+    pub(crate) budget: Option<TraceBudgetHandle>,
     pub(crate) runtime: Option<ExporterRuntime>,
     pub(crate) span_counts: Option<Arc<SpanCounts>>,
     pub(crate) trace_ledger: Option<Arc<Ledger>>,
@@ -95,6 +98,7 @@ impl TelemetryGuard {
             tracer_provider: parts.tracer_provider,
             meter_provider: parts.meter_provider,
             ratio: parts.ratio,
+            budget: parts.budget,
             runtime: parts.runtime,
             span_counts: parts.span_counts,
             trace_ledger: parts.trace_ledger,
@@ -117,6 +121,26 @@ impl TelemetryGuard {
             Some(handle) => handle.set_ratio(ratio),
             None => crate::RatioSampler::new(0.0).handle().set_ratio(ratio),
         }
+    }
+
+    /// Sets the span budget: at most `per_second` new traces recorded a second (`None`: no budget, the default
+    /// except for `parentbased_rate_limited`; `Some(0)`: no new trace), on top of the ratio. Children follow their
+    /// root, so a trace is never cut in half. Takes effect for the next root; a new budget starts full. Without an
+    /// SDK (`OTEL_SDK_DISABLED=true`) the budget is validated and ignored.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidValue`] if `per_second` is above `u32::MAX`; the budget is unchanged.
+    pub fn set_trace_budget(&self, per_second: Option<u64>) -> Result<(), ConfigError> {
+        match &self.budget {
+            Some(handle) => handle.set_per_second(per_second),
+            None => crate::BudgetSampler::new(per_second).map(drop),
+        }
+    }
+
+    /// A cloneable handle that changes the span budget, for code that does not own the guard; `None` when the
+    /// SDK is disabled.
+    pub fn trace_budget_handle(&self) -> Option<TraceBudgetHandle> {
+        self.budget.clone()
     }
 
     /// The current ratio of new root traces recorded, or `None` when the SDK is disabled.

@@ -118,9 +118,10 @@ pub(crate) fn release() {
 
 fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let (mut parts, sampler) = if config.enabled {
-        let (sampler, ratio) = stack::head_sampler(&config);
+        let (sampler, ratio, budget) = stack::head_sampler(&config)?;
         let mut parts = build_providers(&config, &sampler)?;
         parts.ratio = Some(ratio);
+        parts.budget = Some(budget);
         (parts, Some(sampler))
     } else {
         (GuardParts::default(), None)

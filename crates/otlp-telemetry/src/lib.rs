@@ -25,6 +25,8 @@
 //! - [`init()`]: installs everything; [`TelemetryGuard`]: shutdown, flush and run-time sampling control.
 //! - [`sampler`]: [`RatioSampler`], the parent-based trace-id ratio sampler behind
 //!   [`TelemetryGuard::set_trace_ratio`].
+//! - [`budget`]: [`BudgetSampler`], the span budget (at most N new traces a second) behind
+//!   [`TelemetryGuard::set_trace_budget`].
 //! - [`stack`]: [`stack::TracingStack`], a provider and the subscriber `init` installs (the same code, head
 //!   sampling at root creation included), around an exporter of yours and installed nowhere (tests, benchmarks).
 //! - [`views`]: bucket boundaries from 1 µs to 10 s (or your own) for otlp-kit's `*.duration` histograms
@@ -50,6 +52,7 @@
 //! `reqwest-rustls` for HTTP) enabled in the application.
 
 mod accounting;
+pub mod budget;
 pub mod config;
 pub mod env;
 pub mod error;
@@ -64,11 +67,13 @@ mod report;
 mod runtime;
 pub mod sampler;
 pub mod stack;
+mod telemetry;
 #[cfg(feature = "tower")]
 pub mod tower;
 mod tracer_switch;
 pub mod views;
 
+pub use budget::{BudgetSampler, TraceBudgetHandle};
 pub use config::{
     Compression, DurationHistogram, Propagator, Protocol, Signal, TelemetryConfig, TraceSampler,
 };
@@ -96,6 +101,8 @@ mod tests {
         check::<ShutdownError>();
         check::<RatioSampler>();
         check::<TraceRatioHandle>();
+        check::<BudgetSampler>();
+        check::<TraceBudgetHandle>();
         check::<Protocol>();
         check::<TraceSampler>();
         check::<DurationHistogram>();

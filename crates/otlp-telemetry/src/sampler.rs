@@ -26,6 +26,7 @@
 //! # Ok::<(), otlp_telemetry::ConfigError>(())
 //! ```
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,7 +34,12 @@ use opentelemetry::trace::{Link, SpanKind, TraceContextExt as _, TraceId, TraceS
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
+use otlp_core::Counters;
+use otlp_core::instruments::{Attributes, Observations, Registration, Source};
+
+use crate::budget::BudgetSampler;
 use crate::error::ConfigError;
+use crate::telemetry::{INSTRUMENTS, SAMPLER_DECISIONS};
 
 /// A `ShouldSample` that samples a fraction of traces, chosen from the trace id, with a ratio that can
 /// change at run time through its [`TraceRatioHandle`].
@@ -122,19 +128,119 @@ impl ShouldSample for RatioSampler {
         _attributes: &[KeyValue],
         _links: &[Link],
     ) -> SamplingResult {
-        let decision = if sampled(self.ratio(), trace_id) {
+        decided(sampled(self.ratio(), trace_id), parent_context)
+    }
+}
+
+/// A sampler's answer: sampled or dropped, keeping the parent's trace state.
+pub(crate) fn decided(sampled: bool, parent_context: Option<&Context>) -> SamplingResult {
+    SamplingResult {
+        decision: if sampled {
             SamplingDecision::RecordAndSample
         } else {
             SamplingDecision::Drop
-        };
-        SamplingResult {
-            decision,
-            attributes: Vec::new(),
-            trace_state: match parent_context {
-                Some(cx) => cx.span().span_context().trace_state().clone(),
-                None => TraceState::default(),
-            },
+        },
+        attributes: Vec::new(),
+        trace_state: match parent_context {
+            Some(cx) => cx.span().span_context().trace_state().clone(),
+            None => TraceState::default(),
+        },
+    }
+}
+
+/// The sampler `init` asks about new traces: the ratio, then the span budget; its decisions are counted
+/// (`trace.sampler.decisions`).
+#[derive(Debug, Clone)]
+pub(crate) struct RootSampler {
+    ratio: RatioSampler,
+    budget: BudgetSampler,
+    counts: Arc<DecisionCounts>,
+}
+
+/// Results × parent origins: `[sampled, dropped]` × `[none, local, remote]`.
+const DECISIONS: usize = 6;
+
+struct DecisionCounts {
+    counters: Counters<DECISIONS>,
+    attrs: [Attributes; DECISIONS],
+    /// The parent origins the sampler can see (reported, zeros included).
+    origins: usize,
+    link: Registration,
+}
+
+impl fmt::Debug for DecisionCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecisionCounts")
+            .field("counts", &self.counters.snapshot())
+            .finish()
+    }
+}
+
+impl Source for DecisionCounts {
+    fn observe(&self, out: &mut Observations<'_>) {
+        let counts = self.counters.snapshot();
+        for (i, (count, attrs)) in counts.iter().zip(&self.attrs).enumerate() {
+            if i % 3 < self.origins {
+                out.observe(SAMPLER_DECISIONS, *count, attrs);
+            }
         }
+    }
+}
+
+impl RootSampler {
+    /// `parent_based`: only roots ask (the parent origin is always `none`, the only one reported).
+    pub(crate) fn new(ratio: RatioSampler, budget: BudgetSampler, parent_based: bool) -> Self {
+        let attrs = std::array::from_fn(|i| {
+            let result = if i < 3 { "RECORD_AND_SAMPLE" } else { "DROP" };
+            let origin = ["none", "local", "remote"][i % 3];
+            Attributes::new(vec![
+                KeyValue::new("otel.span.sampling_result", result),
+                KeyValue::new("otel.span.parent.origin", origin),
+            ])
+        });
+        let counts = Arc::new(DecisionCounts {
+            counters: Counters::new(),
+            attrs,
+            origins: if parent_based { 1 } else { 3 },
+            link: INSTRUMENTS.link(None),
+        });
+        counts.link.add(counts.clone());
+        RootSampler {
+            ratio,
+            budget,
+            counts,
+        }
+    }
+}
+
+impl ShouldSample for RootSampler {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let mut result =
+            self.ratio
+                .should_sample(parent_context, trace_id, name, span_kind, attributes, links);
+        if !matches!(result.decision, SamplingDecision::Drop) && !self.budget.admit() {
+            result.decision = SamplingDecision::Drop;
+        }
+        let origin = parent_context.map_or(0, |cx| {
+            let span = cx.span();
+            let sc = span.span_context();
+            match (sc.is_valid(), sc.is_remote()) {
+                (false, _) => 0,
+                (true, false) => 1,
+                (true, true) => 2,
+            }
+        });
+        let dropped = matches!(result.decision, SamplingDecision::Drop);
+        self.counts.counters.incr(usize::from(dropped) * 3 + origin);
+        result
     }
 }
 

@@ -30,12 +30,13 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
 use crate::accounting::{CountingProcessor, SpanCounts};
+use crate::budget::{BudgetSampler, TraceBudgetHandle};
 use crate::config::TelemetryConfig;
 use crate::error::TelemetryError;
 use crate::head_sampling::{HeadSampler, HeadSampling, HeadTracer, PredecidedIds};
 use crate::init::excluded;
 use crate::report::{ErrorReporter, ReportingSpanExporter};
-use crate::sampler::{RatioSampler, TraceRatioHandle};
+use crate::sampler::{RatioSampler, RootSampler, TraceRatioHandle};
 use crate::tracer_switch::{Installed, TracerSwitch};
 
 /// A tracer provider with the configured sampler and batch span processor, and a `tracing` subscriber over
@@ -45,6 +46,7 @@ pub struct TracingStack {
     provider: SdkTracerProvider,
     dispatch: Dispatch,
     ratio: TraceRatioHandle,
+    budget: TraceBudgetHandle,
 }
 
 impl TracingStack {
@@ -58,7 +60,7 @@ impl TracingStack {
         E: SpanExporter + 'static,
     {
         config.validate()?;
-        let (sampler, ratio) = head_sampler(config);
+        let (sampler, ratio, budget) = head_sampler(config)?;
         let counts = Arc::new(SpanCounts::default());
         let reporter = ErrorReporter::new("traces", "custom".into(), config.bsp_schedule_delay);
         let ledger = Arc::new(crate::accounting::Ledger::default());
@@ -77,6 +79,7 @@ impl TracingStack {
             provider,
             dispatch,
             ratio,
+            budget,
         })
     }
 
@@ -95,14 +98,25 @@ impl TracingStack {
     pub fn trace_ratio_handle(&self) -> TraceRatioHandle {
         self.ratio.clone()
     }
+
+    /// Changes the budget of new root traces a second, like
+    /// [`TelemetryGuard::set_trace_budget`](crate::TelemetryGuard::set_trace_budget).
+    pub fn trace_budget_handle(&self) -> TraceBudgetHandle {
+        self.budget.clone()
+    }
 }
 
-/// The configured sampler, and the handle that changes its ratio.
-pub(crate) fn head_sampler(config: &TelemetryConfig) -> (HeadSampler, TraceRatioHandle) {
-    let ratio_sampler = RatioSampler::new(config.sampler.ratio());
-    let handle = ratio_sampler.handle();
-    let sampler = HeadSampler::new(Box::new(ratio_sampler), config.sampler.is_parent_based());
-    (sampler, handle)
+/// The configured sampler, and the handles that change its ratio and its budget.
+pub(crate) fn head_sampler(
+    config: &TelemetryConfig,
+) -> Result<(HeadSampler, TraceRatioHandle, TraceBudgetHandle), TelemetryError> {
+    let ratio = RatioSampler::new(config.sampler.ratio());
+    let ratio_handle = ratio.handle();
+    let budget = BudgetSampler::new(config.sampler.budget())?;
+    let budget_handle = budget.handle();
+    let root = RootSampler::new(ratio, budget, config.sampler.is_parent_based());
+    let sampler = HeadSampler::new(Box::new(root), config.sampler.is_parent_based());
+    Ok((sampler, ratio_handle, budget_handle))
 }
 
 /// A tracer provider builder taking `sampler`'s decisions (the SDK agrees with the ones made at creation).

@@ -71,6 +71,17 @@ fn set_trace_ratio_takes_effect_and_context_propagates() {
     // Random trace ids: 500 expected; 350..650 is more than 9 standard deviations wide.
     assert!((350..650).contains(&n), "{n} of 1000 sampled at ratio 0.5");
 
+    // The span budget, on top of the ratio: none, then no budget again.
+    guard.set_trace_ratio(1.0).unwrap();
+    guard.set_trace_budget(Some(0)).unwrap();
+    assert!((0..100).all(|_| !root_sampled()));
+    let budget = guard.trace_budget_handle().unwrap();
+    assert_eq!(budget.per_second(), Some(0));
+    guard.set_trace_budget(None).unwrap();
+    assert!((0..100).all(|_| root_sampled()));
+    assert!(guard.set_trace_budget(Some(u64::MAX)).is_err());
+    assert_eq!(budget.per_second(), None);
+
     let err = guard.set_trace_ratio(1.5).unwrap_err().to_string();
     assert!(
         err.contains("1.5") && err.contains("between 0.0 and 1.0"),

@@ -1,0 +1,23 @@
+//! otlp-telemetry's own instruments, in the provider-following registry of `otlp_core::instruments` (so they
+//! report through whichever meter provider is installed, and a dropped owner's counts are kept).
+
+use otlp_core::instruments::{Kind, Observable, Scope};
+
+/// `trace.sampler.decisions`: decisions of the configured sampler, by result and parent origin.
+pub(crate) const SAMPLER_DECISIONS: usize = 0;
+
+static OBSERVABLES: [Observable; 1] = [Observable {
+    name: "trace.sampler.decisions",
+    unit: "{decision}",
+    description: "Decisions of the configured trace sampler (with a parent-based sampler: one per new trace), by \
+                  sampling result and parent origin.",
+    kind: Kind::Counter,
+}];
+
+/// The `otlp-telemetry` instrumentation scope.
+pub(crate) static INSTRUMENTS: Scope = Scope::new(
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_VERSION"),
+    &OBSERVABLES,
+    &[],
+);
