@@ -67,6 +67,7 @@ pub(crate) const SEMAPHORE_WAITING: usize = 2;
 pub(crate) const SEMAPHORE_ACQUIRES: usize = 3;
 pub(crate) const RATE_LIMITER_DECISIONS: usize = 4;
 pub(crate) const RATE_LIMITER_KEYS: usize = 5;
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis limiter observes it
 pub(crate) const RATE_LIMITER_BACKEND_ERRORS: usize = 6;
 pub(crate) const ADAPTIVE_LIMIT_LATENCY: usize = 7;
 pub(crate) const ADAPTIVE_LIMIT_SAMPLES: usize = 8;
