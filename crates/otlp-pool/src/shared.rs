@@ -63,7 +63,6 @@ impl<T> Shared<T> {
     }
 
     /// Moves up to `max` idle objects (with their slots) from the overflow store onto `stack`; returns how many.
-    #[cfg_attr(otlp_loom, allow(dead_code))] // only the per-thread caches refill, and loom builds have none
     pub(crate) fn refill(&self, stack: &mut Vec<Box<T>>, max: usize) -> usize {
         let mut overflow = lock(&self.overflow);
         let n = overflow.len().min(max);

@@ -5,7 +5,8 @@
 //! load and store (no read-modify-write, no lock prefix). Readers sum all blocks. A block outlives its thread (it
 //! stays registered with the pool), so the sums never go backwards.
 //!
-//! These use `std::sync` even in loom builds: statistics are not part of the protocol the loom models check.
+//! The counter blocks are otlp-core's (loom atomics in loom builds); the list of blocks uses a `std` mutex, which
+//! no model thread takes while another runs (the models read stats after joining).
 
 use otlp_core::CounterBlock;
 use std::ptr::NonNull;
@@ -77,21 +78,12 @@ impl Counters {
     /// which synchronises), so a relaxed load and store suffice: no other writer can interleave, and readers only
     /// need each value to be some recent one.
     #[inline(always)]
-    #[cfg(not(otlp_loom))]
     pub(crate) fn bump(&self, counter: Counter) {
         self.0.add_owned(counter as usize, 1);
     }
 
-    /// Loom builds have no per-thread blocks (see `local.rs`): every thread shares one block, so add atomically.
-    #[inline]
-    #[cfg(otlp_loom)]
-    pub(crate) fn bump(&self, counter: Counter) {
-        self.0.add_shared(counter as usize, 1);
-    }
-
     /// Adds one to a block that several threads write (the threads without a cache of their own).
     #[inline]
-    #[cfg_attr(otlp_loom, allow(dead_code))] // loom builds bump every block atomically with `bump`
     pub(crate) fn bump_shared(&self, counter: Counter) {
         self.0.add_shared(counter as usize, 1);
     }
@@ -118,7 +110,7 @@ pub(crate) struct StatsCell {
 /// The counter blocks of one pool.
 #[derive(Debug, Default)]
 struct Blocks {
-    /// Blocks of their own (shared ones, and loom builds' one block).
+    /// Blocks of their own (the shared block of threads without a cache).
     owned: Vec<Arc<Counters>>,
     /// Blocks inside the pool's per-thread caches (so that bumping one needs no pointer of its own), registered by
     /// address until the caches are freed with the pool.
@@ -157,7 +149,6 @@ impl StatsCell {
     ///
     /// # Safety
     /// `block` must stay where it is, valid, until [`retire_borrowed`](StatsCell::retire_borrowed) returns.
-    #[cfg_attr(otlp_loom, allow(dead_code))] // loom builds have no per-thread caches
     pub(crate) unsafe fn register(&self, block: &Counters) {
         lock(&self.blocks)
             .borrowed
@@ -166,7 +157,6 @@ impl StatsCell {
 
     /// Folds the borrowed blocks' counts into the retired sums and forgets their addresses: after this, the caches
     /// holding them may be freed.
-    #[cfg_attr(otlp_loom, allow(dead_code))]
     pub(crate) fn retire_borrowed(&self) {
         let mut blocks = lock(&self.blocks);
         let Blocks {
