@@ -289,9 +289,9 @@ fn pipeline(c: &mut Criterion) {
     let rt = runtime();
     let capacity = 16;
     let ours = Pipeline::builder(group)
-        .stage("parse", 1, |i: u64| async move { Ok::<_, ()>(i + 1) })
-        .stage("enrich", 1, |i: u64| async move { Ok(i * 2) })
-        .stage("store", 1, |i: u64| async move { Ok(black_box(i)) })
+        .stage("parse", 1, |i: u64| async move { i + 1 })
+        .stage("enrich", 1, |i| async move { i * 2 })
+        .stage("store", 1, |i| async move { black_box(i) })
         .capacity(capacity)
         .build()
         .expect("pipeline");

@@ -20,8 +20,7 @@ use otlp_kit::telemetry::tower::ServerTraceLayer;
 
 use crate::args::Args;
 use crate::common::{
-    self, Answered, AuditLog, IngestSummary, Refused, SHARDS, client_id, hash_str, json_response,
-    refuse,
+    self, Answered, AuditLog, IngestSummary, SHARDS, client_id, hash_str, json_response, refuse,
 };
 
 /// The owners, built once at start (after telemetry, so their instruments report through it).
@@ -87,15 +86,15 @@ pub fn build(args: &Args, peak_tasks: Arc<AtomicUsize>) -> Result<(Router, Arc<K
         .build()
         .map_err(|e| err("audit worker pool", &e))?;
     let pipeline = Arc::new(
-        Pipeline::builder::<Item, Refused>("demo.ingest")
-            .stage("parse", 4, |(tally, line): Item| async move {
+        Pipeline::builder("demo.ingest")
+            .stage_fallible("parse", 4, |(tally, line): Item| async move {
                 common::parse(&line)
                     .map(|r| (tally.clone(), r))
                     .inspect_err(|_| {
                         tally.malformed.fetch_add(1, Ordering::Relaxed);
                     })
             })
-            .stage("validate", 4, |(tally, record)| async move {
+            .stage_fallible("validate", 4, |(tally, record)| async move {
                 common::validate(record)
                     .map(|r| (tally.clone(), r))
                     .inspect_err(|_| {
@@ -103,7 +102,7 @@ pub fn build(args: &Args, peak_tasks: Arc<AtomicUsize>) -> Result<(Router, Arc<K
                     })
             })
             .stage("aggregate", 1, |(_tally, record)| async move {
-                Ok(common::value(record))
+                common::value(record)
             })
             .error_policy(ErrorPolicy::Skip)
             .build()

@@ -605,7 +605,7 @@ async fn exercise_patterns(keep: &mut Keep) {
     keep.push(Box::new((fan_out, panicky)));
 
     let pipeline = Pipeline::builder("catalogue.pipeline")
-        .stage("parse", 1, |n: u32| async move {
+        .stage_fallible("parse", 1, |n: u32| async move {
             match n {
                 1 => Err("no".to_owned()),
                 2 => panic!("on purpose"),

@@ -4,9 +4,11 @@
 //! input stream ─▶ [queue ≤ capacity] ─▶ stage "parse" (≤ k₁ at once) ─▶ [queue] ─▶ stage "enrich" (≤ k₂) ─▶ output
 //! ```
 //!
-//! Build it once with [`Pipeline::builder`] and a `.stage(name, concurrency, f)` per step (each `f` may change the
-//! item type and returns `Result<Next, E>`), then feed it any [`Stream`] with [`Pipeline::run`], which returns a
-//! `Stream` of `Result<Out, PipelineError<E>>`.
+//! Build it once with [`Pipeline::builder`] and a stage per step, each `f` taking the previous stage's item and
+//! returning a future of the next (it may change the item type): [`.stage(name, concurrency, f)`](PipelineBuilder::stage)
+//! when `f` cannot fail, [`.stage_fallible(..)`](PipelineBuilder::stage_fallible) when it returns `Result<Next, E>`
+//! (every fallible stage has the same `E`). Then feed it any [`Stream`] with [`Pipeline::run`], which returns a
+//! `Stream` of `Result<Out, PipelineError<E>>` (`E` is `Infallible` when no stage can fail).
 //!
 //! * **Bounded memory**: each stage pulls from the stage before it only while its input queue (`capacity`, 16 by
 //!   default) has room, so a slow stage slows its producers instead of growing memory. A run holds at most
@@ -34,10 +36,10 @@
 //! use otlp_patterns::Pipeline;
 //!
 //! let pipeline = Pipeline::builder("logs")
-//!     .stage("parse", 4, |line: &'static str| async move {
+//!     .stage_fallible("parse", 4, |line: &'static str| async move {
 //!         line.trim().parse::<u32>().map_err(|e| e.to_string())
 //!     })
-//!     .stage("double", 2, |n: u32| async move { Ok(n * 2) })
+//!     .stage("double", 2, |n| async move { n * 2 })
 //!     .capacity(8)
 //!     .build()?;
 //!
@@ -188,9 +190,123 @@ pub struct StageDef<F> {
 
 /// Calls a stage's function. A panic in an earlier call (while it made a future) poisons nothing that matters:
 /// the function's own state is whatever that call left.
-fn call_stage<F: FnMut(In) -> Fut, In, Fut>(f: &std::sync::Mutex<F>, item: In) -> Fut {
+fn call_stage<F: StageFn<In, E>, In, E>(f: &std::sync::Mutex<F>, item: In) -> F::Fut {
     let mut f = f.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    (*f)(item)
+    f.call(item)
+}
+
+/// A stage's function as the chain calls it: one item in, a future of `Result<Next, E>` out, for the pipeline's
+/// error type `E`.
+#[doc(hidden)]
+pub trait StageFn<In, E> {
+    /// The stage's output item.
+    type Next;
+    /// The future of one item.
+    type Fut: Future<Output = Result<Self::Next, E>>;
+    /// Makes the future of `item`.
+    fn call(&mut self, item: In) -> Self::Fut;
+}
+
+/// A stage function whose futures return `Result` ([`PipelineBuilder::stage_fallible`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Fallible<F>(F);
+
+impl<F, In, Fut, Next, E> StageFn<In, E> for Fallible<F>
+where
+    F: FnMut(In) -> Fut,
+    Fut: Future<Output = Result<Next, E>>,
+{
+    type Next = Next;
+    type Fut = Fut;
+    fn call(&mut self, item: In) -> Fut {
+        (self.0)(item)
+    }
+}
+
+/// A stage function whose futures cannot fail ([`PipelineBuilder::stage`]): it fits a pipeline of any error type.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Plain<F>(F);
+
+impl<F, In, Fut, E> StageFn<In, E> for Plain<F>
+where
+    F: FnMut(In) -> Fut,
+    Fut: Future,
+{
+    type Next = Fut::Output;
+    type Fut = Succeeds<Fut, E>;
+    fn call(&mut self, item: In) -> Self::Fut {
+        Succeeds {
+            fut: (self.0)(item),
+            _err: PhantomData,
+        }
+    }
+}
+
+pin_project! {
+    /// A future that cannot fail, as one returning `Result<_, E>`.
+    #[doc(hidden)]
+    #[derive(Debug)]
+    pub struct Succeeds<Fut, E> {
+        #[pin]
+        fut: Fut,
+        _err: PhantomData<fn() -> E>,
+    }
+}
+
+impl<Fut: Future, E> Future for Succeeds<Fut, E> {
+    type Output = Result<Fut::Output, E>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().fut.poll(cx).map(Ok)
+    }
+}
+
+/// The error type of a pipeline's stages, as the builder knows it: [`NoErrors`] until a fallible stage is added,
+/// then [`ErrorsOf<E>`] for that stage's `E`.
+#[doc(hidden)]
+pub trait Errors {
+    /// The pipeline's error type: `Infallible` when no stage can fail.
+    type Error;
+}
+
+/// No stage of the pipeline can fail (yet).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum NoErrors {}
+
+/// The stages fail with `E`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ErrorsOf<E>(PhantomData<fn() -> E>);
+
+impl Errors for NoErrors {
+    type Error = std::convert::Infallible;
+}
+
+impl<E> Errors for ErrorsOf<E> {
+    type Error = E;
+}
+
+/// Adding a stage that fails with `E`: the first fallible stage sets the pipeline's error type, the next ones
+/// must have the same.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "every fallible stage of a pipeline returns the same error type, and this one is `{E}`",
+    label = "an earlier `stage_fallible` returned another error type",
+    note = "map the error (`.map_err(..)`) to the type of the first fallible stage"
+)]
+pub trait Join<E> {
+    /// The errors once the stage is added.
+    type Joined: Errors<Error = E>;
+}
+
+impl<E> Join<E> for NoErrors {
+    type Joined = ErrorsOf<E>;
+}
+
+impl<E> Join<E> for ErrorsOf<E> {
+    type Joined = ErrorsOf<E>;
 }
 
 /// The empty chain of stages.
@@ -245,15 +361,14 @@ impl<In, E> Stages<In, E> for Identity {
     }
 }
 
-impl<In, E, P, F, Fut, Next> Stages<In, E> for Chain<P, F>
+impl<In, E, P, F> Stages<In, E> for Chain<P, F>
 where
     P: Stages<In, E>,
-    F: FnMut(P::Out) -> Fut,
-    Fut: Future<Output = Result<Next, E>>,
+    F: StageFn<P::Out, E>,
 {
-    type Out = Next;
+    type Out = F::Next;
     type Stream<S>
-        = StageStream<P::Stream<S>, F, Fut, P::Out, E>
+        = StageStream<P::Stream<S>, F, F::Fut, P::Out, E>
     where
         S: Stream<Item = Slot<In, E>>;
 
@@ -315,18 +430,45 @@ impl<In, Out, E, C: fmt::Debug> fmt::Debug for PipelineBuilder<In, Out, E, C> {
 
 impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
     /// Appends a stage named `name` running `f` on at most `concurrency` items at once (0 is an error at
-    /// [`build`](Self::build)). `f` gets the previous stage's output and returns `Result<Next, E>`. It may be
-    /// `FnMut` (a counter, a cache): the runs of the pipeline share it, one call at a time.
-    pub fn stage<F, Fut, Next>(
-        mut self,
+    /// [`build`](Self::build)). `f` gets the previous stage's output and returns a future of the next item: a
+    /// stage that cannot fail (for one that can, see [`stage_fallible`](Self::stage_fallible)). It may be `FnMut`
+    /// (a counter, a cache): the runs of the pipeline share it, one call at a time.
+    pub fn stage<F, Fut>(
+        self,
         name: impl Into<String>,
         concurrency: usize,
         f: F,
-    ) -> PipelineBuilder<In, Next, E, Chain<C, F>>
+    ) -> PipelineBuilder<In, Fut::Output, E, Chain<C, Plain<F>>>
     where
         F: FnMut(Out) -> Fut,
-        Fut: Future<Output = Result<Next, E>>,
+        Fut: Future,
     {
+        self.push(name, concurrency, Plain(f))
+    }
+
+    /// Appends a stage that may fail: `f` returns a future of `Result<Next, Err>`, and an `Err` is the item's
+    /// [`PipelineError::Failed`] (counted as `error`), handled by the [`ErrorPolicy`]. Every fallible stage of a
+    /// pipeline has the same error type, the pipeline's. Otherwise like [`stage`](Self::stage).
+    pub fn stage_fallible<F, Fut, Next, Err>(
+        self,
+        name: impl Into<String>,
+        concurrency: usize,
+        f: F,
+    ) -> PipelineBuilder<In, Next, E::Joined, Chain<C, Fallible<F>>>
+    where
+        F: FnMut(Out) -> Fut,
+        Fut: Future<Output = Result<Next, Err>>,
+        E: Join<Err>,
+    {
+        self.push(name, concurrency, Fallible(f))
+    }
+
+    fn push<G, Next, E2>(
+        mut self,
+        name: impl Into<String>,
+        concurrency: usize,
+        f: G,
+    ) -> PipelineBuilder<In, Next, E2, Chain<C, G>> {
         let index = self.metas.len();
         self.metas.push((Arc::from(name.into()), concurrency));
         PipelineBuilder {
@@ -380,7 +522,10 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
     }
 
     /// Validates the configuration and registers the instruments.
-    pub fn build(self) -> Result<Pipeline<In, Out, E, C>, BuildError> {
+    pub fn build(self) -> Result<Pipeline<In, Out, E::Error, C>, BuildError>
+    where
+        E: Errors,
+    {
         if self.capacity == 0 {
             return Err(BuildError::ZeroCapacity);
         }
@@ -474,8 +619,9 @@ impl<In, Out, E, C> fmt::Debug for Pipeline<In, Out, E, C> {
 }
 
 impl Pipeline<(), (), (), Identity> {
-    /// A builder for a pipeline named `name` (the `pipeline.name` attribute), with no stage yet.
-    pub fn builder<In, E>(name: impl Into<String>) -> PipelineBuilder<In, In, E, Identity> {
+    /// A builder for a pipeline named `name` (the `pipeline.name` attribute), with no stage yet. Its error type
+    /// is that of its fallible stages ([`PipelineBuilder::stage_fallible`]), `Infallible` if it has none.
+    pub fn builder<In>(name: impl Into<String>) -> PipelineBuilder<In, In, NoErrors, Identity> {
         PipelineBuilder {
             name: name.into(),
             capacity: DEFAULT_CAPACITY,
@@ -689,7 +835,7 @@ impl<S, F, Fut: Future, In, E> fmt::Debug for StageStream<S, F, Fut, In, E> {
 impl<S, F, Fut, In, Next, E> Stream for StageStream<S, F, Fut, In, E>
 where
     S: Stream<Item = Slot<In, E>>,
-    F: FnMut(In) -> Fut,
+    F: StageFn<In, E, Fut = Fut, Next = Next>,
     Fut: Future<Output = Result<Next, E>>,
 {
     type Item = Slot<Next, E>;

@@ -232,10 +232,10 @@ async fn fan_out_instruments() {
 async fn pipeline_instruments() {
     let (p, e) = provider();
     let pipe = Pipeline::builder("pl")
-        .stage("parse", 2, |i: u32| async move {
+        .stage_fallible("parse", 2, |i: u32| async move {
             if i == 1 { Err(i) } else { Ok(i) }
         })
-        .stage("store", 1, |i: u32| async move { Ok(i) })
+        .stage("store", 1, |i| async move { i })
         .error_policy(otlp_patterns::ErrorPolicy::Skip)
         .meter(meter(&p))
         .build()

@@ -16,14 +16,14 @@ fn accounted(s: &PipelineStats) -> bool {
 
 #[test]
 fn bad_configuration_is_a_typed_error() {
-    let err = Pipeline::builder::<u32, ()>("p")
-        .stage("a", 0, |x: u32| async move { Ok(x) })
+    let err = Pipeline::builder("p")
+        .stage("a", 0, |x: u32| async move { x })
         .build()
         .unwrap_err();
     assert!(matches!(err, BuildError::ZeroConcurrency { .. }), "{err}");
     assert!(err.to_string().contains("\"a\""), "{err}");
-    let err = Pipeline::builder::<u32, ()>("p")
-        .stage("a", 1, |x: u32| async move { Ok(x) })
+    let err = Pipeline::builder("p")
+        .stage("a", 1, |x: u32| async move { x })
         .capacity(0)
         .build();
     assert_eq!(err.unwrap_err(), BuildError::ZeroCapacity);
@@ -32,8 +32,8 @@ fn bad_configuration_is_a_typed_error() {
 #[test]
 fn public_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync>(_: &T) {}
-    let p = Pipeline::builder::<u32, String>("p")
-        .stage("a", 2, |x: u32| async move { Ok(x + 1) })
+    let p = Pipeline::builder("p")
+        .stage_fallible("a", 2, |x: u32| async move { Ok::<_, String>(x + 1) })
         .build()
         .unwrap();
     send_sync(&p);
@@ -47,9 +47,9 @@ async fn ordered_by_default_whatever_the_completion_order() {
     let p = Pipeline::builder("order")
         .stage("slow-first", 4, |i: u64| async move {
             tokio::time::sleep(Duration::from_millis(100 - i)).await;
-            Ok::<_, ()>(i)
+            i
         })
-        .stage("fmt", 3, |i: u64| async move { Ok(format!("#{i}")) })
+        .stage("fmt", 3, |i| async move { format!("#{i}") })
         .capacity(2)
         .build()
         .unwrap();
@@ -67,7 +67,7 @@ async fn unordered_lets_fast_items_overtake() {
     let p = Pipeline::builder("unordered")
         .stage("wait", 4, |i: u64| async move {
             tokio::time::sleep(Duration::from_millis(10 * (4 - i))).await;
-            Ok::<_, ()>(i)
+            i
         })
         .unordered()
         .build()
@@ -83,7 +83,7 @@ async fn unordered_lets_fast_items_overtake() {
 #[tokio::test(start_paused = true)]
 async fn stop_policy_yields_the_error_then_the_items_in_flight_as_cancelled() {
     let p = Pipeline::builder("stop")
-        .stage("check", 2, |i: u32| async move {
+        .stage_fallible("check", 2, |i: u32| async move {
             tokio::time::sleep(Duration::from_millis(u64::from(i))).await;
             if i == 3 {
                 Err(format!("bad {i}"))
@@ -123,14 +123,14 @@ async fn stop_policy_yields_the_error_then_the_items_in_flight_as_cancelled() {
 #[tokio::test(start_paused = true)]
 async fn skip_policy_counts_and_drops_failures_and_panics() {
     let p = Pipeline::builder("skip")
-        .stage("a", 3, |i: u32| async move {
+        .stage_fallible("a", 3, |i: u32| async move {
             match i % 5 {
                 1 => Err(i),
                 2 => panic!("panic on {i}"),
                 _ => Ok(i),
             }
         })
-        .stage("b", 1, |i: u32| async move { Ok(i * 10) })
+        .stage_fallible("b", 1, |i| async move { Ok(i * 10) })
         .error_policy(ErrorPolicy::Skip)
         .build()
         .unwrap();
@@ -147,9 +147,9 @@ async fn skip_policy_counts_and_drops_failures_and_panics() {
 
 #[tokio::test(start_paused = true)]
 async fn panics_are_reported_with_their_stage() {
-    let p = Pipeline::builder::<u32, String>("panic")
+    let p = Pipeline::builder("panic")
         .stage("boom", 1, |_: u32| async move { panic!("oops") })
-        .stage("never", 1, |_: ()| async move { Ok::<u32, String>(1) })
+        .stage_fallible("never", 1, |_: ()| async move { Ok::<u32, String>(1) })
         .build()
         .unwrap();
     let out: Vec<_> = p.run(stream::iter([1u32])).collect().await;
@@ -168,10 +168,10 @@ async fn cancelling_the_parent_reports_every_item_in_flight() {
     let p = Pipeline::builder("cancel")
         .stage("forever", 3, |i: u32| async move {
             if i == 0 {
-                return Ok(i);
+                return i;
             }
             std::future::pending::<()>().await;
-            Ok::<_, ()>(i)
+            i
         })
         .capacity(4)
         .parent(token.clone())
@@ -198,11 +198,9 @@ async fn a_stalled_last_stage_holds_a_bounded_number_of_items() {
     let capacity = 3;
     let pulled = Arc::new(AtomicU64::new(0));
     let p = Pipeline::builder("stall")
-        .stage("a", 2, |i: u64| async move { Ok::<_, ()>(i) })
-        .stage("b", 4, |i: u64| async move { Ok(i) })
-        .stage("stuck", 2, |_: u64| async move {
-            std::future::pending::<Result<u64, ()>>().await
-        })
+        .stage("a", 2, |i: u64| async move { i })
+        .stage("b", 4, |i| async move { i })
+        .stage("stuck", 2, |_| std::future::pending::<u64>())
         .capacity(capacity)
         .build()
         .unwrap();
@@ -246,7 +244,7 @@ proptest! {
         rt.block_on(async {
             let token = CancellationToken::new();
             let mut b = Pipeline::builder("prop")
-                .stage("one", k1, |(i, (d, kind)): (usize, (u64, u8))| async move {
+                .stage_fallible("one", k1, |(i, (d, kind)): (usize, (u64, u8))| async move {
                     tokio::time::sleep(Duration::from_millis(d)).await;
                     match kind {
                         0 => Err(i),
@@ -254,7 +252,7 @@ proptest! {
                         _ => Ok((i, d)),
                     }
                 })
-                .stage("two", k2, |(i, d): (usize, u64)| async move {
+                .stage_fallible("two", k2, |(i, d): (usize, u64)| async move {
                     tokio::time::sleep(Duration::from_millis(30 - d)).await;
                     Ok(i)
                 })
@@ -295,7 +293,8 @@ proptest! {
     }
 }
 
-/// A stage may be `FnMut`: here it numbers the items it sees, state kept across items and runs.
+/// A stage may be `FnMut`: here it numbers the items it sees, state kept across items and runs. Stages that
+/// cannot fail return plain values: no `Ok`, no error type, no annotation past the pipeline's input type.
 #[tokio::test(start_paused = true)]
 async fn stages_may_be_fn_mut() {
     let mut seen = 0u32;
@@ -304,12 +303,12 @@ async fn stages_may_be_fn_mut() {
         .stage("number", 2, move |line: &'static str| {
             seen += 1;
             let n = seen;
-            async move { Ok::<_, String>((n, line)) }
+            async move { (n, line) }
         })
-        .stage("measure", 1, move |(n, line): (u32, &'static str)| {
+        .stage("measure", 1, move |(n, line)| {
             lengths.push(line.len());
             let total: usize = lengths.iter().sum();
-            async move { Ok((n, total)) }
+            async move { (n, total) }
         })
         .build()
         .unwrap();
@@ -327,4 +326,34 @@ async fn stages_may_be_fn_mut() {
         vec![Ok((4, 10))],
         "the state carries over to the next run"
     );
+}
+
+/// Plain and fallible stages mix: the first fallible stage sets the pipeline's error type, later ones infer it
+/// (`Ok(..)` needs no turbofish), and plain stages around them fit any error type.
+#[tokio::test(start_paused = true)]
+async fn plain_and_fallible_stages_mix_without_annotations() {
+    let p = Pipeline::builder("mixed")
+        .stage("trim", 1, |line: &'static str| async move { line.trim() })
+        .stage_fallible("parse", 2, |s| async move {
+            s.parse::<u32>().map_err(|e| format!("{s:?}: {e}"))
+        })
+        .stage_fallible("check", 1, |n| async move {
+            if n < 100 {
+                Ok(n)
+            } else {
+                Err(format!("{n} is too big"))
+            }
+        })
+        .stage("square", 2, |n| async move { n * n })
+        .stage_fallible("keep", 1, |n| async move { Ok(n) })
+        .error_policy(ErrorPolicy::Skip)
+        .build()
+        .unwrap();
+    let out: Vec<Result<u32, PipelineError<String>>> = p
+        .run(stream::iter([" 3", "x", "200 ", "4"]))
+        .collect()
+        .await;
+    assert_eq!(out, vec![Ok(9), Ok(16)]);
+    let s = p.stats();
+    assert_eq!((s.submitted, s.ok, s.failed), (4, 2, 2), "{s:?}");
 }

@@ -88,7 +88,7 @@ async fn owners_built_before_and_after_the_provider_export_every_count_and_durat
     let early_pool = WorkerPool::builder("early").workers(2).build().unwrap();
     let early_fan = FanOut::new("early", 2).unwrap();
     let early_pipe = Pipeline::builder("early")
-        .stage("double", 2, double)
+        .stage_fallible("double", 2, double)
         .build()
         .unwrap();
 
@@ -106,7 +106,7 @@ async fn owners_built_before_and_after_the_provider_export_every_count_and_durat
     let late_pool = WorkerPool::builder("late").workers(2).build().unwrap();
     let late_fan = FanOut::new("late", 2).unwrap();
     let late_pipe = Pipeline::builder("late")
-        .stage("double", 2, double)
+        .stage_fallible("double", 2, double)
         .build()
         .unwrap();
 

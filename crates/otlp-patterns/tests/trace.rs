@@ -132,7 +132,7 @@ async fn pipeline_run_span_holds_its_items() {
     let pipe = Pipeline::builder("pipe")
         .stage("work", 2, |i: u32| async move {
             tracing::info_span!("item.work").in_scope(|| {});
-            Ok::<_, ()>(i)
+            i
         })
         .build()
         .unwrap();
