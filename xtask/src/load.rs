@@ -15,7 +15,7 @@
 //! skipped, since wrk has no fixed-rate mode.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -28,6 +28,8 @@ const CLOSED_CONNECTIONS: usize = 64;
 const OPEN_CONNECTIONS: usize = 128;
 const OVERLOAD_CONNECTIONS: usize = 256;
 const PATH: &str = "/api/orders/42";
+/// The latency-percentile plot, beside docs/benchmarks.md.
+const PLOT: &str = "service-latency.svg";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Generator {
@@ -311,16 +313,37 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         }
     }
 
-    let table = render(&samples, &cfg, twin_max, generator);
+    let mut table = render(&samples, &cfg, twin_max, generator);
     println!("\n{table}");
-    let plot = root.join("docs").join("service-latency.svg");
-    if generator == Generator::Oha {
-        match plot_latency(&samples, &plot) {
-            Ok(()) => println!("latency plot: {}", plot.display()),
-            Err(e) => println!("latency plot not drawn: {e}"),
-        }
-    }
+    // Beside the table in docs/ only with --update-docs; a run without it leaves the docs as they are.
+    let plot = if cfg.update_docs {
+        root.join("docs").join(PLOT)
+    } else {
+        dir.join(PLOT)
+    };
+    let drawn = generator == Generator::Oha
+        && match plot_latency(&samples, &plot) {
+            Ok(()) => {
+                println!("latency plot: {}", plot.display());
+                true
+            }
+            Err(e) => {
+                println!("latency plot not drawn: {e}");
+                false
+            }
+        };
     if cfg.update_docs {
+        if drawn {
+            let _ = writeln!(
+                table,
+                "\n![Latency percentiles of kit, twin and naive at 0.8×R, corrected for coordinated omission]({PLOT})"
+            );
+        } else if let Err(e) = std::fs::remove_file(&plot)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            // A plot of an earlier run beside a table without one would show other figures than the table.
+            return Err(format!("{}: {e}", plot.display()));
+        }
         update_docs(&root.join("docs").join("benchmarks.md"), &table)?;
         println!("docs/benchmarks.md updated");
     }
@@ -794,7 +817,7 @@ fn render(samples: &[Vec<Sample>], cfg: &Cfg, twin_max: f64, g: Generator) -> St
 }
 
 /// The latency-percentile curves at 0.8×R (median over rounds per percentile), one line per variant, as SVG.
-fn plot_latency(samples: &[Vec<Sample>], path: &PathBuf) -> Result<(), String> {
+fn plot_latency(samples: &[Vec<Sample>], path: &Path) -> Result<(), String> {
     use plotters::prelude::*;
     crate::fonts::register()?;
     let keys = [
