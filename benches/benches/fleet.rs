@@ -4,7 +4,8 @@
 //! persistence off, and stopped by PID at the end; without `redis-server` the groups are skipped.
 //!
 //! Group `sync_redis_check_1t`: one decision at a time from one task (the latency of a decision; its inverse is
-//! decisions per second). After criterion, 20,000 timed decisions of each print their P50 and P99.
+//! decisions per second), ours and the raw loop alternating decision by decision in both functions, each timing its
+//! own. After criterion, 20,000 timed decisions of each print their P50 and P99.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -67,6 +68,52 @@ fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
     (v[v.len() / 2], v[v.len() * 99 / 100])
 }
 
+/// The raw loop's connection and script arguments.
+struct Raw {
+    conn: redis::aio::ConnectionManager,
+    sha: String,
+    interval_us: u64,
+    burst: u32,
+}
+
+/// One decision by `RedisRateLimiter::check`. Not inlined, so that `valgrind --tool=callgrind` can count each
+/// side's instructions per decision (docs/benchmarks.md).
+#[inline(never)]
+fn op_ours(rt: &tokio::runtime::Runtime, ours: &RedisRateLimiter) {
+    rt.block_on(async { black_box(ours.check().await).unwrap() })
+}
+
+/// One decision by a raw `EVALSHA` of the same script, as a hand-written client would send it.
+#[inline(never)]
+fn op_raw(rt: &tokio::runtime::Runtime, raw: &Raw) {
+    rt.block_on(async {
+        let mut conn = raw.conn.clone();
+        let (ok, _): (i64, i64) = redis::cmd("EVALSHA")
+            .arg(&raw.sha)
+            .arg(1)
+            .arg("bench:raw")
+            .arg(raw.interval_us)
+            .arg(raw.burst)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ok, 1);
+    })
+}
+
+/// `n` decisions of `timed`, each followed by one of `other`; the time of the `timed` ones alone.
+fn paired(n: u64, mut timed: impl FnMut(), mut other: impl FnMut()) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..n {
+        let t = Instant::now();
+        timed();
+        total += t.elapsed();
+        other();
+    }
+    total
+}
+
 fn fleet(c: &mut Criterion) {
     let Some(server) = start_redis() else {
         eprintln!("redis-server not found or not answering: sync_redis_check_1t skipped");
@@ -85,7 +132,7 @@ fn fleet(c: &mut Criterion) {
             .build()
             .expect("valid limiter")
     });
-    let mut raw = rt.block_on(async {
+    let mut conn = rt.block_on(async {
         redis::aio::ConnectionManager::new(redis::Client::open(url.as_str()).unwrap())
             .await
             .expect("connects")
@@ -94,38 +141,27 @@ fn fleet(c: &mut Criterion) {
         redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(GCRA_SCRIPT)
-            .query_async(&mut raw)
+            .query_async(&mut conn)
             .await
             .unwrap()
     });
-    let interval_us = (quota().replenish_interval().as_micros() as u64).max(1);
-    let burst = quota().burst_size().get();
-    let raw_key = "bench:raw";
-    let raw_check = |conn: &mut redis::aio::ConnectionManager| {
-        let mut conn = conn.clone();
-        let sha = sha.clone();
-        async move {
-            let (ok, _): (i64, i64) = redis::cmd("EVALSHA")
-                .arg(&sha)
-                .arg(1)
-                .arg(raw_key)
-                .arg(interval_us)
-                .arg(burst)
-                .arg(1)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            assert_eq!(ok, 1);
-        }
+    let raw = Raw {
+        conn,
+        sha,
+        interval_us: (quota().replenish_interval().as_micros() as u64).max(1),
+        burst: quota().burst_size().get(),
     };
     let local = RateLimiter::new("bench-local", quota()).expect("valid limiter");
 
+    // Ours and the raw loop alternate decision by decision in both functions, each timing only its own: a burst
+    // of load on the machine (other builds, the scheduler) falls on both alike, where criterion's rounds of
+    // 0.5 s each would let it fall on one side only.
     Comparison::new("sync_redis_check_1t")
         .function("ours", |b| {
-            b.iter(|| rt.block_on(async { black_box(ours.check().await).unwrap() }))
+            b.iter_custom(|n| paired(n, || op_ours(&rt, &ours), || op_raw(&rt, &raw)))
         })
         .function("raw_evalsha", |b| {
-            b.iter(|| rt.block_on(raw_check(&mut raw)))
+            b.iter_custom(|n| paired(n, || op_raw(&rt, &raw), || op_ours(&rt, &ours)))
         })
         .function("local", |b| {
             b.iter(|| rt.block_on(async { black_box(local.check()).unwrap() }))
@@ -136,10 +172,10 @@ fn fleet(c: &mut Criterion) {
     let (mut t_ours, mut t_raw) = (Vec::with_capacity(N), Vec::with_capacity(N));
     for _ in 0..N {
         let t = Instant::now();
-        rt.block_on(ours.check()).unwrap();
+        op_ours(&rt, &ours);
         t_ours.push(t.elapsed());
         let t = Instant::now();
-        rt.block_on(raw_check(&mut raw));
+        op_raw(&rt, &raw);
         t_raw.push(t.elapsed());
     }
     let (o50, o99) = percentiles(t_ours);
