@@ -1,9 +1,13 @@
-//! Counting what was delivered, so that shutdown can say exactly what was not.
+//! Counting what was delivered, so that shutdown can say exactly what was not, and what was dropped, live.
 //!
 //! The SDK's batch span processor drops a finished span when its bounded queue is full (so memory stays
-//! flat while a collector is slow or down) but keeps the count to itself. [`CountingProcessor`] counts the
-//! spans handed to the processor, the exporter wrapper counts the spans handed to the exporter; once the
-//! processor has shut down, the difference is exactly the number dropped.
+//! flat while a collector is slow or down) but keeps the count to itself until shutdown. [`CountingProcessor`]
+//! counts the spans handed to the processor and keeps its own count of the spans in the processor's queue (the
+//! exporter wrapper takes them off when it is handed a batch): a span that would not fit is dropped here,
+//! counted at once in `otel.sdk.processor.span.processed` (`error.type` = `queue_full`) and warned about at most
+//! once per interval, so the SDK's queue never overflows. Spans of exports that failed are counted with
+//! `error.type` = `export_failed`, delivered ones without `error.type`. Once the processor has shut down,
+//! ended - exported is exactly the number never handed to the exporter.
 //!
 //! A [`Ledger`] per signal counts the items (spans, metric data points) whose export succeeded. At its
 //! deadline the guard *seals* the ledgers: an export still running is abandoned and every later export
@@ -16,7 +20,10 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use otlp_core::instruments::{Attributes, Observations, Registration, Source};
 
 use opentelemetry_sdk::error::OTelSdkError;
 use tokio::sync::Notify;
@@ -26,17 +33,127 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
-/// Spans handed to the batch processor and to the exporter.
-#[derive(Debug, Default)]
+use crate::report::REPORT_TARGET;
+use crate::telemetry::{INSTRUMENTS, PROCESSOR_SPANS};
+
+/// Spans handed to the batch processor and to the exporter, and what became of them.
+#[derive(Debug)]
 pub(crate) struct SpanCounts {
     ended: AtomicU64,
     exported: AtomicU64,
+    /// Spans given to the processor and not yet handed to the exporter: never above `capacity`.
+    queued: AtomicU64,
+    capacity: u64,
+    queue_full: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    warnings: Mutex<DropWarnings>,
+    warn_interval: Duration,
+    /// `[success, queue_full, export_failed]`.
+    attrs: [Attributes; 3],
+    link: Registration,
+}
+
+#[derive(Debug, Default)]
+struct DropWarnings {
+    last: Option<Instant>,
+    /// `queue_full` when the last warning was given.
+    reported: u64,
+}
+
+impl Source for SpanCounts {
+    fn observe(&self, out: &mut Observations<'_>) {
+        let values = [&self.delivered, &self.queue_full, &self.failed];
+        for (value, attrs) in values.iter().zip(&self.attrs) {
+            out.observe(PROCESSOR_SPANS, value.load(Ordering::Relaxed), attrs);
+        }
+    }
 }
 
 impl SpanCounts {
-    /// Spans that reached the exporter (successfully exported or not).
+    /// Counts for a processor whose queue holds `capacity` spans, warning about drops at most once per
+    /// `warn_interval`; reported through `otel.sdk.processor.span.processed`.
+    pub(crate) fn new(capacity: usize, warn_interval: Duration) -> Arc<Self> {
+        let kind = KeyValue::new("otel.component.type", "batching_span_processor");
+        let error =
+            |e: &'static str| Attributes::new(vec![KeyValue::new("error.type", e), kind.clone()]);
+        let counts = Arc::new(SpanCounts {
+            ended: AtomicU64::new(0),
+            exported: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            capacity: capacity as u64,
+            queue_full: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            warnings: Mutex::new(DropWarnings::default()),
+            warn_interval,
+            attrs: [
+                Attributes::new(vec![kind.clone()]),
+                error("queue_full"),
+                error("export_failed"),
+            ],
+            link: INSTRUMENTS.link(None),
+        });
+        counts.link.add(counts.clone());
+        counts
+    }
+
+    /// Spans that reached the exporter (successfully exported or not): out of the queue.
     pub(crate) fn add_exported(&self, n: usize) {
         self.exported.fetch_add(n as u64, Ordering::Relaxed);
+        self.queued.fetch_sub(n as u64, Ordering::AcqRel);
+    }
+
+    /// The outcome of one export of `n` spans.
+    pub(crate) fn add_export_result(&self, n: usize, ok: bool) {
+        let counter = if ok { &self.delivered } else { &self.failed };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Takes a place in the queue for one span; `false` (the span is dropped, counted and maybe warned about)
+    /// when the queue is full.
+    fn admit(&self) -> bool {
+        self.ended.fetch_add(1, Ordering::Relaxed);
+        if self.queued.fetch_add(1, Ordering::AcqRel) < self.capacity {
+            return true;
+        }
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let total = self.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
+        self.warn(total);
+        false
+    }
+
+    /// Warns about dropped spans, at most once per interval (a thread that finds another warning skips).
+    #[cold]
+    fn warn(&self, total: u64) {
+        let Ok(mut w) = self.warnings.try_lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if w.last
+            .is_some_and(|t| now.duration_since(t) < self.warn_interval)
+        {
+            return;
+        }
+        let since = total - std::mem::replace(&mut w.reported, total);
+        w.last = Some(now);
+        drop(w);
+        tracing::warn!(
+            target: REPORT_TARGET,
+            dropped = since,
+            dropped_total = total,
+            queue_size = self.capacity,
+            "the span export queue is full: spans are dropped (counted in otel.sdk.processor.span.processed \
+             with error.type=queue_full); lower the sampling ratio or set a span budget, raise \
+             OTEL_BSP_MAX_QUEUE_SIZE, or check that the collector keeps up (warned at most once per {:?})",
+            self.warn_interval
+        );
+    }
+
+    /// Spans dropped because the queue was full, so far.
+    #[cfg(test)]
+    pub(crate) fn queue_full(&self) -> u64 {
+        self.queue_full.load(Ordering::Relaxed)
     }
 
     /// Spans handed to the processor.
@@ -159,8 +276,9 @@ impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
     }
 
     fn on_end(&self, span: SpanData) {
-        self.counts.ended.fetch_add(1, Ordering::Relaxed);
-        self.inner.on_end(span);
+        if self.counts.admit() {
+            self.inner.on_end(span);
+        }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -255,7 +373,7 @@ mod tests {
 
     #[test]
     fn dropped_is_ended_minus_exported_after_shutdown() {
-        let counts = Arc::new(SpanCounts::default());
+        let counts = SpanCounts::new(4, Duration::from_secs(60));
         let exporter = InMemorySpanExporter::default();
         let bsp = BatchSpanProcessor::builder(Counting(exporter.clone(), counts.clone()))
             .with_batch_config(
@@ -275,6 +393,8 @@ mod tests {
         provider.shutdown().unwrap();
         let exported = exporter.get_finished_spans().unwrap().len() as u64;
         assert_eq!(counts.dropped() + exported, 500);
+        // Every drop was a full queue, counted when it happened.
+        assert_eq!(counts.queue_full(), counts.dropped());
         assert!(
             counts.dropped() > 0,
             "a 4-span queue behind a slow exporter drops"

@@ -226,7 +226,7 @@ fn build_providers(
     // from incoming to outgoing requests.
     let mut tp = stack::provider_builder(sampler).with_resource(resource.clone());
     if config.traces_enabled {
-        let counts = Arc::new(SpanCounts::default());
+        let counts = SpanCounts::new(config.bsp_max_queue_size, config.bsp_schedule_delay);
         let ledger = Arc::new(Ledger::default());
         tp = export::with_span_export(
             tp,

@@ -37,7 +37,8 @@
 //!
 //! # Reliability
 //! - A collector that is down never blocks or slows the application: spans go to a bounded queue
-//!   (dropped when full, and counted: [`TelemetryGuard::dropped_spans`]), export runs on the SDK's own
+//!   (dropped when full, counted at once in `otel.sdk.processor.span.processed` with `error.type` = `queue_full`
+//!   and warned about at most once per interval; in total: [`TelemetryGuard::dropped_spans`]), export runs on the SDK's own
 //!   threads, failures are logged at most once per export interval (target `otlp_telemetry::export`), and
 //!   shutdown returns within its timeout, saying how many spans and data points were not delivered.
 //! - No blocking call on a tokio worker thread; works outside a runtime and from multi-thread and

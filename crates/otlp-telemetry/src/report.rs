@@ -129,6 +129,7 @@ impl<E: SpanExporter> SpanExporter for ReportingSpanExporter<E> {
         self.counts.add_exported(n);
         let export = in_runtime(self.runtime.clone(), self.inner.export(batch));
         let result = self.ledger.export(n as u64, export).await;
+        self.counts.add_export_result(n, result.is_ok());
         self.reporter.record(&result);
         result
     }

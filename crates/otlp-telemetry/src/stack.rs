@@ -61,7 +61,7 @@ impl TracingStack {
     {
         config.validate()?;
         let (sampler, ratio, budget) = head_sampler(config)?;
-        let counts = Arc::new(SpanCounts::default());
+        let counts = SpanCounts::new(config.bsp_max_queue_size, config.bsp_schedule_delay);
         let reporter = ErrorReporter::new("traces", "custom".into(), config.bsp_schedule_delay);
         let ledger = Arc::new(crate::accounting::Ledger::default());
         // A caller's exporter brings its own transport: nothing to run on the exporter runtime.

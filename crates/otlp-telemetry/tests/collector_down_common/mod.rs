@@ -22,8 +22,9 @@ pub enum Collector {
 
 pub const SPANS: u64 = 20_000;
 
-/// Data points of otlp-telemetry's own instruments per collection: `trace.sampler.decisions` (sampled, dropped).
-pub const OWN_POINTS: u64 = 2;
+/// Data points of otlp-telemetry's own instruments per collection: `trace.sampler.decisions` (sampled, dropped)
+/// and `otel.sdk.processor.span.processed` (delivered, queue_full, export_failed).
+pub const OWN_POINTS: u64 = 5;
 
 /// Runs the scenario over `protocol` with a shutdown deadline of `deadline`; returns the shut-down guard.
 pub fn run(protocol: Protocol, collector: Collector, deadline: Duration) -> TelemetryGuard {
