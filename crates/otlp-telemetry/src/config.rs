@@ -256,6 +256,7 @@ pub struct TelemetryConfig {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) install_tracing_subscriber: bool,
     pub(crate) fmt_output: bool,
+    pub(crate) fmt_span_context: bool,
     pub(crate) log_filter: String,
     pub(crate) env_log_filter: Option<String>,
 }
@@ -305,6 +306,7 @@ impl TelemetryConfig {
             shutdown_timeout: Duration::from_secs(5),
             install_tracing_subscriber: true,
             fmt_output: true,
+            fmt_span_context: false,
             log_filter: "info".to_owned(),
             env_log_filter: None,
         }
@@ -557,9 +559,20 @@ impl TelemetryConfig {
         self
     }
 
-    /// Writes `tracing` events to stderr in the human-readable fmt format (default `true`).
+    /// Writes `tracing` events to stderr in the human-readable fmt format (default `true`;
+    /// `OTEL_CONSOLE_LOG=off` turns it off).
     pub fn fmt_output(mut self, on: bool) -> Self {
         self.fmt_output = on;
+        self
+    }
+
+    /// Prints each event with the fields of the spans it is in (default `false`; `OTEL_CONSOLE_LOG=spans`).
+    ///
+    /// The fmt layer can only format a span's fields when the span is created, whether or not an event inside
+    /// it is ever printed: with `false` it does not see spans at all, so spans cost it nothing and events are
+    /// printed with their own fields only.
+    pub fn fmt_span_context(mut self, on: bool) -> Self {
+        self.fmt_span_context = on;
         self
     }
 

@@ -34,6 +34,7 @@
 //! | `OTEL_PROPAGATORS` | comma list of `tracecontext`, `baggage`, or `none` | `propagators` |
 //! | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `explicit_bucket_histogram` / `base2_exponential_bucket_histogram` (applied to the `*.duration` views) | `duration_histogram` |
 //! | `RUST_LOG` | `tracing` filter directives | (overrides `log_filter`) |
+//! | `OTEL_CONSOLE_LOG` (otlp-kit's own) | `events` (default: events on stderr, spans never formatted for it), `spans` (events with the fields of their spans, which are then formatted as each span is created), `off` (no console log) | `fmt_output`, `fmt_span_context` |
 //!
 //! Precedence follows the specification: a per-signal variable wins over the generic one, whichever
 //! is set first. A per-signal endpoint is used as is; the generic endpoint gets `/v1/traces` or
@@ -245,6 +246,14 @@ impl TelemetryConfig {
                         "explicit_bucket_histogram or base2_exponential_bucket_histogram",
                     ));
                 }
+            };
+        }
+        if let Some((n, v)) = get("OTEL_CONSOLE_LOG") {
+            (c.fmt_output, c.fmt_span_context) = match v {
+                "events" => (true, false),
+                "spans" => (true, true),
+                "off" => (false, false),
+                _ => return Err(ConfigError::env(n, v, "one of events, spans, off")),
             };
         }
         if let Some((n, v)) = get("RUST_LOG") {

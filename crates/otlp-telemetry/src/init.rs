@@ -8,7 +8,8 @@
 //! 3. a meter provider with a periodic reader (its own thread) and the [view](crate::views) that
 //!    re-buckets otlp-kit's `*.duration` histograms;
 //! 4. a `Resource` with `service.name`, `service.version`, `telemetry.sdk.*` and the configured attributes;
-//! 5. the global `tracing` subscriber: `EnvFilter` (`RUST_LOG`), fmt output to stderr, and the
+//! 5. the global `tracing` subscriber: `EnvFilter` (`RUST_LOG`), fmt output of events to stderr (spans' fields
+//!    formatted for it only with `OTEL_CONSOLE_LOG=spans`; `OTEL_CONSOLE_LOG=off` turns it off), and the
 //!    `tracing-opentelemetry` layer (which ignores the exporter's own `h2`/`hyper`/`tonic`/`reqwest` spans)
 //!    behind head sampling: the sampler decides a root when its `tracing` span is created, and a sampled-out
 //!    root and its children never reach the OpenTelemetry layer (no SDK span, fields never visited);

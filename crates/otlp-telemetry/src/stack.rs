@@ -163,9 +163,16 @@ pub(crate) fn subscriber(
         .unwrap_or(&config.log_filter);
     // Validated already; an unparsable filter falls back to `info` rather than failing late.
     let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = config
-        .fmt_output
-        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    // Without span context the fmt layer sees events only: a span's fields are never formatted for a console
+    // that would not print them.
+    let spans = config.fmt_span_context;
+    let fmt = config.fmt_output.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+                spans || meta.is_event()
+            }))
+    });
     let otel = switch.map(|switch| {
         let layer = tracing_opentelemetry::layer()
             .with_tracer(HeadTracer(switch.clone()))
