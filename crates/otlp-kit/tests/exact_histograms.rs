@@ -4,6 +4,10 @@
 //!
 //! The tasks' durations are set with tokio's paused clock (`tokio::time::advance` moves it by exactly that much),
 //! so the test knows each value the pool measured: one nanosecond below, on and above every boundary.
+//!
+//! Here rather than in otlp-patterns so that otlp-patterns' own test builds (loom, miri) need not compile
+//! otlp-telemetry and its exporters.
+#![cfg(all(feature = "patterns", feature = "telemetry"))]
 
 use std::time::Duration;
 
@@ -11,8 +15,8 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, HistogramDataPoint, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use otlp_patterns::WorkerPool;
-use otlp_telemetry::{DurationHistogram, LATENCY_BUCKETS_SECONDS, views};
+use otlp_kit::patterns::WorkerPool;
+use otlp_kit::telemetry::{DurationHistogram, LATENCY_BUCKETS_SECONDS, views};
 
 fn provider() -> (SdkMeterProvider, InMemoryMetricExporter) {
     let exporter = InMemoryMetricExporter::default();
