@@ -213,6 +213,22 @@ fn miri(root: &Path, members: &[Member]) -> Step {
     run_all(root, "miri", cmds)
 }
 
+/// Sets the modification time of every file under `dir` to `when`.
+fn touch_all(dir: &Path, when: std::time::SystemTime) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            touch_all(&path, when)?;
+        } else {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)?
+                .set_modified(when)?;
+        }
+    }
+    Ok(())
+}
+
 fn package(root: &Path, members: &[Member]) -> Step {
     let libraries: Vec<&Member> = members.iter().filter(|m| m.library).collect();
     if libraries.is_empty() {
@@ -276,6 +292,16 @@ fn package(root: &Path, members: &[Member]) -> Step {
         }
         manifest.push_str(&format!("    \"{unpacked}\",\n"));
         patches.push_str(&format!("{} = {{ path = \"{unpacked}\" }}\n", m.name));
+    }
+    // A `.crate` stores one fixed mtime for every file: older than the fingerprints a previous run left in the
+    // shared target folder, so cargo would take last run's build for fresh. Stamp the sources as new.
+    if let Err(e) = touch_all(&dir, std::time::SystemTime::now()) {
+        return finish(
+            "package",
+            false,
+            took,
+            format!("cannot stamp the unpacked sources: {e}"),
+        );
     }
     manifest.push_str("]\n");
     manifest.push_str(&patches);
