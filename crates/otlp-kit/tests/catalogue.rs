@@ -442,9 +442,10 @@ async fn exercise_limiters(redis: &Redis, keep: &mut Keep) {
     let token = CancellationToken::new();
     token.cancel();
     assert!(limiter.until_ready_cancellable(&token).await.is_err()); // cancelled
-    // A wait that sleeps (the histogram records only those).
+    // A wait that sleeps (the histogram records only those): one cell per 200 ms, so the cell taken by `check` is
+    // still owed when `until_ready` asks, however slow the machine.
     let quick = RateLimiter::builder("catalogue.limiter.quick")
-        .per_second(1000)
+        .per_period(1, Duration::from_millis(200))
         .burst(1)
         .build()
         .unwrap();
@@ -495,10 +496,10 @@ async fn exercise_limiters(redis: &Redis, keep: &mut Keep) {
             .await
             .is_err()
     ); // cancelled
-    // A wait that sleeps: one cell a millisecond, no burst.
+    // A wait that sleeps: one cell per 200 ms, no burst (far above a loopback round trip).
     let quick = RedisRateLimiter::builder(
         "catalogue.redis.quick",
-        Quota::with_period(Duration::from_millis(1)).unwrap(),
+        Quota::with_period(Duration::from_millis(200)).unwrap(),
     )
     .url(redis.url())
     .build()
