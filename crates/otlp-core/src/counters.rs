@@ -177,6 +177,7 @@ mod tests {
 
     #[test]
     fn sums_across_threads() {
+        let _serial = crate::serial();
         let threads = if cfg!(miri) { 2 } else { 4 };
         let per_thread = if cfg!(miri) { 20 } else { 10_000 };
         let c = Arc::new(Counters::<3>::new());
@@ -199,6 +200,7 @@ mod tests {
 
     #[test]
     fn threads_without_a_block_of_their_own_are_counted() {
+        let _serial = crate::serial();
         // More live threads than blocks: the extra ones share the atomic block.
         const SLOTS: usize = 2;
         let threads = SLOTS + 3;
@@ -225,6 +227,7 @@ mod tests {
 
     #[test]
     fn counting_from_an_exiting_thread_is_not_lost() {
+        let _serial = crate::serial();
         struct Late(Arc<Counters<1>>);
         impl Drop for Late {
             fn drop(&mut self) {
@@ -249,6 +252,7 @@ mod tests {
 
     #[test]
     fn out_of_range_index_is_ignored() {
+        let _serial = crate::serial();
         let c = Counters::<1>::new();
         c.incr(5);
         assert_eq!(c.snapshot(), [0]);
@@ -260,6 +264,7 @@ mod tests {
 
     #[test]
     fn owners_are_send_and_sync() {
+        let _serial = crate::serial();
         fn send_sync<T: Send + Sync>() {}
         send_sync::<Counters<3>>();
         send_sync::<CounterBlock<3>>();

@@ -19,3 +19,14 @@ pub mod thread_index;
 
 pub use counters::{CounterBlock, Counters, OWN_BLOCKS};
 pub use per_thread::PerThread;
+
+/// The lib's tests share one process-wide thread-index registry, and freed indices are reused smallest first: a
+/// test that checks what a thread gave back must not race another test's thread taking it. Every lib test runs
+/// under this lock.
+#[cfg(test)]
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -225,6 +225,7 @@ mod tests {
 
     #[test]
     fn registry_reuses_the_smallest_given_back_index_first() {
+        let _serial = crate::serial();
         let mut r = Registry::new();
         assert_eq!((r.acquire(), r.acquire(), r.acquire()), (0, 1, 2));
         r.release(0);
@@ -238,6 +239,7 @@ mod tests {
 
     #[test]
     fn a_thread_keeps_its_index_and_gives_it_back_on_exit() {
+        let _serial = crate::serial();
         let index = std::thread::spawn(|| {
             assert_eq!(current(), UNASSIGNED);
             let index = current_or_assign();
@@ -267,6 +269,7 @@ mod tests {
 
     #[test]
     fn owners_hear_of_a_thread_exit_while_it_holds_its_index() {
+        let _serial = crate::serial();
         let seen = Arc::new(Seen(AtomicUsize::new(UNASSIGNED), AtomicUsize::new(0)));
         let dropped = Arc::new(Seen(AtomicUsize::new(UNASSIGNED), AtomicUsize::new(0)));
         let hook: Arc<dyn ThreadExit> = seen.clone();
@@ -288,6 +291,7 @@ mod tests {
 
     #[test]
     fn hooks_of_dropped_owners_are_pruned() {
+        let _serial = crate::serial();
         std::thread::spawn(|| {
             current_or_assign();
             for _ in 0..100 {
@@ -303,6 +307,7 @@ mod tests {
 
     #[test]
     fn an_exiting_thread_is_dead_after_giving_its_index_back() {
+        let _serial = crate::serial();
         struct Late(Cell<usize>);
         impl Drop for Late {
             fn drop(&mut self) {
