@@ -17,6 +17,19 @@
 //! and [`Predecided`] makes the SDK's sampler agree without asking the configured sampler a second time (which
 //! would spend a span budget twice, or draw a second ratio decision).
 //!
+//! Inside a sampled-out trace, [`UnsampledGate`] (a global filter, asked first) disables every new span for every
+//! layer: `tracing::span!` returns a disabled span, so the registry and the other layers never see it, and a child
+//! costs one lookup of the current span. What follows from that:
+//! - the root is the only span of a sampled-out trace: [`Span::current()`](tracing::Span::current) inside it is
+//!   the root, and the console log (with `OTEL_CONSOLE_LOG=spans`) shows the root as the span of its events;
+//! - events inside still reach the fmt layer, and [`inject_context`](crate::inject_context) still propagates the
+//!   trace id, flagged as not sampled;
+//! - the gate sees only the current span, not a parent given explicitly: a span created with `parent: None` or
+//!   `parent: &other` while the current span belongs to a sampled-out trace is disabled too (create a detached
+//!   root outside the sampled-out request's scope, e.g. before entering it);
+//! - a sampled span entered inside a sampled-out trace (`sampled.in_scope(..)`) is the current span: its children
+//!   are created and recorded as usual.
+//!
 //! A parent set with `OpenTelemetrySpanExt::set_parent` after creation is too late for this decision: make the
 //! parent context current (`let _guard = cx.attach();`) while the span is created instead, as
 //! [`ServerTraceLayer`](crate::tower) does.
@@ -394,6 +407,33 @@ where
         }
         // SAFETY: the inner layer lives as long as `self`.
         unsafe { self.inner.downcast_raw(id) }
+    }
+}
+
+/// Disables, for every layer, a span created while the current span belongs to a sampled-out trace: see the
+/// [module docs](self). Unfiltered and outermost, so that it is asked first and a child of a sampled-out trace
+/// costs a lookup of the current span, not a registry slot and every layer's callbacks.
+#[derive(Debug, Default)]
+pub(crate) struct UnsampledGate;
+
+impl<S> Layer<S> for UnsampledGate
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn register_callsite(
+        &self,
+        metadata: &'static Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        // A span's fate depends on the current span: ask `enabled` each time. Events are left to the other layers.
+        if metadata.is_span() {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        !metadata.is_span() || !ctx.lookup_current().is_some_and(|span| unsampled(&span))
     }
 }
 

@@ -33,7 +33,7 @@ use crate::accounting::{CountingProcessor, SpanCounts};
 use crate::budget::{BudgetSampler, TraceBudgetHandle};
 use crate::config::TelemetryConfig;
 use crate::error::TelemetryError;
-use crate::head_sampling::{HeadSampler, HeadSampling, HeadTracer, PredecidedIds};
+use crate::head_sampling::{HeadSampler, HeadSampling, HeadTracer, PredecidedIds, UnsampledGate};
 use crate::init::excluded;
 use crate::report::{ErrorReporter, ReportingSpanExporter};
 use crate::sampler::{RatioSampler, RootSampler, TraceRatioHandle};
@@ -173,6 +173,8 @@ pub(crate) fn subscriber(
                 spans || meta.is_event()
             }))
     });
+    // Only with head sampling is there a sampled-out trace whose children the gate keeps out.
+    let gate = switch.is_some().then_some(UnsampledGate);
     let otel = switch.map(|switch| {
         let layer = tracing_opentelemetry::layer()
             .with_tracer(HeadTracer(switch.clone()))
@@ -181,5 +183,9 @@ pub(crate) fn subscriber(
             |meta| !excluded(meta.target()),
         ))
     });
-    Registry::default().with(filter).with(fmt).with(otel)
+    Registry::default()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .with(gate)
 }

@@ -165,3 +165,151 @@ fn a_sampled_out_root_still_propagates_its_trace() {
         assert!(cx.span().span_context().is_valid());
     });
 }
+
+/// A disabled `tracing` span is one the subscriber never created: no layer's `on_new_span`, no registry slot.
+fn created(span: &tracing::Span) -> bool {
+    !span.is_disabled()
+}
+
+#[test]
+fn children_of_a_sampled_out_trace_are_never_created() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOff);
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let root = tracing::info_span!("root");
+        assert!(
+            created(&root),
+            "the root carries the trace id it propagates"
+        );
+        let _root = root.enter();
+        let mut from_root = http::HeaderMap::new();
+        inject_context(&mut from_root);
+        for _ in 0..3 {
+            let child = tracing::info_span!("child", step = 1);
+            assert!(
+                !created(&child),
+                "a child of a sampled-out trace reached the subscriber"
+            );
+            let _child = child.enter();
+            assert_eq!(
+                tracing::Span::current().id(),
+                root.id(),
+                "the root stays current"
+            );
+            let grandchild = tracing::debug_span!("grandchild");
+            assert!(!created(&grandchild));
+            let explicit = tracing::info_span!(parent: &root, "explicit");
+            assert!(!created(&explicit));
+            // The trace still propagates from inside, flagged not sampled.
+            let mut from_child = http::HeaderMap::new();
+            inject_context(&mut from_child);
+            assert_eq!(
+                from_child["traceparent"].to_str().unwrap()[..36],
+                from_root["traceparent"].to_str().unwrap()[..36]
+            );
+            assert!(from_child["traceparent"].to_str().unwrap().ends_with("-00"));
+        }
+    });
+    assert!(finished(&stack, &exporter).is_empty());
+}
+
+#[test]
+fn children_of_a_sampled_trace_are_created_and_linked() {
+    let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOn);
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let root = tracing::info_span!("root");
+        let _root = root.enter();
+        let child = tracing::info_span!("child");
+        assert!(created(&child));
+        let _child = child.enter();
+        let grandchild = tracing::info_span!("grandchild");
+        assert!(created(&grandchild));
+    });
+    let spans = finished(&stack, &exporter);
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+    let (root, child, grandchild) = (by_name("root"), by_name("child"), by_name("grandchild"));
+    assert_eq!(child.parent_span_id, root.span_context.span_id());
+    assert_eq!(grandchild.parent_span_id, child.span_context.span_id());
+    assert_eq!(
+        grandchild.span_context.trace_id(),
+        root.span_context.trace_id()
+    );
+}
+
+#[test]
+fn a_remote_sampled_out_parent_keeps_children_out() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOn);
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let server = {
+            let _parent = extract_context(&headers(UNSAMPLED_PARENT)).attach();
+            tracing::info_span!("server", otel.kind = "server")
+        };
+        assert!(created(&server));
+        let _server = server.enter();
+        let db = tracing::info_span!("db");
+        assert!(
+            !created(&db),
+            "a child of a remote sampled-out parent was created"
+        );
+        let _db = db.enter();
+        let mut outgoing = http::HeaderMap::new();
+        inject_context(&mut outgoing);
+        let out = outgoing["traceparent"].to_str().unwrap();
+        assert!(
+            out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && out.ends_with("-00"),
+            "{out}"
+        );
+    });
+    assert!(finished(&stack, &exporter).is_empty());
+}
+
+#[test]
+fn a_sampled_span_entered_inside_a_sampled_out_trace_keeps_its_children() {
+    let exporter = InMemorySpanExporter::default();
+    let config = TelemetryConfig::new()
+        .fmt_output(false)
+        .trace_sampler(TraceSampler::ParentBasedTraceIdRatio(1.0));
+    let stack = TracingStack::with_exporter(&config, exporter.clone()).unwrap();
+    let ratio = stack.trace_ratio_handle();
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let sampled = tracing::info_span!("sampled");
+        ratio.set_ratio(0.0).unwrap();
+        let unsampled = tracing::info_span!("unsampled");
+        let _unsampled = unsampled.enter();
+        assert!(!created(&tracing::info_span!("out")));
+        sampled.in_scope(|| {
+            let child = tracing::info_span!("child");
+            assert!(
+                created(&child),
+                "the current span is sampled: its child is recorded"
+            );
+        });
+        assert!(!created(&tracing::info_span!("out again")));
+    });
+    let spans = finished(&stack, &exporter);
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let sampled = spans.iter().find(|s| s.name == "sampled").unwrap();
+    let child = spans.iter().find(|s| s.name == "child").unwrap();
+    assert_eq!(child.parent_span_id, sampled.span_context.span_id());
+}
+
+#[test]
+fn a_root_admitted_by_the_span_budget_keeps_all_its_children() {
+    let (stack, exporter) = build(TraceSampler::ParentBasedRateLimited(1));
+    let formatted = Counted::default();
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        // One root a second: the first is recorded whole, the others (in the same second) not at all.
+        for _ in 0..5 {
+            request("request", &formatted);
+        }
+    });
+    let spans = finished(&stack, &exporter);
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let root = spans.iter().find(|s| s.name == "request").unwrap();
+    for child in spans.iter().filter(|s| s.name == "step") {
+        assert_eq!(child.parent_span_id, root.span_context.span_id());
+    }
+}
