@@ -12,7 +12,8 @@
 //! processor's thread (export included) is paid for, and every batch of requests is flushed before the clock
 //! stops, in chunks smaller than the export queue so that nothing is dropped (a dropped span would be cheaper).
 //!
-//! Groups:
+//! Groups (each an `otlp_benches::Comparison`: interleaved rounds, `<group>/<function>/round<r>`, which
+//! `cargo xtask bench` reads against `benches/goals.json`):
 //! * `telemetry_request`: the whole request;
 //! * `telemetry_root_span`: the server span alone;
 //! * `telemetry_child_span`: one child span, inside an entered root.
@@ -23,6 +24,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use otlp_benches::Comparison;
 use otlp_telemetry::stack::TracingStack;
 use otlp_telemetry::{TelemetryConfig, TraceSampler};
 
@@ -137,36 +139,35 @@ fn benches(c: &mut Criterion) {
     // 4 spans per request; a quarter of the queue per flush leaves room for the exporter to lag.
     let requests_per_flush = (QUEUE / 4 / 4) as u64;
 
-    let mut g = c.benchmark_group("telemetry_request");
-    g.bench_function("no_subscriber", |b| {
-        b.iter_custom(|n| thread_time(None, n, || request(black_box("/orders/7"))))
-    });
-    g.bench_function("unsampled", |b| {
-        b.iter_custom(|n| thread_time(Some(&unsampled), n, || request(black_box("/orders/7"))))
-    });
-    g.bench_function("sampled", |b| {
-        b.iter_custom(|n| {
-            sampled_cpu(&sampled, n, requests_per_flush, || {
-                request(black_box("/orders/7"))
+    Comparison::new("telemetry_request")
+        .function("unsampled", |b| {
+            b.iter_custom(|n| thread_time(Some(&unsampled), n, || request(black_box("/orders/7"))))
+        })
+        .function("sampled", |b| {
+            b.iter_custom(|n| {
+                sampled_cpu(&sampled, n, requests_per_flush, || {
+                    request(black_box("/orders/7"))
+                })
             })
         })
-    });
-    g.finish();
+        .function("no_subscriber", |b| {
+            b.iter_custom(|n| thread_time(None, n, || request(black_box("/orders/7"))))
+        })
+        .run(c);
 
-    let mut g = c.benchmark_group("telemetry_root_span");
     let root = || drop(root_span(black_box("/orders/7")).entered());
-    g.bench_function("no_subscriber", |b| {
-        b.iter_custom(|n| thread_time(None, n, root))
-    });
-    g.bench_function("unsampled", |b| {
-        b.iter_custom(|n| thread_time(Some(&unsampled), n, root))
-    });
-    g.bench_function("sampled", |b| {
-        b.iter_custom(|n| sampled_cpu(&sampled, n, (QUEUE / 4) as u64, root))
-    });
-    g.finish();
+    Comparison::new("telemetry_root_span")
+        .function("unsampled", |b| {
+            b.iter_custom(|n| thread_time(Some(&unsampled), n, root))
+        })
+        .function("sampled", |b| {
+            b.iter_custom(|n| sampled_cpu(&sampled, n, (QUEUE / 4) as u64, root))
+        })
+        .function("no_subscriber", |b| {
+            b.iter_custom(|n| thread_time(None, n, root))
+        })
+        .run(c);
 
-    let mut g = c.benchmark_group("telemetry_child_span");
     let in_root = |stack: Option<&TracingStack>, n: u64| {
         let run = || {
             let root = root_span("/orders/7");
@@ -182,11 +183,12 @@ fn benches(c: &mut Criterion) {
             None => run(),
         }
     };
-    g.bench_function("no_subscriber", |b| b.iter_custom(|n| in_root(None, n)));
-    g.bench_function("unsampled", |b| {
-        b.iter_custom(|n| in_root(Some(&unsampled), n))
-    });
-    g.finish();
+    Comparison::new("telemetry_child_span")
+        .function("unsampled", |b| {
+            b.iter_custom(|n| in_root(Some(&unsampled), n))
+        })
+        .function("no_subscriber", |b| b.iter_custom(|n| in_root(None, n)))
+        .run(c);
 
     let _ = unsampled.provider().shutdown();
     let _ = sampled.provider().shutdown();

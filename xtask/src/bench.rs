@@ -11,6 +11,9 @@
 //!   of at most 1.25.
 //! * `{"group", "ours", "kind": "allocs", "goal"}`: heap allocations per operation, as recorded by the bench with
 //!   `otlp_benches::record_allocs`; met when at most `goal`.
+//! * `{"group", "ours", "kind": "time", "goal_ns"}`: an absolute time goal, for an issue that states one (the bench
+//!   should time what the machine's load does not inflate, e.g. thread CPU time): criterion's mean time of ours per
+//!   round, shown as median (min–max); met when the **worst** round's mean is at most `goal_ns` nanoseconds.
 //!
 //! A row whose figures are missing (not run, filtered out, fewer rounds than the run asked for) says so; it is
 //! never counted as met.
@@ -67,6 +70,8 @@ pub enum Figures {
     Times { ours: Vec<f64>, baseline: Vec<f64> },
     /// Allocation rows: allocations per operation, if recorded.
     Allocs(Option<f64>),
+    /// Absolute time rows: criterion's mean time (ns) of ours, per round (a missing round is left out).
+    Time(Vec<f64>),
 }
 
 /// One row of the table, measured.
@@ -92,6 +97,7 @@ impl Row {
                 .map(|(a, b)| a / b)
                 .collect(),
             Figures::Allocs(a) => a.iter().copied().collect(),
+            Figures::Time(_) => Vec::new(),
         }
     }
 
@@ -107,6 +113,12 @@ impl Row {
                 Spread::of(&ratios).map(|s| s.max)
             }
             Figures::Allocs(a) => *a,
+            Figures::Time(ns) => {
+                if ns.len() < self.rounds.max(1) {
+                    return None;
+                }
+                Spread::of(ns).map(|s| s.max)
+            }
         }
     }
 
@@ -296,6 +308,21 @@ pub fn measure(
             });
             continue;
         }
+        if g["kind"].as_str() == Some("time") {
+            let ns: Vec<f64> = round_means(criterion_home, &group, &ours, since)
+                .into_iter()
+                .filter(|x| !x.is_nan())
+                .collect();
+            rows.push(Row {
+                bench: group.clone(),
+                ours: with_times(&ours, &ns),
+                baseline: "-".into(),
+                figures: Figures::Time(ns),
+                goal: g["goal_ns"].as_f64(),
+                rounds,
+            });
+            continue;
+        }
         let baseline =
             field("baseline").ok_or(format!("goals.json row {i}: missing \"baseline\""))?;
         let (ours_ns, base_ns) = paired(
@@ -347,6 +374,10 @@ pub fn render(rows: &[Row], rounds: usize) -> String {
     for r in rows {
         let ratio = match &r.figures {
             Figures::Allocs(a) => a.map_or("-".to_owned(), |x| format!("{x:.3}")),
+            Figures::Time(ns) if ns.len() < r.rounds && !ns.is_empty() => {
+                format!("-, {} of {} rounds", ns.len(), r.rounds)
+            }
+            Figures::Time(_) => "-".to_owned(),
             Figures::Times { .. } => {
                 let ratios = r.ratios();
                 match Spread::of(&ratios) {
@@ -363,7 +394,11 @@ pub fn render(rows: &[Row], rounds: usize) -> String {
                 }
             }
         };
-        let goal = r.goal.map_or("-".to_owned(), |g| format!("≤ {g}"));
+        let goal = match (&r.figures, r.goal) {
+            (_, None) => "-".to_owned(),
+            (Figures::Time(_), Some(g)) => format!("≤ {g} ns (time)"),
+            (_, Some(g)) => format!("≤ {g}"),
+        };
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} |",
@@ -525,6 +560,38 @@ mod tests {
         let later = SystemTime::now() + Duration::from_secs(3600);
         let stale = measure(goals, &dir, &dir.join("allocs"), None, Some(later), 5).unwrap();
         assert!(stale.iter().all(|r| r.worst().is_none()), "{stale:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An absolute time goal is checked against the worst round's mean time, and needs every round.
+    #[test]
+    fn time_goal_checked_against_the_worst_round() {
+        let dir = temp("time");
+        for (r, mean) in [250.0, 280.0, 320.0].iter().enumerate() {
+            write(&dir, "t", "unsampled", r, *mean);
+            write(&dir, "u", "unsampled", r, 90.0);
+        }
+        write(&dir, "short", "unsampled", 0, 10.0);
+        let goals = r#"[
+            {"group": "t", "ours": "unsampled", "kind": "time", "goal_ns": 300},
+            {"group": "u", "ours": "unsampled", "kind": "time", "goal_ns": 100},
+            {"group": "short", "ours": "unsampled", "kind": "time", "goal_ns": 100}
+        ]"#;
+        let rows = measure(goals, &dir, &dir.join("allocs"), None, None, 3).unwrap();
+        // The median (280 ns) meets 300 ns; the worst round (320 ns) does not.
+        assert_eq!(rows[0].worst(), Some(320.0));
+        assert_eq!(rows[0].met(), "NO");
+        assert_eq!(rows[1].met(), "yes");
+        assert_eq!(rows[2].met(), "not measured");
+        let table = render(&rows, 3);
+        assert!(
+            table.contains(
+                "| t | unsampled 280.0 ns (250.0–320.0) | - | - | ≤ 300 ns (time) | NO |"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("-, 1 of 3 rounds"), "{table}");
+        assert!(table.contains("1 of 3 goals met"), "{table}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
