@@ -318,6 +318,22 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time the process has used so far (user + system, all threads, exited ones included), in milliseconds;
+/// 0 where /proc is missing. `/proc` reports it in USER_HZ ticks, 100 a second on Linux.
+pub fn cpu_ms() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+            let rest = &s[s.rfind(')')? + 1..];
+            let mut f = rest.split_whitespace().skip(11);
+            let utime: u64 = f.next()?.parse().ok()?;
+            let stime: u64 = f.next()?.parse().ok()?;
+            Some((utime + stime) * 10)
+        })
+        .unwrap_or(0)
+}
+
 /// What every variant's `/admin/stats` says besides its owners' stats.
 pub fn process_json(
     answered: &Answered,
@@ -330,6 +346,7 @@ pub fn process_json(
         "alive_tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
         "peak_alive_tasks": peak.load(Ordering::Relaxed),
         "rss_kib": rss_kib(),
+        "cpu_ms": cpu_ms(),
         "alloc_bytes": alloc.map(|a| a.0),
         "alloc_count": alloc.map(|a| a.1),
         "audit_events": audit.events(),

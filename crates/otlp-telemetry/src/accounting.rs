@@ -151,7 +151,6 @@ impl SpanCounts {
     }
 
     /// Spans dropped because the queue was full, so far.
-    #[cfg(test)]
     pub(crate) fn queue_full(&self) -> u64 {
         self.queue_full.load(Ordering::Relaxed)
     }

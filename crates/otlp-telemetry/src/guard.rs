@@ -310,6 +310,14 @@ impl TelemetryGuard {
     pub fn dropped_spans(&self) -> Option<u64> {
         self.dropped_spans
     }
+
+    /// Spans dropped because the export queue was full, as counted live (the value exported as
+    /// `otel.sdk.processor.span.processed` with `error.type` = `queue_full`). After shutdown it equals
+    /// [`dropped_spans`](Self::dropped_spans) when every drop was seen as it happened. `None` when traces are
+    /// not exported.
+    pub fn spans_dropped_live(&self) -> Option<u64> {
+        self.span_counts.as_ref().map(|c| c.queue_full())
+    }
 }
 
 impl Drop for TelemetryGuard {
