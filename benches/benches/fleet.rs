@@ -9,7 +9,6 @@
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -17,50 +16,12 @@ use governor::Quota;
 use otlp_benches::Comparison;
 use otlp_sync::RateLimiter;
 use otlp_sync::redis_limiter::{GCRA_SCRIPT, RedisRateLimiter, Unavailable};
+use otlp_testkit::Redis;
 
 /// A rate no benchmark loop reaches, so every decision is "allowed" for all three.
 fn quota() -> Quota {
     Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
         .allow_burst(NonZeroU32::new(1_000_000).unwrap())
-}
-
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> Option<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let server = Server(child, port);
-    let url = format!("redis://127.0.0.1:{port}/");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let up = redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-        if up.is_ok() {
-            return Some(server);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::yield_now();
-    }
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
@@ -115,11 +76,14 @@ fn paired(n: u64, mut timed: impl FnMut(), mut other: impl FnMut()) -> Duration 
 }
 
 fn fleet(c: &mut Criterion) {
-    let Some(server) = start_redis() else {
-        eprintln!("redis-server not found or not answering: sync_redis_check_1t skipped");
-        return;
+    let server = match Redis::start() {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("{e}: sync_redis_check_1t skipped");
+            return;
+        }
     };
-    let url = format!("redis://127.0.0.1:{}/", server.1);
+    let url = server.url();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

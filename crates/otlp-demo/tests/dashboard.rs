@@ -7,12 +7,10 @@
 
 mod support;
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use otlp_testkit::{Prometheus, values};
 use serde_json::Value;
 use support::{Service, request};
 
@@ -20,120 +18,6 @@ use support::{Service, request};
 const JOB: &str = "otlp-demo";
 /// `$__rate_interval` for a 1 s scrape interval (Grafana's rule: four scrape intervals, plus one).
 const RATE_INTERVAL: &str = "5s";
-
-/// A Prometheus of our own on a free loopback port, killed by PID on drop.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Prometheus {
-    fn start(target: SocketAddr) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: {JOB}\n    \
-                 static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("prometheus runs (apt-get install -y prometheus; .ci/run installs it)");
-        let prometheus = Prometheus {
-            child,
-            addr,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let up = prometheus.query("up", None).ok();
-            if up.is_some_and(|r| values(&r).contains(&1.0)) {
-                return prometheus;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus never scraped {target}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// `GET /api/v1/query`: the result vector (each element `{"metric": .., "value": [t, "v"]}`).
-    fn query(&self, promql: &str, at: Option<f64>) -> Result<Vec<Value>, String> {
-        let mut path = format!("/api/v1/query?query={}", encode(promql));
-        if let Some(t) = at {
-            path.push_str(&format!("&time={t:.3}"));
-        }
-        let mut s = TcpStream::connect(self.addr).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
-            self.addr
-        )
-        .map_err(|e| e.to_string())?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
-        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        // Prometheus answers with chunked encoding at times: the JSON is the part between the outer braces.
-        let json = &body[body.find('{').unwrap_or(0)..=body.rfind('}').unwrap_or(0)];
-        let v: Value = serde_json::from_str(json).map_err(|e| format!("{e}: {body}"))?;
-        if v["status"] != "success" {
-            return Err(format!("{promql}: {v}"));
-        }
-        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Percent-encoding for a query string value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The sample values of a result vector.
-fn values(result: &[Value]) -> Vec<f64> {
-    result
-        .iter()
-        .filter_map(|r| r["value"][1].as_str()?.parse().ok())
-        .collect()
-}
 
 fn now() -> f64 {
     SystemTime::now()
@@ -204,7 +88,9 @@ fn every_panel_shows_data_that_agrees_with_the_service() {
     let scrape = service
         .prometheus
         .expect("the demo prints its scrape endpoint");
-    let prometheus = Prometheus::start(scrape);
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus = Prometheus::start(dir.path(), JOB, scrape)
+        .expect("prometheus runs (apt-get install -y prometheus; .ci/run installs it)");
 
     // The load: 4 clients for 10 s, each order request's completion time kept; every 10th request an ingest.
     let load = Duration::from_secs(10);

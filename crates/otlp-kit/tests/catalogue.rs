@@ -22,9 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::num::NonZeroU32;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use opentelemetry::global;
@@ -37,6 +36,7 @@ use otlp_kit::sync::redis_limiter::{RedisRateLimiter, Unavailable};
 use otlp_kit::sync::{
     AdaptiveLimit, CancellationToken, KeyedRateLimiter, Quota, RateLimiter, Semaphore,
 };
+use otlp_testkit::{Redis, free_port};
 
 /// The scopes whose tables the catalogue holds, as their section headings name them.
 const SCOPES: [&str; 3] = ["otlp-pool", "otlp-sync", "otlp-patterns"];
@@ -330,54 +330,6 @@ fn sum_shape(monotonic: bool) -> &'static str {
 /// Owners kept alive until the export: a dropped owner's up-down counters go with it.
 type Keep = Vec<Box<dyn std::any::Any + Send>>;
 
-/// A `redis-server` of our own on a free loopback port, persistence off, killed by PID when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install -y redis-server; .ci/run installs it)");
-        let redis = Redis { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::yield_now();
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn per_second(n: u32) -> Quota {
     Quota::per_second(NonZeroU32::new(n).unwrap())
 }
@@ -509,7 +461,7 @@ async fn exercise_limiters(redis: &Redis, keep: &mut Keep) {
     keep.push(Box::new(quick));
 
     // Nothing listens on this port: every round trip fails (`error.type` = `error`) and the policy decides.
-    let gone = format!("redis://127.0.0.1:{}/", free_port());
+    let gone = format!("redis://127.0.0.1:{}/", free_port().unwrap());
     // A listener that accepts and never answers: round trips time out (`error.type` = `timeout`).
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_url = format!("redis://127.0.0.1:{}/", silent.local_addr().unwrap().port());
@@ -650,7 +602,8 @@ async fn every_exported_metric_is_in_the_catalogue_and_every_listed_one_is_expor
         .build();
     global::set_meter_provider(provider.clone());
 
-    let redis = Redis::start();
+    let redis = Redis::start()
+        .expect("redis-server runs (apt-get install -y redis-server; .ci/run installs it)");
     let mut keep = Keep::new();
     exercise_pools(&mut keep).await;
     exercise_semaphore(&mut keep).await;

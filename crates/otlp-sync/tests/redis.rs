@@ -6,72 +6,25 @@
 #![cfg(feature = "redis")]
 
 use std::num::NonZeroU32;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use otlp_sync::redis_limiter::{RedisRateLimiter, Unavailable};
 use otlp_sync::{CheckError, Quota, WaitError};
+use otlp_testkit::Redis;
 
-/// A `redis-server` of our own, killed (by PID) when dropped.
-struct Server {
-    child: Child,
-    port: u16,
+#[path = "quota_child/hammer.rs"]
+mod hammer;
+use hammer::hammer;
+
+fn start_redis() -> Redis {
+    Redis::start()
+        .expect("redis-server runs (apt-get install -y redis-server; .ci/run installs it)")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Server {
-    fn start() -> Server {
-        Server::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> Server {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install -y redis-server; .ci/run installs it)");
-        let server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.raw().is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on port {port}"
-            );
-            std::thread::yield_now();
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// A plain blocking connection, for the test's own commands.
-    fn raw(&self) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(self.url())?;
-        let mut conn = client.get_connection_with_timeout(Duration::from_millis(200))?;
-        redis::cmd("PING").query::<String>(&mut conn)?;
-        Ok(conn)
-    }
-
-    fn cmd<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
-        cmd.query(&mut self.raw().unwrap()).unwrap()
-    }
-
-    /// Kills the server (SIGKILL, by PID) and waits for it to be gone.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The test's own commands to its server, on a plain blocking connection.
+trait Ask {
+    fn cmd<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T;
 
     /// Redis's clock, in microseconds.
     fn now_us(&self) -> u64 {
@@ -80,9 +33,13 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
+impl Ask for Redis {
+    fn cmd<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        cmd.query(&mut conn).unwrap()
     }
 }
 
@@ -92,7 +49,7 @@ fn per_second(n: u32) -> Quota {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_follow_the_quota_and_the_key_expires_with_its_state() {
-    let server = Server::start();
+    let server = start_redis();
     // One cell a second, in bursts of 10.
     let quota = Quota::with_period(Duration::from_secs(1))
         .unwrap()
@@ -153,13 +110,12 @@ async fn decisions_follow_the_quota_and_the_key_expires_with_its_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_limiters_share_one_quota() {
     const RATE: u32 = 200;
-    let server = Server::start();
+    let server = start_redis();
     let run = Duration::from_secs(2);
     let start_us = server.now_us();
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "shared_quota_child", "--ignored", "--nocapture"])
-        .env("OTLP_REDIS_CHILD_URL", server.url())
-        .env("OTLP_REDIS_CHILD_MILLIS", run.as_millis().to_string())
+    // The fourth limiter: the same code in another process (tests/quota_child).
+    let child = Command::new(env!("CARGO_BIN_EXE_otlp-sync-quota-child"))
+        .args([server.url(), RATE.to_string(), run.as_millis().to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -194,49 +150,9 @@ async fn four_limiters_share_one_quota() {
     );
 }
 
-/// Checks as fast as it can for `run`; returns how many passed.
-async fn hammer(url: &str, rate: u32, run: Duration) -> u64 {
-    let limiter = RedisRateLimiter::builder("shared", per_second(rate))
-        .url(url)
-        .on_unavailable(Unavailable::FailClosed)
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let end = Instant::now() + run;
-    let mut allowed = 0;
-    while Instant::now() < end {
-        match limiter.check().await {
-            Ok(()) => allowed += 1,
-            Err(CheckError::Throttled { .. }) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
-    let st = limiter.stats();
-    assert_eq!(st.allowed, allowed);
-    assert_eq!(st.failed_closed, 0);
-    allowed
-}
-
-/// The fourth limiter of [`four_limiters_share_one_quota`], run in a separate process by it.
-#[test]
-#[ignore = "run by four_limiters_share_one_quota in a separate process"]
-fn shared_quota_child() {
-    let url = std::env::var("OTLP_REDIS_CHILD_URL").unwrap();
-    let millis: u64 = std::env::var("OTLP_REDIS_CHILD_MILLIS")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let allowed = rt.block_on(hammer(&url, 200, Duration::from_millis(millis)));
-    println!("allowed={allowed}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_keys_leave_nothing_behind() {
-    let server = Server::start();
+    let server = start_redis();
     // 10 per second, burst 1: each key's state expires 100 ms after its last decision.
     let limiter = RedisRateLimiter::builder("keys", per_second(10).allow_burst(NonZeroU32::MIN))
         .url(server.url())
@@ -281,8 +197,8 @@ async fn a_hundred_thousand_keys_leave_nothing_behind() {
 /// Redis killed mid-run: each policy decides within the timeout, and decisions go back to Redis after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_applies_the_policy_within_the_timeout_and_recovers() {
-    let mut server = Server::start();
-    let port = server.port;
+    let mut server = start_redis();
+    let port = server.port();
     let timeout = Duration::from_millis(50);
     let build = |name: &str, policy| {
         RedisRateLimiter::builder(name, per_second(1000))
@@ -337,7 +253,7 @@ async fn redis_down_applies_the_policy_within_the_timeout_and_recovers() {
         );
     }
 
-    let _server = Server::start_on(port);
+    let _server = Redis::start_on(port).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     for l in [&open, &closed, &local] {
         let before = l.stats().allowed;
@@ -356,7 +272,7 @@ async fn redis_down_applies_the_policy_within_the_timeout_and_recovers() {
 /// `CLIENT PAUSE`: Redis holds our commands; the timeout ends each decision and is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_counts_timeouts() {
-    let server = Server::start();
+    let server = start_redis();
     let limiter = RedisRateLimiter::builder("paused", per_second(1000))
         .url(server.url())
         .timeout(Duration::from_millis(50))
@@ -394,7 +310,7 @@ async fn a_meter_of_its_own_receives_the_metrics() {
     use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
     use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 
-    let server = Server::start();
+    let server = start_redis();
     let exporter = InMemoryMetricExporter::default();
     let provider = SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(exporter.clone()).build())

@@ -2,14 +2,12 @@
 //! metrics for a scrape, Prometheus scrapes it every second while a load with a rising and falling rate runs, and
 //! each panel's queries are read back with `query_range` and drawn as Grafana would (same queries, same legends).
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use otlp_testkit::Prometheus;
 use plotters::prelude::*;
-use serde_json::Value;
 
 use super::panels::{OWNER_VARIABLES, Panel, ROWS};
 use crate::service::{self, Client, Service};
@@ -17,117 +15,38 @@ use crate::service::{self, Client, Service};
 const JOB: &str = "otlp-demo";
 const RATE_INTERVAL: &str = "5s";
 
-/// Prometheus on a free loopback port with its data in `dir`, killed by PID on drop.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Prometheus {
-    fn start(dir: &Path, target: SocketAddr) -> Result<Prometheus, String> {
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: {JOB}\n    \
-                 static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
+/// `query_range` with a 1 s step: each series' legend (from `legend`) and its points (seconds from `start`).
+fn range(
+    prometheus: &Prometheus,
+    expr: &str,
+    legend: &str,
+    start: f64,
+    end: f64,
+) -> Result<Vec<Series>, String> {
+    let result = prometheus
+        .query_range(expr, start, end, 1.0)
         .map_err(|e| e.to_string())?;
-        let port = service::free_port().ok_or("no free port")?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start prometheus ({e}): apt-get install -y prometheus"))?;
-        let p = Prometheus { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if p.get("/api/v1/query?query=up")
-                .is_ok_and(|v| v["data"]["result"][0]["value"][1].as_str() == Some("1"))
-            {
-                return Ok(p);
+    let mut out = Vec::new();
+    for series in &result {
+        let mut name = legend.to_owned();
+        if let Some(labels) = series["metric"].as_object() {
+            for (k, l) in labels {
+                name = name.replace(&format!("{{{{{k}}}}}"), l.as_str().unwrap_or(""));
             }
-            std::thread::sleep(Duration::from_millis(200));
         }
-        Err(format!("prometheus never scraped {target}"))
+        let points = series["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let t = p[0].as_f64()?;
+                let y: f64 = p[1].as_str()?.parse().ok()?;
+                y.is_finite().then_some((t - start, y))
+            })
+            .collect();
+        out.push((name, points));
     }
-
-    fn get(&self, path: &str) -> Result<Value, String> {
-        let mut s = TcpStream::connect(self.addr).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
-            self.addr
-        )
-        .map_err(|e| e.to_string())?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
-        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        let json = &body[body.find('{').unwrap_or(0)..=body.rfind('}').unwrap_or(0)];
-        serde_json::from_str(json).map_err(|e| format!("{e}: {body}"))
-    }
-
-    /// `query_range` with a 1 s step: each series' legend (from `legend`) and its points (seconds from `start`).
-    fn range(&self, expr: &str, legend: &str, start: f64, end: f64) -> Result<Vec<Series>, String> {
-        let v = self.get(&format!(
-            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step=1",
-            encode(expr)
-        ))?;
-        if v["status"] != "success" {
-            return Err(format!("{expr}: {v}"));
-        }
-        let mut out = Vec::new();
-        for series in v["data"]["result"].as_array().into_iter().flatten() {
-            let mut name = legend.to_owned();
-            if let Some(labels) = series["metric"].as_object() {
-                for (k, l) in labels {
-                    name = name.replace(&format!("{{{{{k}}}}}"), l.as_str().unwrap_or(""));
-                }
-            }
-            let points = series["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| {
-                    let t = p[0].as_f64()?;
-                    let y: f64 = p[1].as_str()?.parse().ok()?;
-                    y.is_finite().then_some((t - start, y))
-                })
-                .collect();
-            out.push((name, points));
-        }
-        Ok(out)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    Ok(out)
 }
 
 fn now() -> f64 {
@@ -224,7 +143,7 @@ pub fn run(root: &Path, out: &Path, seconds: u64) -> Result<(), String> {
     let scrape = demo
         .prometheus
         .ok_or("otlp-demo printed no prometheus line")?;
-    let prometheus = Prometheus::start(&dir, scrape)?;
+    let prometheus = Prometheus::start(&dir, JOB, scrape).map_err(|e| e.to_string())?;
     println!(
         "    load for {seconds} s against http://{}, scraped by Prometheus every second",
         demo.addr
@@ -239,7 +158,7 @@ pub fn run(root: &Path, out: &Path, seconds: u64) -> Result<(), String> {
         for panel in row.panels {
             let mut series = Vec::new();
             for t in panel.targets {
-                series.extend(prometheus.range(&filled(t.expr), t.legend, start, end)?);
+                series.extend(range(&prometheus, &filled(t.expr), t.legend, start, end)?);
             }
             charts.push((row.title, panel, series));
         }
