@@ -41,7 +41,7 @@ struct Setup {
     header: &'static str,
 }
 
-const SETUPS: [Setup; 4] = [
+const SETUPS: [Setup; 5] = [
     Setup {
         name: "kit-budget",
         variant: "kit",
@@ -67,11 +67,18 @@ const SETUPS: [Setup; 4] = [
         sampler: Some("parentbased_always_on"),
         header: "naive (twin + per-call metrics, every request sampled)",
     },
+    Setup {
+        name: "bare",
+        variant: "bare",
+        sampler: None,
+        header: "bare (a fixed body at once: the hyper + axum floor)",
+    },
 ];
 const BUDGET: usize = 0;
 const ALL: usize = 1;
 const TWIN: usize = 2;
 const NAIVE: usize = 3;
+const BARE: usize = 4;
 
 const CLOSED_CONNECTIONS: usize = 64;
 const OPEN_CONNECTIONS: usize = 128;
@@ -1116,7 +1123,12 @@ fn render(
     );
     goal(&mut t, "bytes/request ≤ 0.25× twin", &|v| {
         let r = ratio(samples, v, TWIN, bytes);
-        Some((format!("{r:.2}×"), r <= 0.25))
+        // What no variant can go under: hyper and axum alone.
+        let floor = ratio(samples, BARE, TWIN, bytes);
+        Some((
+            format!("{r:.2}× (the hyper + axum floor alone: {floor:.2}×)"),
+            r <= 0.25,
+        ))
     });
     goal(&mut t, "P99 ≤ 4 ms at 0.8×R", &|v| {
         let p = m(v, p99_8);
@@ -1214,7 +1226,7 @@ fn plot_latency(samples: &[Vec<Sample>], path: &Path) -> Result<(), String> {
         .y_desc("latency, ms")
         .draw()
         .map_err(|e| e.to_string())?;
-    let colors = [RED, MAGENTA, BLUE, GREEN];
+    let colors = [RED, MAGENTA, BLUE, GREEN, BLACK];
     for (i, (setup, ys)) in SETUPS.iter().zip(&series).enumerate() {
         let name = setup.name;
         let color = colors[i];

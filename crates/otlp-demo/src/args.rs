@@ -12,6 +12,9 @@ pub enum Variant {
     Twin,
     /// The twin plus the usual instrumentation: a counter and a histogram per request, attributes built per call.
     Naive,
+    /// The floor under every variant: the same routes answering a fixed body at once, no state, no telemetry
+    /// (what hyper and axum cost by themselves).
+    Bare,
 }
 
 impl Variant {
@@ -21,6 +24,7 @@ impl Variant {
             Variant::Kit => "kit",
             Variant::Twin => "twin",
             Variant::Naive => "naive",
+            Variant::Bare => "bare",
         }
     }
 }
@@ -28,7 +32,7 @@ impl Variant {
 /// The service's configuration.
 #[derive(Debug, Clone)]
 pub struct Args {
-    /// `--variant kit|twin|naive` (default `kit`).
+    /// `--variant kit|twin|naive|bare` (default `kit`).
     pub variant: Variant,
     /// `--addr` (default `127.0.0.1:8080`; port 0 picks a free one, printed on the `listening` line).
     pub addr: SocketAddr,
@@ -61,7 +65,8 @@ otlp-demo: an HTTP service on otlp-kit, its twin without otlp-kit, and a naive-i
 
 USAGE: otlp-demo [FLAGS]
 
-  --variant kit|twin|naive     which implementation serves the routes (default kit)
+  --variant kit|twin|naive|bare  which implementation serves the routes (default kit; bare answers a
+                               fixed body at once: the floor of hyper and axum)
   --addr HOST:PORT             where to listen (default 127.0.0.1:8080; port 0 = any free port)
   --downstream-latency-ms N    latency of the simulated downstream (default 1)
   --downstream-permits N       downstream calls at once (default 64)
@@ -125,7 +130,12 @@ impl Args {
                         "kit" => Variant::Kit,
                         "twin" => Variant::Twin,
                         "naive" => Variant::Naive,
-                        v => return Err(format!("--variant {v:?}: expected kit, twin or naive")),
+                        "bare" => Variant::Bare,
+                        v => {
+                            return Err(format!(
+                                "--variant {v:?}: expected kit, twin, naive or bare"
+                            ));
+                        }
                     }
                 }
                 "--addr" => {

@@ -73,7 +73,7 @@ fn run(args: Args) -> Result<(), String> {
 /// Telemetry for the kit and naive variants, from `OTEL_*` (service name `otlp-demo` unless they name one), plus
 /// the Prometheus scrape endpoint of `--prometheus`.
 fn telemetry(args: &Args) -> Result<Option<TelemetryGuard>, String> {
-    if args.variant == Variant::Twin {
+    if matches!(args.variant, Variant::Twin | Variant::Bare) {
         return Ok(None);
     }
     let mut config = TelemetryConfig::from_env()
@@ -105,6 +105,7 @@ async fn serve(args: &Args) -> Result<(Option<TelemetryGuard>, serde_json::Value
     let sampler = common::TaskSampler::start(tokio::runtime::Handle::current());
     let (router, app) = match args.variant {
         Variant::Kit => kit::build(args, sampler.peak()).map(|(r, k)| (r, App::Kit(k)))?,
+        Variant::Bare => twin::bare(args, sampler.peak()).map(|(r, t)| (r, App::Twin(t)))?,
         v => twin::build(args, v == Variant::Naive, sampler.peak())
             .map(|(r, t)| (r, App::Twin(t)))?,
     };

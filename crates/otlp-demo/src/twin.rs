@@ -13,7 +13,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use bytes::Bytes;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -42,6 +42,8 @@ pub struct Twin {
     audit_log: Arc<AuditLog>,
     answered: Answered,
     naive: Option<Naive>,
+    /// `/admin/stats`' name of the variant.
+    variant: &'static str,
     peak_tasks: Arc<AtomicUsize>,
     downstream_latency: Duration,
     queue_timeout: Duration,
@@ -80,22 +82,44 @@ pub fn build(
         downstream_limit: args.downstream_permits,
         audit_log: Arc::default(),
         answered: Answered::default(),
+        variant: if naive.is_some() { "naive" } else { "twin" },
         naive,
         peak_tasks,
         downstream_latency: args.downstream_latency,
         queue_timeout: args.queue_timeout,
     });
-    let mut router = Router::new()
-        .route("/api/orders/{id}", get(get_order))
-        .route("/api/ingest", post(ingest))
-        .route("/admin/stats", get(stats))
-        .route("/admin/reset-peak", post(reset_peak))
-        .route("/admin/alloc-counting", post(common::alloc_counting))
-        .with_state(Arc::clone(&twin));
+    let mut router = routes(get(get_order), &twin);
     if twin.naive.is_some() {
         router = router.layer(otlp_kit::telemetry::tower::ServerTraceLayer::new());
     }
     Ok((router, twin))
+}
+
+/// The floor under every variant (`--variant bare`): the same routes, the orders route answering a fixed body at
+/// once (no extractor, no state touched but the answer count), no telemetry.
+pub fn bare(args: &Args, peak_tasks: Arc<AtomicUsize>) -> Result<(Router, Arc<Twin>), String> {
+    let (router, mut twin) = build(args, false, peak_tasks)?;
+    drop(router);
+    Arc::get_mut(&mut twin)
+        .ok_or("the twin's state is shared before its router is built")?
+        .variant = "bare";
+    Ok((routes(get(bare_order), &twin), twin))
+}
+
+/// The twin's routes, with `orders` serving `GET /api/orders/{id}`.
+fn routes(orders: MethodRouter<Arc<Twin>>, twin: &Arc<Twin>) -> Router {
+    Router::new()
+        .route("/api/orders/{id}", orders)
+        .route("/api/ingest", post(ingest))
+        .route("/admin/stats", get(stats))
+        .route("/admin/reset-peak", post(reset_peak))
+        .route("/admin/alloc-counting", post(common::alloc_counting))
+        .with_state(Arc::clone(twin))
+}
+
+async fn bare_order(State(twin): State<Arc<Twin>>) -> Response {
+    twin.answered.count(StatusCode::OK);
+    json_response(StatusCode::OK, Bytes::from_static(b"{}"))
 }
 
 impl Twin {
@@ -216,12 +240,7 @@ impl Twin {
     /// `/admin/stats`: the process figures (the twin has no owners with stats).
     pub fn stats_json(&self) -> serde_json::Value {
         let mut v = common::process_json(&self.answered, &self.peak_tasks, &self.audit_log);
-        v["variant"] = if self.naive.is_some() {
-            "naive"
-        } else {
-            "twin"
-        }
-        .into();
+        v["variant"] = self.variant.into();
         v["owners"] = serde_json::json!({
             "semaphore": {"in_use": self.downstream_permits_in_use()},
         });

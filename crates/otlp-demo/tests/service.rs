@@ -62,6 +62,24 @@ fn every_variant_answers_both_routes_alike() {
 }
 
 #[test]
+fn the_bare_floor_answers_at_once_and_counts_its_answers() {
+    // `--variant bare` is the load test's floor of hyper and axum: the orders route answers a fixed body whatever
+    // the id, and every answer is counted like the other variants' (the load test compares the counts).
+    let svc = Service::start(&["--variant", "bare"], &[]);
+    for path in ["/api/orders/42", "/api/orders/forty-two"] {
+        let a = get(svc.addr, path, &[("x-client-id", "alice")]);
+        assert_eq!(a.status, 200, "{path}: {a:?}");
+        assert_eq!(a.json(), serde_json::json!({}));
+    }
+    let stats = get(svc.addr, "/admin/stats", &[]).json();
+    assert_eq!(stats["variant"], "bare");
+    let report = svc.stop();
+    assert_eq!(report["variant"], "bare");
+    assert_eq!(report["answered"]["ok"], 2, "{report}");
+    assert_eq!(report["alive_tasks_after_shutdown"], 0, "{report}");
+}
+
+#[test]
 fn order_bodies_go_out_of_the_pool_and_back_to_it() {
     // Each body is encoded into a pooled buffer that hyper sends without a copy; once written, the buffer is back
     // in the pool, counted once as a put.
