@@ -14,7 +14,7 @@
 //!    requests; the peak of alive tokio tasks.
 //!
 //! Every phase prints the rate the generator achieved against the rate it offered, and the CPU the generator and
-//! the server used; a phase whose generator fell short (it used its CPUs up, or the server had CPU to spare) has
+//! the server used; a phase whose generator fell short (its CPUs were busy, or the server's was not) has
 //! its latency left out of the table instead of reported as the server's.
 //!
 //! Also: start to first 200, resident memory (VmRSS) after the closed-loop phase, alive tasks after the graceful
@@ -128,6 +128,10 @@ struct Run {
     generator_cpu: f64,
     /// Share of its CPU the server used.
     server_cpu: f64,
+    /// Share of the generator's CPUs that was busy, whoever used it.
+    generator_busy: f64,
+    /// Share of the server's CPU that was busy, whoever used it.
+    server_busy: f64,
     /// Server CPU time per answered request, µs.
     server_us_per_req: f64,
     short: Option<Short>,
@@ -297,6 +301,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         g: generator,
         dir: &dir,
         gen_cpus,
+        cpus: cpus.as_ref(),
     };
     let immediate = ["--downstream-latency-ms".to_owned(), "0".to_owned()];
 
@@ -535,6 +540,50 @@ fn children_cpu_secs() -> f64 {
     t(ru.ru_utime) + t(ru.ru_stime)
 }
 
+/// Busy and total time of each CPU so far (jiffies, from /proc/stat), indexed by CPU number; empty without /proc.
+fn cpu_times() -> Vec<(u64, u64)> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    let mut times = Vec::new();
+    for line in stat.lines() {
+        let Some((cpu, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some(Ok(n)) = cpu.strip_prefix("cpu").map(str::parse::<usize>) else {
+            continue;
+        };
+        // user nice system idle iowait irq softirq steal (guest time is already in user).
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .take(8)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if f.len() == 8 {
+            let total: u64 = f.iter().sum();
+            times.resize(times.len().max(n + 1), (0, 0));
+            times[n] = (total - f[3] - f[4], total);
+        }
+    }
+    times
+}
+
+/// The share of `cpus`' time that was busy between two [`cpu_times`]; NaN when unknown.
+fn busy_share(before: &[(u64, u64)], after: &[(u64, u64)], cpus: &[usize]) -> f64 {
+    let (mut busy, mut total) = (0, 0);
+    for &c in cpus {
+        if let (Some(b), Some(a)) = (before.get(c), after.get(c)) {
+            busy += a.0.saturating_sub(b.0);
+            total += a.1.saturating_sub(b.1);
+        }
+    }
+    if total == 0 {
+        f64::NAN
+    } else {
+        busy as f64 / total as f64
+    }
+}
+
 /// Starts a setup's service on the server's CPU (it inherits this thread's affinity when spawned, so its runtime
 /// sizes itself for one CPU, as a service given one core would).
 fn start(
@@ -585,6 +634,7 @@ struct Ctx<'a> {
     dir: &'a Path,
     /// CPUs the generator may use.
     gen_cpus: usize,
+    cpus: Option<&'a Cpus>,
 }
 
 /// A run whose answers are compared with the server's own count; returns the run and generator − server answers.
@@ -597,9 +647,9 @@ fn measured(
     conns: usize,
 ) -> Result<(Run, i64), String> {
     let before = svc.stats()?;
-    let (cpu0, t0) = (children_cpu_secs(), Instant::now());
+    let (cpu0, busy0, t0) = (children_cpu_secs(), cpu_times(), Instant::now());
     let mut run = generate(ctx, svc, secs, rate, conns)?;
-    let (cpu1, wall) = (children_cpu_secs(), t0.elapsed().as_secs_f64());
+    let (cpu1, busy1, wall) = (children_cpu_secs(), cpu_times(), t0.elapsed().as_secs_f64());
     let after = svc.stats()?;
     let delta = |p: &str| num(&after, p).saturating_sub(num(&before, p));
     let server = delta("/answered/total");
@@ -607,10 +657,18 @@ fn measured(
     run.generator_cpu = (cpu1 - cpu0) / (wall * ctx.gen_cpus as f64);
     run.server_cpu = delta("/cpu_ms") as f64 / 1e3 / wall;
     run.server_us_per_req = delta("/cpu_ms") as f64 * 1e3 / server.max(1) as f64;
+    // How busy each side's CPUs were, whoever used them (on a shared machine, not only the generator and server).
+    (run.generator_busy, run.server_busy) = match ctx.cpus {
+        Some(c) => (
+            busy_share(&busy0, &busy1, &c.generator),
+            busy_share(&busy0, &busy1, &c.server),
+        ),
+        None => (run.generator_cpu, run.server_cpu),
+    };
     if let Some(achieved) = run.achieved() {
         if achieved < ACHIEVED_MIN {
             run.short = Some(
-                if run.generator_cpu >= CPU_USED_UP || run.server_cpu < CPU_USED_UP {
+                if run.generator_busy >= CPU_USED_UP || run.server_busy < CPU_USED_UP {
                     Short::Generator
                 } else {
                     Short::Server
@@ -618,13 +676,16 @@ fn measured(
             );
         }
         println!(
-            "     offered {:.0} req/s, achieved {:.0} ({:.0} %); CPU used: generator {:.0} % of its {}, server {:.0} % of its 1{}",
+            "     offered {:.0} req/s, achieved {:.0} ({:.0} %); generator used {:.0} % of its {} CPU (busy {:.0} %), \
+             server {:.0} % of its 1 (busy {:.0} %){}",
             rate.unwrap_or(0.0),
             run.rps,
             100.0 * achieved,
             100.0 * run.generator_cpu,
             ctx.gen_cpus,
+            100.0 * run.generator_busy,
             100.0 * run.server_cpu,
+            100.0 * run.server_busy,
             match run.short {
                 Some(Short::Generator) =>
                     ": the GENERATOR fell short, this phase's latency is left out of the table",
@@ -887,8 +948,8 @@ fn render(
         t,
         "Command: `cargo xtask load{}` ({} rounds, {} s per phase, generator {}; {}). Each cell: median (min–max) \
          over the rounds. Reference rate R = the twin's closed-loop median, {twin_max:.0} req/s. A phase's latency \
-         is left out where the generator achieved under {:.0} % of the rate it offered while it used its CPU up or \
-         the server had CPU to spare.\n",
+         is left out where the generator achieved under {:.0} % of the rate it offered while its CPU was busy \
+         or the server's was not (busy by any process: on a shared machine others take CPU too).\n",
         if cfg.quick { " --quick" } else { "" },
         cfg.rounds,
         cfg.seconds,
@@ -923,7 +984,7 @@ fn render(
     let half: P = |s| s.half.as_ref();
     let eight: P = |s| s.eight.as_ref();
     let over: P = |s| s.over.as_ref();
-    let num_rows: [(&str, F, usize); 4] = [
+    let num_rows: [(&str, F, usize); 5] = [
         (
             "closed loop, req/s",
             |s| s.closed.as_ref().map(|r| r.rps),
@@ -937,6 +998,11 @@ fn render(
         (
             "closed loop, server CPU used, % of its CPU",
             |s| s.closed.as_ref().map(|r| 100.0 * r.server_cpu),
+            0,
+        ),
+        (
+            "closed loop, server's CPU busy (any process), %",
+            |s| s.closed.as_ref().map(|r| 100.0 * r.server_busy),
             0,
         ),
         (
