@@ -216,6 +216,42 @@ fn sigterm_mid_load_loses_no_accepted_request() {
 }
 
 #[test]
+fn spans_dropped_at_a_full_export_queue_are_all_counted_live() {
+    // A collector that accepts connections and never answers: each export hangs until its timeout, the one-span
+    // queue stays full meanwhile, and the spans of the requests sent then are dropped. What the service reports
+    // at shutdown (spans ended but never handed to the exporter) must equal what was counted as it happened (the
+    // count exported as otel.sdk.processor.span.processed{error.type=queue_full}).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
+    let svc = Service::start(
+        &[],
+        &[
+            ("OTEL_SDK_DISABLED", "false"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "1"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
+        ],
+    );
+    for id in 0..50 {
+        let a = get(svc.addr, &format!("/api/orders/{id}"), &[]);
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    let report = svc.stop();
+    let dropped = report["dropped_spans"].as_u64().expect("dropped_spans");
+    assert!(dropped > 0, "the full queue dropped spans: {report}");
+    assert_eq!(
+        report["spans_dropped_live"].as_u64(),
+        Some(dropped),
+        "every dropped span counted live: {report}"
+    );
+    drop(silent);
+}
+
+#[test]
 fn spans_and_every_owners_metrics_reach_a_collector() {
     let rotel = common::Rotel::start();
     let endpoint = format!("http://127.0.0.1:{}", rotel.grpc_port);
