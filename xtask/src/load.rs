@@ -187,6 +187,8 @@ struct Cfg {
     rounds: usize,
     update_docs: bool,
     quick: bool,
+    /// The flags as given (those that change what is measured), for the table's command line.
+    flags: String,
 }
 
 /// Which CPUs the server and the generator run on.
@@ -205,6 +207,11 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         rounds: 4,
         update_docs: false,
         quick: false,
+        flags: args
+            .iter()
+            .filter(|a| *a != "--update-docs")
+            .map(|a| format!(" {a}"))
+            .collect(),
     };
     let mut it = args.iter();
     let mut rounds = None;
@@ -950,7 +957,7 @@ fn render(
          over the rounds. Reference rate R = the twin's closed-loop median, {twin_max:.0} req/s. A phase's latency \
          is left out where the generator achieved under {:.0} % of the rate it offered while its CPU was busy \
          or the server's was not (busy by any process: on a shared machine others take CPU too).\n",
-        if cfg.quick { " --quick" } else { "" },
+        cfg.flags,
         cfg.rounds,
         cfg.seconds,
         if g == Generator::Oha {
