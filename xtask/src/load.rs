@@ -10,8 +10,9 @@
 //!    and the server's CPU time per request. The twin's median is the reference rate `R`.
 //! 2. Open loop at 0.5×R and 0.8×R (fixed rate, latency measured from each request's scheduled time, i.e. corrected
 //!    for coordinated omission): P50/P99/P99.9; bytes allocated per request (counting allocator) at 0.5×R.
-//! 3. 3×R: requests over the per-client quota (0.9×R) are shed with 429 and counted; the P99 of the admitted (2xx)
-//!    requests; the peak of alive tokio tasks.
+//! 3. 3×R, in a new process whose per-client quota is 0.9× the setup's own closed-loop rate: requests over it are
+//!    shed with 429 and counted; the P99 of the admitted (2xx) requests, timed from each request's actual send; the
+//!    peak of alive tokio tasks.
 //!
 //! Every phase prints the rate the generator achieved against the rate it offered, and the CPU the generator and
 //! the server used; a phase whose generator fell short (its CPUs were busy, or the server's was not) has
