@@ -1,7 +1,11 @@
 //! `cargo xtask verify`: every check the project relies on, in order, each timed, with a summary.
 //!
 //! 1. `cargo fmt --all --check`
-//! 2. `cargo clippy --workspace --all-targets --all-features -- -D warnings`
+//! 2. clippy: `cargo clippy --workspace --all-targets --all-features -- -D warnings`, then, for each crate that
+//!    declares features, `cargo clippy -p <crate> --all-targets -- -D warnings` with its default features, and
+//!    with `--no-default-features` too where its defaults turn some on: a lint that fires only without a feature
+//!    (an import or a helper used by feature-gated code alone) shows only in a build without it. Each crate on its
+//!    own, since features selected together unify.
 //! 3. `cargo test --workspace --all-features` (unit, integration and doc tests)
 //! 4. loom: `RUSTFLAGS="--cfg otlp_loom" cargo test --release -p <crate> --test loom` for each crate with a
 //!    `tests/loom.rs`
@@ -51,33 +55,14 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     let members = workspace::members(&root)?;
     let mut steps: Vec<Step> = Vec::new();
 
-    let simple: [(&'static str, Cmd); 3] = [
-        ("fmt", Cmd::new("cargo", &["fmt", "--all", "--check"])),
-        (
-            "clippy",
-            Cmd::new(
-                "cargo",
-                &[
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--all-features",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            ),
-        ),
-        (
-            "test",
-            Cmd::new("cargo", &["test", "--workspace", "--all-features"]),
-        ),
-    ];
-    for (i, (name, cmd)) in simple.into_iter().enumerate() {
-        banner(i + 1, name);
-        let (ok, took) = cmd.run(&root);
-        steps.push(finish(name, ok, took, String::new()));
-    }
+    banner(1, "fmt");
+    let (ok, took) = Cmd::new("cargo", &["fmt", "--all", "--check"]).run(&root);
+    steps.push(finish("fmt", ok, took, String::new()));
+    banner(2, "clippy");
+    steps.push(clippy(&root, &members));
+    banner(3, "test");
+    let (ok, took) = Cmd::new("cargo", &["test", "--workspace", "--all-features"]).run(&root);
+    steps.push(finish("test", ok, took, String::new()));
 
     if quick {
         for name in ["loom", "miri", "deny", "package"] {
@@ -153,6 +138,34 @@ fn run_all(root: &Path, name: &'static str, cmds: Vec<(String, Cmd)>) -> Step {
         format!("failed: {}", failed.join(", "))
     };
     finish(name, failed.is_empty(), took, detail)
+}
+
+/// The clippy commands: the workspace with every feature, then each crate that has features with its defaults,
+/// and without them where the defaults turn some on.
+fn clippy_cmds(members: &[Member]) -> Vec<(String, Cmd)> {
+    let lint = |args: &[&str]| {
+        Cmd::new("cargo", &["clippy"])
+            .args(args.iter().copied())
+            .args(["--all-targets", "--", "-D", "warnings"])
+    };
+    let mut cmds = vec![(
+        "workspace --all-features".to_owned(),
+        lint(&["--workspace", "--all-features"]),
+    )];
+    for m in members.iter().filter(|m| m.features) {
+        cmds.push((m.name.clone(), lint(&["-p", &m.name])));
+        if m.default_features {
+            cmds.push((
+                format!("{} --no-default-features", m.name),
+                lint(&["-p", &m.name, "--no-default-features"]),
+            ));
+        }
+    }
+    cmds
+}
+
+fn clippy(root: &Path, members: &[Member]) -> Step {
+    run_all(root, "clippy", clippy_cmds(members))
 }
 
 fn loom(root: &Path, members: &[Member]) -> Step {
@@ -398,4 +411,67 @@ fn summary(steps: &[Step], quick: bool) {
             ""
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, features: bool, default_features: bool) -> Member {
+        Member {
+            name: name.into(),
+            version: "0.1.0".into(),
+            library: true,
+            loom: false,
+            miri: false,
+            features,
+            default_features,
+        }
+    }
+
+    /// Each crate with features is linted on its own with its defaults, and without them when they turn some on.
+    #[test]
+    fn clippy_lints_each_crate_with_features_with_and_without_its_defaults() {
+        let members = [
+            member("plain", false, false),
+            member("opt-in", true, false),
+            member("defaults", true, true),
+        ];
+        let cmds: Vec<(String, String)> = clippy_cmds(&members)
+            .into_iter()
+            .map(|(label, cmd)| (label, cmd.display()))
+            .collect();
+        let tail = "--all-targets -- -D warnings";
+        assert_eq!(
+            cmds,
+            [
+                (
+                    "workspace --all-features".to_owned(),
+                    format!("cargo clippy --workspace --all-features {tail}")
+                ),
+                (
+                    "opt-in".to_owned(),
+                    format!("cargo clippy -p opt-in {tail}")
+                ),
+                (
+                    "defaults".to_owned(),
+                    format!("cargo clippy -p defaults {tail}")
+                ),
+                (
+                    "defaults --no-default-features".to_owned(),
+                    format!("cargo clippy -p defaults --no-default-features {tail}")
+                ),
+            ]
+        );
+    }
+
+    /// The workspace's own crates: the ones with features are found, and so are their defaults.
+    #[test]
+    fn members_know_their_features() {
+        let members = workspace::members(&workspace::root()).unwrap();
+        let find = |n: &str| members.iter().find(|m| m.name == n).unwrap();
+        assert!(find("otlp-kit").features && find("otlp-kit").default_features);
+        assert!(find("otlp-sync").features && !find("otlp-sync").default_features);
+        assert!(!find("otlp-core").features);
+    }
 }

@@ -14,6 +14,10 @@ pub struct Member {
     pub loom: bool,
     /// `[package.metadata.otlp-kit] miri = true`.
     pub miri: bool,
+    /// Declares features of its own (so its code differs with them).
+    pub features: bool,
+    /// Its `default` feature turns some on (so `--no-default-features` is another build).
+    pub default_features: bool,
 }
 
 /// The workspace root (the folder above `xtask/`).
@@ -44,6 +48,10 @@ pub fn members(root: &Path) -> Result<Vec<Member>, String> {
                 library: dir.parent().is_some_and(|d| d.ends_with("crates")),
                 loom: dir.join("tests/loom.rs").is_file(),
                 miri: p["metadata"]["otlp-kit"]["miri"].as_bool().unwrap_or(false),
+                features: p["features"].as_object().is_some_and(|f| !f.is_empty()),
+                default_features: p["features"]["default"]
+                    .as_array()
+                    .is_some_and(|d| !d.is_empty()),
                 name,
             })
         })
