@@ -4,8 +4,9 @@
 //! persistence off, and stopped by PID at the end; without `redis-server` the groups are skipped.
 //!
 //! Group `sync_redis_check_1t`: one decision at a time from one task (the latency of a decision; its inverse is
-//! decisions per second), ours and the raw loop alternating decision by decision in both functions, each timing its
-//! own. After criterion, 20,000 timed decisions of each print their P50 and P99.
+//! decisions per second). Criterion measures ours, the raw loop and the local limiter; then ours and the raw loop
+//! run in paired rounds, alternating decision by decision within each round's window, and each round's means are
+//! recorded for `cargo xtask bench` (the goal row is `"paired"`), with P50 and P99 over every timed decision.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::Quota;
-use otlp_benches::Comparison;
+use otlp_benches::{Comparison, Rounds};
 use otlp_sync::RateLimiter;
 use otlp_sync::redis_limiter::{GCRA_SCRIPT, RedisRateLimiter, Unavailable};
 use otlp_testkit::Redis;
@@ -63,16 +64,35 @@ fn op_raw(rt: &tokio::runtime::Runtime, raw: &Raw) {
     })
 }
 
-/// `n` decisions of `timed`, each followed by one of `other`; the time of the `timed` ones alone.
-fn paired(n: u64, mut timed: impl FnMut(), mut other: impl FnMut()) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..n {
-        let t = Instant::now();
-        timed();
-        total += t.elapsed();
-        other();
+/// `rounds.rounds` rounds in which ours and the raw loop alternate decision by decision (A B B A, so each side
+/// follows each side as often), each decision timed on its own; a round lasts at least four times criterion's
+/// measurement time. Returns each side's mean per round (ns) and all of each side's decision times.
+fn paired_rounds(
+    rounds: Rounds,
+    ours: impl Fn(),
+    raw: impl Fn(),
+) -> ([Vec<f64>; 2], [Vec<Duration>; 2]) {
+    let sides: [&dyn Fn(); 2] = [&ours, &raw];
+    let mut means = [Vec::new(), Vec::new()];
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..rounds.rounds {
+        let start = Instant::now();
+        let (mut sums, mut n) = ([Duration::ZERO; 2], 0u32);
+        while start.elapsed() < 4 * rounds.measurement {
+            for side in [0, 1, 1, 0] {
+                let t = Instant::now();
+                sides[side]();
+                let d = t.elapsed();
+                sums[side] += d;
+                times[side].push(d);
+            }
+            n += 2;
+        }
+        for side in 0..2 {
+            means[side].push(sums[side].as_nanos() as f64 / f64::from(n));
+        }
     }
-    total
+    (means, times)
 }
 
 fn fleet(c: &mut Criterion) {
@@ -117,35 +137,42 @@ fn fleet(c: &mut Criterion) {
     };
     let local = RateLimiter::new("bench-local", quota()).expect("valid limiter");
 
-    // Ours and the raw loop alternate decision by decision in both functions, each timing only its own: a burst
-    // of load on the machine (other builds, the scheduler) falls on both alike, where criterion's rounds of
-    // 0.5 s each would let it fall on one side only.
+    // Criterion's rows, for the absolute times and the price of the fleet (ours against the local limiter).
     Comparison::new("sync_redis_check_1t")
-        .function("ours", |b| {
-            b.iter_custom(|n| paired(n, || op_ours(&rt, &ours), || op_raw(&rt, &raw)))
-        })
-        .function("raw_evalsha", |b| {
-            b.iter_custom(|n| paired(n, || op_raw(&rt, &raw), || op_ours(&rt, &ours)))
-        })
+        .function("ours", |b| b.iter(|| op_ours(&rt, &ours)))
+        .function("raw_evalsha", |b| b.iter(|| op_raw(&rt, &raw)))
         .function("local", |b| {
             b.iter(|| rt.block_on(async { black_box(local.check()).unwrap() }))
         })
         .run(c);
 
-    const N: usize = 20_000;
-    let (mut t_ours, mut t_raw) = (Vec::with_capacity(N), Vec::with_capacity(N));
-    for _ in 0..N {
-        let t = Instant::now();
-        op_ours(&rt, &ours);
-        t_ours.push(t.elapsed());
-        let t = Instant::now();
-        op_raw(&rt, &raw);
-        t_raw.push(t.elapsed());
-    }
+    // Ours against the raw loop, round by round in the same window: a round trip on loopback swings more from
+    // one of criterion's windows to the next (other processes, the scheduler) than between the two sides, so the
+    // ratio of two windows says more about the machine than about the client (docs/benchmarks.md).
+    let (means, times) = paired_rounds(
+        Rounds::from_env(),
+        || op_ours(&rt, &ours),
+        || op_raw(&rt, &raw),
+    );
+    let ratios: Vec<String> = means[0]
+        .iter()
+        .zip(&means[1])
+        .map(|(o, r)| format!("{:.3}", o / r))
+        .collect();
+    eprintln!(
+        "sync_redis_check_1t paired rounds, ours/raw_evalsha per round: {} (means ours {:?} ns, raw {:?} ns)",
+        ratios.join(", "),
+        means[0].iter().map(|m| m.round()).collect::<Vec<_>>(),
+        means[1].iter().map(|m| m.round()).collect::<Vec<_>>(),
+    );
+    otlp_benches::record_rounds("sync_redis_check_1t", "ours", &means[0]);
+    otlp_benches::record_rounds("sync_redis_check_1t", "raw_evalsha", &means[1]);
+    let [t_ours, t_raw] = times;
+    let n = t_ours.len();
     let (o50, o99) = percentiles(t_ours);
     let (r50, r99) = percentiles(t_raw);
     eprintln!(
-        "sync_redis_check_1t latency over {N} interleaved decisions: ours P50 {o50:?} P99 {o99:?}; raw EVALSHA P50 {r50:?} P99 {r99:?}"
+        "sync_redis_check_1t latency over {n} interleaved decisions each: ours P50 {o50:?} P99 {o99:?}; raw EVALSHA P50 {r50:?} P99 {r99:?}"
     );
     let st = ours.stats();
     assert_eq!(

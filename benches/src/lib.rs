@@ -6,6 +6,8 @@
 //!   the same for work that spreads over threads.
 //! * [`runtime`]: the 2-worker multi-thread tokio runtime the async rows run on.
 //! * [`record_allocs`]: writes that figure where `cargo xtask bench` reads it for its table.
+//! * [`record_rounds`]: writes the per-round mean times a bench timed itself, ours and its baseline interleaved in
+//!   the same window, for a paired row of `benches/goals.json`.
 //! * [`on_threads`]: runs an operation on several threads started together, for `iter_custom` rows.
 //! * [`meter_provider`]: an SDK `MeterProvider` with an in-memory exporter and a manual reader, so "metrics on"
 //!   rows pay for real SDK instruments without a network.
@@ -112,6 +114,25 @@ pub fn record_allocs(group: &str, name: &str, per_op: f64) {
         eprintln!("cannot write {}: {e}", file.display());
     }
     println!("allocations per op: {group}/{name} = {per_op:.3}");
+}
+
+/// Records the mean time (ns) of one operation of `group`/`name` in each round that the bench timed itself, for a
+/// row of `benches/goals.json` marked `"paired": true` (one line a round, in round order).
+///
+/// For operations whose time swings more from one of criterion's windows to the next than between the sides
+/// compared (a network round trip on a loaded machine): the bench interleaves ours and its baseline decision by
+/// decision within each round's window, so each round's ratio compares them under the same load.
+pub fn record_rounds(group: &str, name: &str, means_ns: &[f64]) {
+    let dir = out_dir().join("rounds");
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("cannot create {}: {e}", dir.display());
+        return;
+    }
+    let file = dir.join(format!("{group}__{name}.txt"));
+    let text: String = means_ns.iter().map(|m| format!("{m}\n")).collect();
+    if let Err(e) = std::fs::write(&file, text) {
+        eprintln!("cannot write {}: {e}", file.display());
+    }
 }
 
 /// An SDK meter provider whose metrics go to an in-memory exporter through a manual reader: real SDK instruments,

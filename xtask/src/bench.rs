@@ -9,6 +9,9 @@
 //!   round, shown as median (min–max); the goal is met when the **worst** round's ratio is at most `goal`
 //!   (`null`: shown for information, no goal). A throughput goal of "at least 0.8× the baseline" is a time ratio
 //!   of at most 1.25.
+//!   With `"paired": true` the per-round mean times are the bench's own (`otlp_benches::record_rounds`): ours and
+//!   the baseline interleaved decision by decision in one window per round, for operations whose time swings
+//!   more between criterion's windows than between the sides (a network round trip on a loaded machine).
 //! * `{"group", "ours", "kind": "allocs", "goal"}`: heap allocations per operation, as recorded by the bench with
 //!   `otlp_benches::record_allocs`; met when at most `goal`.
 //! * `{"group", "ours", "kind": "time", "goal_ns"}`: an absolute time goal, for an issue that states one (the bench
@@ -196,7 +199,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     let rows = measure(
         &goals_text,
         &criterion_home,
-        &out.join("allocs"),
+        &out,
         filter.as_deref(),
         Some(started),
         rounds,
@@ -273,12 +276,25 @@ fn paired(ours: Vec<f64>, baseline: Vec<f64>) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
-/// Builds the rows of `goals` from the figures on disk written at or after `since` (all of them if `None`); a
-/// time row needs `rounds` rounds to count as measured.
+/// Per-round mean times (ns) that a bench timed itself, ours and its baseline interleaved in the same window
+/// (`otlp_benches::record_rounds`), one line a round; a round that is not a number gives `NaN`.
+fn recorded_rounds(dir: &Path, group: &str, name: &str, since: Option<SystemTime>) -> Vec<f64> {
+    read_fresh(&dir.join(format!("{group}__{name}.txt")), since)
+        .map(|text| {
+            text.lines()
+                .map(|l| l.trim().parse().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds the rows of `goals` from the figures on disk written at or after `since` (all of them if `None`):
+/// criterion's under `criterion_home`, the benches' own under `out` (`allocs/`, `rounds/`); a time row needs
+/// `rounds` rounds to count as measured.
 pub fn measure(
     goals: &str,
     criterion_home: &Path,
-    allocs_dir: &Path,
+    out: &Path,
     filter: Option<&str>,
     since: Option<SystemTime>,
     rounds: usize,
@@ -288,6 +304,8 @@ pub fn measure(
     let list = goals
         .as_array()
         .ok_or("benches/goals.json must be a JSON array")?;
+    let allocs_dir = out.join("allocs");
+    let allocs_dir = allocs_dir.as_path();
     let mut rows = Vec::new();
     for (i, g) in list.iter().enumerate() {
         let field = |k: &str| g[k].as_str().map(str::to_owned);
@@ -325,10 +343,15 @@ pub fn measure(
         }
         let baseline =
             field("baseline").ok_or(format!("goals.json row {i}: missing \"baseline\""))?;
-        let (ours_ns, base_ns) = paired(
-            round_means(criterion_home, &group, &ours, since),
-            round_means(criterion_home, &group, &baseline, since),
-        );
+        // `"paired": true`: the bench timed both sides itself, interleaved in each round's window.
+        let means = |name: &str| {
+            if g["paired"].as_bool() == Some(true) {
+                recorded_rounds(&out.join("rounds"), &group, name, since)
+            } else {
+                round_means(criterion_home, &group, name, since)
+            }
+        };
+        let (ours_ns, base_ns) = paired(means(&ours), means(&baseline));
         rows.push(Row {
             bench: group,
             ours: with_times(&ours, &ours_ns),
@@ -494,7 +517,7 @@ mod tests {
             {"group": "h", "ours": "ours", "baseline": "base", "goal": 1.25},
             {"group": "h", "ours": "ours", "baseline": "base", "goal": 1.12}
         ]"#;
-        let rows = measure(goals, &dir, &dir.join("allocs"), None, None, 5).unwrap();
+        let rows = measure(goals, &dir, &dir, None, None, 5).unwrap();
         let ratios = rows[0].ratios();
         assert_eq!(ratios.len(), 5);
         for (got, want) in ratios.iter().zip([0.5, 1.0, 3.0, 0.9, 1.1]) {
@@ -536,7 +559,7 @@ mod tests {
             {"group": "short", "ours": "ours", "baseline": "base", "goal": 2.0},
             {"group": "missing", "ours": "ours", "baseline": "base", "goal": 1.0}
         ]"#;
-        let rows = measure(goals, &dir, &dir.join("allocs"), None, None, 5).unwrap();
+        let rows = measure(goals, &dir, &dir, None, None, 5).unwrap();
         assert_eq!(rows.len(), 4);
         assert_eq!(rows[0].met(), "yes");
         assert_eq!(rows[1].worst(), Some(0.0));
@@ -551,14 +574,14 @@ mod tests {
         );
         assert!(table.contains("2 of 4 goals met"), "{table}");
         // Three rounds asked for (a quick run): the five rounds of "g" are more than enough.
-        let quick = measure(goals, &dir, &dir.join("allocs"), None, None, 3).unwrap();
+        let quick = measure(goals, &dir, &dir, None, None, 3).unwrap();
         assert_eq!(quick[0].met(), "yes");
         assert_eq!(quick[2].met(), "not measured");
-        let filtered = measure(goals, &dir, &dir.join("allocs"), Some("short"), None, 3).unwrap();
+        let filtered = measure(goals, &dir, &dir, Some("short"), None, 3).unwrap();
         assert_eq!(filtered.len(), 1);
         // Figures older than the run are not this run's.
         let later = SystemTime::now() + Duration::from_secs(3600);
-        let stale = measure(goals, &dir, &dir.join("allocs"), None, Some(later), 5).unwrap();
+        let stale = measure(goals, &dir, &dir, None, Some(later), 5).unwrap();
         assert!(stale.iter().all(|r| r.worst().is_none()), "{stale:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -577,7 +600,7 @@ mod tests {
             {"group": "u", "ours": "unsampled", "kind": "time", "goal_ns": 100},
             {"group": "short", "ours": "unsampled", "kind": "time", "goal_ns": 100}
         ]"#;
-        let rows = measure(goals, &dir, &dir.join("allocs"), None, None, 3).unwrap();
+        let rows = measure(goals, &dir, &dir, None, None, 3).unwrap();
         // The median (280 ns) meets 300 ns; the worst round (320 ns) does not.
         assert_eq!(rows[0].worst(), Some(320.0));
         assert_eq!(rows[0].met(), "NO");
@@ -592,6 +615,35 @@ mod tests {
         );
         assert!(table.contains("-, 1 of 3 rounds"), "{table}");
         assert!(table.contains("1 of 3 goals met"), "{table}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A paired row takes the bench's own per-round means, not criterion's windows of the same functions.
+    #[test]
+    fn paired_rows_read_the_rounds_the_bench_recorded() {
+        let dir = temp("paired");
+        for r in 0..3 {
+            // Criterion's windows say 2.0 in every round: they must not be read.
+            write(&dir, "p", "ours", r, 20.0);
+            write(&dir, "p", "base", r, 10.0);
+        }
+        std::fs::create_dir_all(dir.join("rounds")).unwrap();
+        std::fs::write(dir.join("rounds/p__ours.txt"), "10\n11\n9.5\n").unwrap();
+        std::fs::write(dir.join("rounds/p__base.txt"), "10\n10\n10\n").unwrap();
+        std::fs::write(dir.join("rounds/q__ours.txt"), "10\nx\n10\n").unwrap();
+        std::fs::write(dir.join("rounds/q__base.txt"), "10\n10\n10\n").unwrap();
+        let goals = r#"[
+            {"group": "p", "ours": "ours", "baseline": "base", "goal": 1.11, "paired": true},
+            {"group": "p", "ours": "ours", "baseline": "base", "goal": 1.11},
+            {"group": "q", "ours": "ours", "baseline": "base", "goal": 1.11, "paired": true}
+        ]"#;
+        let rows = measure(goals, &dir, &dir, None, None, 3).unwrap();
+        assert_eq!(rows[0].ratios(), vec![1.0, 1.1, 0.95]);
+        assert_eq!(rows[0].met(), "yes");
+        assert_eq!(rows[1].worst(), Some(2.0));
+        // A round that is not a number is left out, and the row is then short of rounds.
+        assert_eq!(rows[2].ratios(), vec![1.0, 1.0]);
+        assert_eq!(rows[2].met(), "not measured");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
