@@ -265,10 +265,20 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     let dir = service::scratch(&root, "load")?;
 
     // From here on this thread, and so the generator and the collector it starts, runs on the generator's CPUs.
-    let cpus = split_cpus()?;
+    let cpus = match split_cpus().and_then(|c| match c {
+        Some(c) => pin_thread(&c.generator).map(|()| Some(c)),
+        None => Ok(None),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            println!(
+                "== cannot pin the server and the generator to CPUs ({e}): they share the machine's CPUs"
+            );
+            None
+        }
+    };
     match &cpus {
         Some(c) => {
-            pin_thread(&c.generator)?;
             println!(
                 "== server pinned to CPU {:?}, generator and collector to CPU {:?}",
                 c.server, c.generator
@@ -314,6 +324,17 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         gen_cpus,
         cpus: cpus.as_ref(),
     };
+    // The closed loop needs no schedule, only a generator that is not the limit: wrk spends about a third of
+    // oha's CPU per request, so it drives that phase when it is installed.
+    let closed_gen = if have("wrk") {
+        Generator::Wrk
+    } else {
+        generator
+    };
+    let closed_ctx = Ctx {
+        g: closed_gen,
+        ..ctx
+    };
     let immediate = ["--downstream-latency-ms".to_owned(), "0".to_owned()];
 
     let mut samples: Vec<Vec<Sample>> = vec![vec![Sample::default(); cfg.rounds]; SETUPS.len()];
@@ -330,9 +351,22 @@ pub fn run(args: &[String]) -> Result<bool, String> {
             s.first_200_ms = svc
                 .time_to_first_200(PATH)
                 .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
-            generate(&ctx, &svc, cfg.warmup, None, CLOSED_CONNECTIONS, true)?;
-            let (run, unmatched) =
-                measured(&ctx, &svc, cfg.seconds, None, CLOSED_CONNECTIONS, true)?;
+            generate(
+                &closed_ctx,
+                &svc,
+                cfg.warmup,
+                None,
+                CLOSED_CONNECTIONS,
+                true,
+            )?;
+            let (run, unmatched) = measured(
+                &closed_ctx,
+                &svc,
+                cfg.seconds,
+                None,
+                CLOSED_CONNECTIONS,
+                true,
+            )?;
             s.rss_mib = num(&svc.stats()?, "/rss_kib") as f64 / 1024.0;
             s.unmatched += unmatched;
             println!(
@@ -462,7 +496,13 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         }
     }
 
-    let mut table = render(&samples, &cfg, twin_max, generator, cpus.as_ref());
+    let mut table = render(
+        &samples,
+        &cfg,
+        twin_max,
+        (closed_gen, generator),
+        cpus.as_ref(),
+    );
     println!("\n{table}");
     // Beside the table in docs/ only with --update-docs; a run without it leaves the docs as they are.
     let plot = if cfg.update_docs {
@@ -992,21 +1032,27 @@ fn render(
     samples: &[Vec<Sample>],
     cfg: &Cfg,
     twin_max: f64,
-    g: Generator,
+    (closed, g): (Generator, Generator),
     cpus: Option<&Cpus>,
 ) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "Command: `cargo xtask load{}` ({} rounds, {} s per phase, generator {}; {}). Each cell: median (min–max) \
+        "Command: `cargo xtask load{}` ({} rounds, {} s per phase; closed loop: {}, other phases: {}; {}). Each \
+         cell: median (min–max) \
          over the rounds. Reference rate R = the twin's closed-loop median, {twin_max:.0} req/s. A phase's latency \
          is left out where the generator achieved under {:.0} % of the rate it offered while its CPU was busy \
          or the server's was not (busy by any process: on a shared machine others take CPU too).\n",
         cfg.flags,
         cfg.rounds,
         cfg.seconds,
+        if closed == Generator::Wrk {
+            "wrk"
+        } else {
+            "oha"
+        },
         if g == Generator::Oha {
-            "oha (open loop with latency correction)"
+            "oha (open loop, latency corrected for coordinated omission at 0.5×R and 0.8×R)"
         } else {
             "wrk (closed loop only)"
         },
