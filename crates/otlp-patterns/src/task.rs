@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -337,24 +338,54 @@ where
 
 /// Polls a job until it finishes (`Some(outcome)`) or its deadline passes (`None`).
 ///
-/// The deadline is a `Sleep` owned by the worker and reset for each task: creating and dropping a `Sleep` per
-/// task would take the runtime's timer lock twice per task, while resetting a registered one to a later instant
-/// is a single atomic update.
+/// The deadline is a `Sleep` owned by the worker and reset for each task that does not finish on its first poll:
+/// creating and dropping a `Sleep` per task would take the runtime's timer lock twice per task, and even a reset
+/// (rounding the deadline to a timer tick, an atomic update) costs more than a task that is ready at once, which
+/// never needs the timer.
 pub(crate) struct RunJob<'a> {
     pub(crate) job: Pin<&'a mut dyn Job>,
-    pub(crate) deadline: Option<Pin<&'a mut tokio::time::Sleep>>,
+    pub(crate) timer: Pin<&'a mut tokio::time::Sleep>,
+    /// The task's deadline: computed, and the timer set to it, only when the first poll leaves the task pending.
+    pub(crate) deadline: Deadline,
+}
+
+/// When a running task times out.
+pub(crate) enum Deadline {
+    /// Not known yet: the task's own deadline, else `start` plus the pool's timeout (if any).
+    Unset {
+        own: Option<Instant>,
+        start: Instant,
+        timeout: Option<Duration>,
+    },
+    /// The timer is set to it.
+    Armed,
+    /// The task has none.
+    Never,
 }
 
 impl Future for RunJob<'_> {
     type Output = Option<Outcome>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
-        if let Poll::Ready(outcome) = self.job.as_mut().poll_run(cx) {
+        let this = &mut *self;
+        if let Poll::Ready(outcome) = this.job.as_mut().poll_run(cx) {
             return Poll::Ready(Some(outcome));
         }
-        if let Some(sleep) = self.deadline.as_mut()
-            && sleep.as_mut().poll(cx).is_ready()
+        if let Deadline::Unset {
+            own,
+            start,
+            timeout,
+        } = this.deadline
         {
+            this.deadline = match own.or_else(|| timeout.and_then(|t| start.checked_add(t))) {
+                Some(at) => {
+                    this.timer.as_mut().reset(at);
+                    Deadline::Armed
+                }
+                None => Deadline::Never,
+            };
+        }
+        if matches!(this.deadline, Deadline::Armed) && this.timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
         Poll::Pending

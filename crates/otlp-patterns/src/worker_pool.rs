@@ -86,7 +86,7 @@ use crate::outcome::{OutcomeCounters, sum};
 use crate::queue::{PushError, Queue};
 use crate::roster::Roster;
 use crate::sync::{AtomicU64, Ordering};
-use crate::task::{BoxJob, Infallibly, RunJob, TaskJob};
+use crate::task::{BoxJob, Deadline, Infallibly, RunJob, TaskJob};
 use crate::telemetry::{self, OutcomeAttributes, SCOPE, secs};
 use crate::{BuildError, Outcome, ResizeError, SubmitError, TaskHandle};
 
@@ -424,27 +424,21 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         );
         shard.active.store(1, Ordering::Relaxed);
         let job = slot.job.insert(job);
-        let deadline = match job.deadline() {
-            Some(d) => Some(d),
-            None => shared.timeout.and_then(|t| start.checked_add(t)),
-        };
-        let outcome = match deadline {
-            Some(d) if d <= start => None,
-            Some(d) => {
-                sleep.as_mut().reset(d);
-                RunJob {
-                    job: job.as_mut(),
-                    deadline: Some(sleep.as_mut()),
-                }
-                .await
+        let own = job.deadline();
+        let outcome = if own.is_some_and(|d| d <= start) {
+            // Its deadline passed while it waited: it times out without running.
+            None
+        } else {
+            RunJob {
+                job: job.as_mut(),
+                timer: sleep.as_mut(),
+                deadline: Deadline::Unset {
+                    own,
+                    start,
+                    timeout: shared.timeout,
+                },
             }
-            None => {
-                RunJob {
-                    job: job.as_mut(),
-                    deadline: None,
-                }
-                .await
-            }
+            .await
         };
         let outcome = outcome.unwrap_or_else(|| {
             job.as_mut().abandon(Outcome::Timeout);
