@@ -461,10 +461,18 @@ pub struct Scope {
     registry: Registry,
     /// The provider the instruments were built on (held, so that its address is not reused).
     provider: Mutex<Option<Arc<dyn MeterProvider + Send + Sync>>>,
+    /// The address of `provider` (0 before the first build): what [`follow`](Scope::follow) compares, unlocked.
+    current: AtomicUsize,
     /// Serialises rebuilds, which call into the SDK: callbacks never take it.
     following: Mutex<()>,
     /// This scope's slot in the per-thread histogram caches (assigned on first use).
     slot: AtomicUsize,
+}
+
+/// The address of a provider's data, to tell providers apart (the pointer's vtable half is left out: the same
+/// object may be reached through different vtables).
+fn address(provider: &Arc<dyn MeterProvider + Send + Sync>) -> usize {
+    Arc::as_ptr(provider).cast::<()>().addr()
 }
 
 /// Every scope that has been used, for [`refresh`].
@@ -494,23 +502,23 @@ impl Scope {
         Scope {
             registry: Registry::new(name, version, observables, histograms),
             provider: Mutex::new(None),
+            current: AtomicUsize::new(0),
             following: Mutex::new(()),
             slot: AtomicUsize::new(NO_SLOT),
         }
     }
 
     /// Rebuilds the instruments if the global meter provider is not the one they were built on.
+    ///
+    /// When it is the same (the common case: owners call this on every wait), this costs the global provider's
+    /// read (opentelemetry's lock and `Arc` clone) and one atomic load: no lock of ours.
     pub fn follow(&'static self) {
         let provider = opentelemetry::global::meter_provider();
-        let same = |held: &Option<Arc<dyn MeterProvider + Send + Sync>>| {
-            held.as_ref()
-                .is_some_and(|p| std::ptr::addr_eq(Arc::as_ptr(p), Arc::as_ptr(&provider)))
-        };
-        if same(&lock(&self.provider)) {
+        if self.current.load(Ordering::Acquire) == address(&provider) {
             return;
         }
         let _following = lock(&self.following);
-        if same(&lock(&self.provider)) {
+        if self.current.load(Ordering::Acquire) == address(&provider) {
             return;
         }
         if self.slot.load(Ordering::Relaxed) == NO_SLOT {
@@ -521,7 +529,12 @@ impl Scope {
         let meter = self.registry.meter(provider.as_ref());
         self.registry
             .build(&meter, move || Some(RegistryRef::Static(&self.registry)));
-        *lock(&self.provider) = Some(provider);
+        let address = address(&provider);
+        // Held from before `current` names it until after `current` names another, so that an address `current`
+        // holds is never that of a provider dropped and another allocated in its place.
+        let previous = lock(&self.provider).replace(provider);
+        self.current.store(address, Ordering::Release);
+        drop(previous);
     }
 
     /// Registers an owner's counters: with the scope's global registry (following the global provider), or, given
@@ -663,5 +676,54 @@ impl fmt::Debug for Registration {
             .field("scope", &name)
             .field("instruments", &kind)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::metrics::InstrumentProvider;
+
+    /// A provider whose instruments do nothing; each `set_meter_provider` of it installs a new one.
+    struct Quiet;
+    struct QuietInstruments;
+    impl InstrumentProvider for QuietInstruments {}
+    impl MeterProvider for Quiet {
+        fn meter_with_scope(&self, _scope: InstrumentationScope) -> Meter {
+            Meter::new(Arc::new(QuietInstruments))
+        }
+    }
+
+    static FOLLOWING: Scope = Scope::new("follow-test", "0", &[], &[]);
+
+    fn generation() -> u64 {
+        FOLLOWING.registry.generation.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn follow_rebuilds_once_per_provider_change() {
+        opentelemetry::global::set_meter_provider(Quiet);
+        FOLLOWING.follow();
+        let first = generation();
+        assert!(first > 0, "the first follow builds");
+        FOLLOWING.follow();
+        FOLLOWING.follow();
+        assert_eq!(generation(), first, "the same provider: nothing rebuilt");
+
+        opentelemetry::global::set_meter_provider(Quiet);
+        FOLLOWING.follow();
+        assert_eq!(generation(), first + 1, "a new provider: rebuilt once");
+        FOLLOWING.follow();
+        assert_eq!(generation(), first + 1);
+        let held = lock(&FOLLOWING.provider)
+            .as_ref()
+            .map(address)
+            .expect("holds the provider it follows");
+        assert_eq!(
+            held,
+            address(&opentelemetry::global::meter_provider()),
+            "the held provider is the global one"
+        );
+        assert_eq!(FOLLOWING.current.load(Ordering::Relaxed), held);
     }
 }
