@@ -2,7 +2,11 @@
 //! (`perf stat`, `valgrind --tool=callgrind`) and for seeing where the time goes, one iteration per line.
 //!
 //! `cargo run --release -p otlp-benches --example pool_probe -- [MODES] [iterations]`, MODES a comma-separated
-//! list of `ours`, `mpsc`, `spawn` (default `ours,mpsc`), run in turn in every iteration (interleaved).
+//! list of `ours`, `mpsc`, `spawn` (the worker pool against its baselines, 100k tasks; default `ours,mpsc`) and
+//! `fanout`, `buffered`, `unordered` (`FanOut::run` against `futures`' `buffered` and `buffer_unordered`,
+//! concurrency 16, 100k items, driven by `block_on` as in `patterns_fanout_noop`), run in turn in every iteration
+//! (interleaved). Instructions per task or item: callgrind's total of a 3-iteration run minus a 1-iteration run of
+//! one mode, over 200k.
 //!
 //! Per iteration and mode: wall time, the CPU time of the process's threads, the time they waited for a CPU while
 //! runnable (high when the machine is loaded), voluntary context switches, and per runtime worker thread its parks
@@ -11,10 +15,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use otlp_patterns::WorkerPool;
+use futures::StreamExt;
+use otlp_patterns::{FanOut, WorkerPool};
 use tokio::sync::{mpsc, oneshot};
 
 const TASKS: u64 = 100_000;
+const FAN_K: usize = 16;
 
 /// CPU time of the process's live threads (the first field of each thread's schedstat, in ns).
 fn cpu_time() -> Duration {
@@ -83,6 +89,10 @@ fn main() {
             .build()
             .expect("pool"),
     );
+    let fan = FanOut::builder("probe")
+        .concurrency(FAN_K)
+        .build()
+        .expect("fan-out");
     let (tx, rx) = mpsc::channel::<Job>(1024);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     for _ in 0..2 {
@@ -113,8 +123,29 @@ fn main() {
         let pool = pool.clone();
         let tx = tx.clone();
         let mode = which.clone();
-        let sum = rt
-            .block_on(rt.spawn(async move {
+        let work = |i: u64| async move { std::hint::black_box(i) };
+        let sum = match mode.as_str() {
+            "fanout" => Some(rt.block_on(fan.run(0..TASKS, work)).len() as u64),
+            "buffered" => Some(
+                rt.block_on(
+                    futures::stream::iter(0..TASKS)
+                        .map(work)
+                        .buffered(FAN_K)
+                        .fold(0u64, |n, _| async move { n + 1 }),
+                ),
+            ),
+            "unordered" => Some(
+                rt.block_on(
+                    futures::stream::iter(0..TASKS)
+                        .map(work)
+                        .buffer_unordered(FAN_K)
+                        .fold(0u64, |n, _| async move { n + 1 }),
+                ),
+            ),
+            _ => None,
+        };
+        let sum = sum.unwrap_or_else(|| {
+            rt.block_on(rt.spawn(async move {
                 let mut sum = 0u64;
                 match mode.as_str() {
                     "ours" => {
@@ -152,7 +183,8 @@ fn main() {
                 }
                 sum
             }))
-            .unwrap();
+            .unwrap()
+        });
         let wall = t0.elapsed();
 
         let cpu = cpu_time() - cpu0;
