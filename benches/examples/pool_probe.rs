@@ -124,24 +124,12 @@ fn main() {
         let tx = tx.clone();
         let mode = which.clone();
         let work = |i: u64| async move { std::hint::black_box(i) };
+        let stream = || futures::stream::iter(0..TASKS).map(work);
+        let count = |n: u64, _| async move { n + 1 };
         let sum = match mode.as_str() {
             "fanout" => Some(rt.block_on(fan.run(0..TASKS, work)).len() as u64),
-            "buffered" => Some(
-                rt.block_on(
-                    futures::stream::iter(0..TASKS)
-                        .map(work)
-                        .buffered(FAN_K)
-                        .fold(0u64, |n, _| async move { n + 1 }),
-                ),
-            ),
-            "unordered" => Some(
-                rt.block_on(
-                    futures::stream::iter(0..TASKS)
-                        .map(work)
-                        .buffer_unordered(FAN_K)
-                        .fold(0u64, |n, _| async move { n + 1 }),
-                ),
-            ),
+            "buffered" => Some(rt.block_on(stream().buffered(FAN_K).fold(0, count))),
+            "unordered" => Some(rt.block_on(stream().buffer_unordered(FAN_K).fold(0, count))),
             _ => None,
         };
         let sum = sum.unwrap_or_else(|| {
