@@ -10,9 +10,10 @@
 //!   [`ServerTraceLayer`](crate::tower), or a span of the OpenTelemetry API) when the sampler is parent-based,
 //!   and otherwise asks the configured sampler with a new trace id.
 //!
-//! A sampled-out span never reaches the OpenTelemetry layer: it carries a small [`Unsampled`] marker with its
-//! trace id (so that [`inject_context`](crate::inject_context) still propagates the trace, flagged as not
-//! sampled), and its events and recorded fields are not visited. A sampled root goes to the OpenTelemetry layer
+//! A sampled-out span never reaches the OpenTelemetry layer: it carries a zero-sized [`Unsampled`] marker (no
+//! allocation), and its events and recorded fields are not visited. Its trace id, for
+//! [`inject_context`](crate::inject_context) to propagate the trace flagged as not sampled, is the remote
+//! parent's (kept with the marker), or drawn the first time the trace is propagated. A sampled root goes to the OpenTelemetry layer
 //! with the trace id and decision already made: [`HeadTracer`] hands the trace id to the SDK through the builder
 //! and [`Predecided`] makes the SDK's sampler agree without asking the configured sampler a second time (which
 //! would spend a span budget twice, or draw a second ratio decision).
@@ -62,9 +63,13 @@ thread_local! {
     static PREDECIDED: Cell<Option<TraceId>> = const { Cell::new(None) };
 }
 
-/// Marks a root `tracing` span that was sampled out when it was created; its trace id lets the trace propagate.
+/// Marks a root `tracing` span that was sampled out when it was created (zero-sized: no allocation per root).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Unsampled(pub(crate) TraceId);
+pub(crate) struct Unsampled;
+
+/// The trace id of a sampled-out root, for propagation: a remote parent's, or drawn when first propagated.
+#[derive(Debug, Clone, Copy)]
+struct UnsampledTraceId(TraceId);
 
 /// Marks a span of a sampled-out trace below its root (zero-sized: no allocation per span).
 #[derive(Debug, Clone, Copy)]
@@ -233,8 +238,8 @@ impl<L> HeadSampling<L> {
 enum Decision {
     /// Hand it to the OpenTelemetry layer; `Some` for a root decided here, with its trace id.
     Record(Option<TraceId>),
-    /// A sampled-out root, with its trace id.
-    DropRoot(TraceId),
+    /// A sampled-out root, with its remote parent's trace id if it has one.
+    DropRoot(Option<TraceId>),
     /// A span of a sampled-out trace.
     DropChild,
 }
@@ -280,7 +285,7 @@ impl<L> HeadSampling<L> {
         self.switch.with(|installed| {
             let Some(sampler) = installed.map(|i| &i.sampler) else {
                 // Telemetry is off (shut down, not initialized again): nothing is recorded.
-                return Decision::DropRoot(remote.map_or_else(|| self.ids.new_trace_id(), |r| r.0));
+                return Decision::DropRoot(remote.map(|r| r.0));
             };
             if let Some((trace_id, parent_sampled)) = remote {
                 let sampled = if sampler.parent_based {
@@ -291,14 +296,15 @@ impl<L> HeadSampling<L> {
                 return if sampled {
                     Decision::Record(None)
                 } else {
-                    Decision::DropRoot(trace_id)
+                    Decision::DropRoot(Some(trace_id))
                 };
             }
             let trace_id = self.ids.new_trace_id();
             if sampler.sampled(None, trace_id, name) {
                 Decision::Record(Some(trace_id))
             } else {
-                Decision::DropRoot(trace_id)
+                // The trace id the sampler saw is not kept: one is drawn if the trace is ever propagated.
+                Decision::DropRoot(None)
             }
         })
     }
@@ -345,7 +351,11 @@ where
             }
             Decision::DropRoot(trace_id) => {
                 if let Some(span) = ctx.span(id) {
-                    span.extensions_mut().insert(Unsampled(trace_id));
+                    let mut extensions = span.extensions_mut();
+                    extensions.insert(Unsampled);
+                    if let Some(trace_id) = trace_id {
+                        extensions.insert(UnsampledTraceId(trace_id));
+                    }
                 }
             }
             Decision::DropChild => {
@@ -444,9 +454,18 @@ pub(crate) fn unsampled_context(span: &tracing::Span) -> Option<OtelContext> {
     let trace_id = tracing::dispatcher::get_default(|dispatch| {
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let span = registry.span(&id)?;
-        // The root of a sampled-out trace carries its trace id.
-        span.scope()
-            .find_map(|s| s.extensions().get::<Unsampled>().map(|u| u.0))
+        // The root of a sampled-out trace carries its trace id, or gets one now (under the extensions' lock, so
+        // that every propagation of the trace agrees).
+        let root = span
+            .scope()
+            .find(|s| s.extensions().get::<Unsampled>().is_some())?;
+        let mut extensions = root.extensions_mut();
+        if let Some(id) = extensions.get_mut::<UnsampledTraceId>() {
+            return Some(id.0);
+        }
+        let trace_id = RandomIdGenerator::default().new_trace_id();
+        extensions.insert(UnsampledTraceId(trace_id));
+        Some(trace_id)
     })?;
     let sc = SpanContext::new(
         trace_id,

@@ -25,7 +25,8 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanExporter, TracerProviderBuilder,
 };
-use tracing::{Dispatch, Subscriber};
+use tracing::{Dispatch, Subscriber, span};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
@@ -162,7 +163,7 @@ pub(crate) fn subscriber(
         .as_deref()
         .unwrap_or(&config.log_filter);
     // Validated already; an unparsable filter falls back to `info` rather than failing late.
-    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = LogFilter::new(directives);
     // Without span context the fmt layer sees events only: a span's fields are never formatted for a console
     // that would not print them.
     let spans = config.fmt_span_context;
@@ -188,4 +189,128 @@ pub(crate) fn subscriber(
         .with(fmt)
         .with(otel)
         .with(gate)
+}
+
+/// `EnvFilter` as the global log filter, minus its span callbacks when no directive can need them.
+///
+/// `EnvFilter` tracks spans (a lock and a map lookup on every span's creation, enter, exit and close) for its
+/// span-scoped directives only (`target[span{field=value}]=level`, always written with `[`); with none, those
+/// callbacks find nothing to do, and skipping them is the same filter at less cost per span.
+#[derive(Debug)]
+struct LogFilter {
+    filter: EnvFilter,
+    spans: bool,
+}
+
+impl LogFilter {
+    fn new(directives: &str) -> Self {
+        match EnvFilter::try_new(directives) {
+            Ok(filter) => LogFilter {
+                filter,
+                spans: directives.contains('['),
+            },
+            Err(_) => LogFilter {
+                filter: EnvFilter::new("info"),
+                spans: false,
+            },
+        }
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for LogFilter
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing_subscriber::Layer::<S>::register_callsite(&self.filter, metadata)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        tracing_subscriber::Layer::<S>::max_level_hint(&self.filter)
+    }
+
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        tracing_subscriber::Layer::<S>::enabled(&self.filter, metadata, ctx)
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        if self.spans {
+            self.filter.on_new_span(attrs, id, ctx);
+        }
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        if self.spans {
+            self.filter.on_record(id, values, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        if self.spans {
+            self.filter.on_enter(id, ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        if self.spans {
+            self.filter.on_exit(id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        if self.spans {
+            tracing_subscriber::Layer::<S>::on_close(&self.filter, id, ctx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TraceSampler;
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+    use tracing::Level;
+
+    fn debug_enabled_in_and_out_of_a_request(
+        directives: &str,
+        sampler: TraceSampler,
+    ) -> (bool, bool) {
+        let config = TelemetryConfig::new()
+            .fmt_output(false)
+            .log_filter(directives)
+            .trace_sampler(sampler);
+        let stack = TracingStack::with_exporter(&config, InMemorySpanExporter::default()).unwrap();
+        tracing::dispatcher::with_default(stack.dispatch(), || {
+            let outside = tracing::enabled!(Level::DEBUG);
+            let request = tracing::info_span!("request");
+            let _request = request.enter();
+            (outside, tracing::enabled!(Level::DEBUG))
+        })
+    }
+
+    /// A span-scoped directive still sees the spans it is scoped to (its callbacks run), sampled or not.
+    #[test]
+    fn span_scoped_directives_still_apply() {
+        for sampler in [
+            TraceSampler::ParentBasedAlwaysOn,
+            TraceSampler::ParentBasedAlwaysOff,
+        ] {
+            assert_eq!(
+                debug_enabled_in_and_out_of_a_request("info,[request]=debug", sampler),
+                (false, true),
+                "{sampler:?}"
+            );
+            assert_eq!(
+                debug_enabled_in_and_out_of_a_request("info", sampler),
+                (false, false)
+            );
+            assert_eq!(
+                debug_enabled_in_and_out_of_a_request("debug", sampler),
+                (true, true)
+            );
+        }
+    }
 }
