@@ -702,6 +702,29 @@ impl<C: Clock> RateLimiter<C> {
         }
     }
 
+    /// [`RateLimiter::check`] answering only yes or no, for a caller that never waits: a refusal is counted as
+    /// throttled like `check`'s, but no retry-after is computed for it (no second clock read).
+    ///
+    /// ```
+    /// let limiter = otlp_sync::RateLimiter::per_second("admissions", 1)?;
+    /// assert!(limiter.allows());
+    /// assert!(!limiter.allows());
+    /// let stats = limiter.stats();
+    /// assert_eq!((stats.allowed, stats.throttled), (1, 1));
+    /// # Ok::<(), otlp_sync::BuildError>(())
+    /// ```
+    #[inline]
+    pub fn allows(&self) -> bool {
+        let inner = &*self.inner;
+        let ok = inner.limiter.check().is_ok();
+        inner.core.count(if ok {
+            Outcome::Allowed
+        } else {
+            Outcome::Throttled
+        });
+        ok
+    }
+
     /// The fast path of [`RateLimiter::until_ready`]: `true` (counted as allowed) if a cell passes now, `false`
     /// (nothing counted) if the caller must wait.
     #[cfg(feature = "tower")]

@@ -117,7 +117,8 @@ where
         match &*self.inner.budget.read().unwrap_or_else(|p| p.into_inner()) {
             Budget::Unlimited => true,
             Budget::Nothing => false,
-            Budget::Limited(_, limiter) => limiter.check().is_ok(),
+            // Yes or no: the retry-after a refusal would compute is of no use to a sampler.
+            Budget::Limited(_, limiter) => limiter.allows(),
         }
     }
 }
