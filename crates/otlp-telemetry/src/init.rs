@@ -297,11 +297,9 @@ fn build_resource(config: &TelemetryConfig) -> Resource {
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod export {
     use super::*;
-    use crate::accounting::CountingProcessor;
     use crate::config::Compression;
     use crate::report::{ErrorReporter, ReportingMetricExporter, ReportingSpanExporter};
     use opentelemetry_sdk::metrics::PeriodicReader;
-    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
 
     pub(super) fn with_span_export(
         tp: TracerProviderBuilder,
@@ -313,18 +311,10 @@ mod export {
         let endpoint = config.resolved_traces_endpoint();
         let exporter = span_exporter(config, &endpoint, runtime)?;
         let reporter = ErrorReporter::new("traces", endpoint, config.bsp_schedule_delay);
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(config.bsp_max_queue_size)
-            .with_max_export_batch_size(config.bsp_max_export_batch_size)
-            .with_scheduled_delay(config.bsp_schedule_delay)
-            .build();
         let handle = runtime.map(|rt| rt.handle().clone());
         let exporter =
             ReportingSpanExporter::new(exporter, reporter, Arc::clone(&counts), ledger, handle);
-        let processor = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(batch)
-            .build();
-        Ok(tp.with_span_processor(CountingProcessor::new(processor, counts)))
+        Ok(tp.with_span_processor(stack::batch_processor(config, exporter, counts)))
     }
 
     pub(super) fn with_metric_export(
