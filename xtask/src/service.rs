@@ -2,12 +2,12 @@
 //! `cargo xtask demo` and `cargo xtask load` share.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use otlp_testkit::Demo;
 use serde_json::Value;
 
 use crate::cmd::Cmd;
@@ -36,13 +36,12 @@ pub fn build(root: &Path) -> Result<PathBuf, String> {
     Ok(target.join("release").join("otlp-demo"))
 }
 
-/// A running `otlp-demo`; killed by PID on drop unless [`stop`](Self::stop)ped.
+/// A running `otlp-demo` (otlp-testkit's `Demo`); killed by PID on drop unless [`stop`](Self::stop)ped.
 pub struct Service {
-    child: Child,
+    demo: Demo,
     pub addr: SocketAddr,
     /// The Prometheus scrape endpoint, when `--prometheus` turned it on.
     pub prometheus: Option<SocketAddr>,
-    lines: mpsc::Receiver<String>,
     spawned_at: Instant,
 }
 
@@ -50,44 +49,13 @@ impl Service {
     /// Starts `bin` on a free 127.0.0.1 port with `args` and `env`; waits for its listening line.
     pub fn start(bin: &Path, args: &[String], env: &[(String, String)]) -> Result<Service, String> {
         let spawned_at = Instant::now();
-        let mut child = Command::new(bin)
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut prometheus = None;
-        let addr = loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(30))
-                .map_err(|_| "otlp-demo did not print its listening line within 30 s".to_owned())?;
-            if let Some(rest) = line.strip_prefix("otlp-demo prometheus on http://") {
-                prometheus = rest.trim_end_matches("/metrics").parse().ok();
-                continue;
-            }
-            break line
-                .strip_prefix("otlp-demo listening on http://")
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| format!("unexpected first line from otlp-demo: {line}"))?;
-        };
+        let mut cmd = Command::new(bin);
+        cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+        let demo = Demo::start(&mut cmd).map_err(|e| format!("{}: {e}", bin.display()))?;
         Ok(Service {
-            child,
-            addr,
-            prometheus,
-            lines,
+            addr: demo.addr(),
+            prometheus: demo.prometheus(),
+            demo,
             spawned_at,
         })
     }
@@ -126,36 +94,8 @@ impl Service {
     }
 
     /// SIGTERM, then the `stopped` report; an error unless the exit status is 0.
-    pub fn stop(mut self) -> Result<Value, String> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        if !sent.is_ok_and(|s| s.success()) {
-            return Err(format!("could not send SIGTERM to {pid}"));
-        }
-        let report = loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    if let Some(json) = line.strip_prefix("otlp-demo stopped ") {
-                        break serde_json::from_str::<Value>(json).map_err(|e| e.to_string())?;
-                    }
-                }
-                Err(_) => return Err("otlp-demo did not report its shutdown within 60 s".into()),
-            }
-        };
-        let status = self.child.wait().map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("otlp-demo exited with {status}"));
-        }
-        Ok(report)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    pub fn stop(self) -> Result<Value, String> {
+        self.demo.stop().map_err(|e| e.to_string())
     }
 }
 
@@ -236,10 +176,7 @@ impl Client {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Option<u16> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .ok()
+    otlp_testkit::free_port().ok()
 }
 
 /// `rotel-agent`: `$ROTEL_AGENT`, else inside the installed `rotel` Python package.

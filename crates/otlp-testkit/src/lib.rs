@@ -1,5 +1,6 @@
 //! Test support for otlp-kit's own tests, benches and `cargo xtask`: the real programs they run beside our code
-//! (`redis-server`, Prometheus), each started on a free loopback port and stopped by PID when its handle drops.
+//! (`redis-server`, Prometheus) and the demo service as a process, each started on a free loopback port and
+//! stopped by PID when its handle drops.
 //!
 //! A dev-dependency only (`publish = false`): no library crate of the workspace depends on it normally, and
 //! `cargo package` strips it from a published crate's manifest (its workspace entry has a path and no version).
@@ -11,11 +12,13 @@
 //! # Ok::<(), otlp_testkit::Error>(())
 //! ```
 
+mod demo;
 mod error;
 mod process;
 mod prometheus;
 mod redis;
 
+pub use demo::Demo;
 pub use error::Error;
 pub use process::Process;
 pub use prometheus::{Prometheus, encode, values};

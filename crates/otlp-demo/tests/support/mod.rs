@@ -2,102 +2,47 @@
 //! stopped with SIGTERM (or killed by PID when dropped), and plain HTTP/1.1 requests to it.
 #![allow(dead_code)] // each test binary uses its part
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
+use otlp_testkit::Demo;
 use serde_json::Value;
 
-/// A running `otlp-demo`, killed by PID on drop unless stopped gracefully first.
+/// A running `otlp-demo` (otlp-testkit's `Demo`), killed by PID on drop unless stopped gracefully first.
 pub struct Service {
-    child: Child,
+    demo: Demo,
     pub addr: SocketAddr,
     /// The Prometheus scrape endpoint, when `--prometheus` turned it on.
     pub prometheus: Option<SocketAddr>,
-    lines: mpsc::Receiver<String>,
 }
 
 impl Service {
+    /// With the SDK off unless `env` turns it on, and no collector endpoint from the caller's environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Service {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_otlp-demo"));
-        cmd.args(["--addr", "127.0.0.1:0"]).args(args);
-        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
-        cmd.env("OTEL_SDK_DISABLED", "true");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start otlp-demo");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut prometheus = None;
-        let addr = loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(30))
-                .expect("otlp-demo prints its listening line");
-            if let Some(rest) = line.strip_prefix("otlp-demo prometheus on http://") {
-                let addr = rest.trim_end_matches("/metrics").parse().expect("address");
-                prometheus = Some(addr);
-                continue;
-            }
-            break line
-                .strip_prefix("otlp-demo listening on http://")
-                .and_then(|rest| rest.split_whitespace().next())
-                .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-                .parse()
-                .expect("address");
-        };
+        cmd.args(args)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env("OTEL_SDK_DISABLED", "true")
+            .envs(env.iter().copied());
+        let demo = Demo::start(&mut cmd).expect("start otlp-demo");
         Service {
-            child,
-            addr,
-            prometheus,
-            lines,
+            addr: demo.addr(),
+            prometheus: demo.prometheus(),
+            demo,
         }
     }
 
     /// SIGTERM, then the `stopped` report; asserts exit status 0.
-    pub fn stop(mut self) -> Value {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let report = self.report();
-        let exit = self.child.wait().expect("wait");
-        assert!(exit.success(), "otlp-demo exited with {exit}");
-        report
+    pub fn stop(self) -> Value {
+        self.demo.stop().expect("a graceful stop")
     }
 
     pub fn report(&self) -> Value {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .expect("otlp-demo prints its stopped line");
-            if let Some(json) = line.strip_prefix("otlp-demo stopped ") {
-                return serde_json::from_str(json).expect("report is JSON");
-            }
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.demo
+            .report()
+            .expect("otlp-demo prints its stopped line")
     }
 }
 
