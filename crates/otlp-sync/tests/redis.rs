@@ -5,13 +5,14 @@
 //! Redis (its answers, its key expiry), never a fixed sleep for our own code.
 #![cfg(feature = "redis")]
 
+use std::io::Read as _;
 use std::num::NonZeroU32;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use otlp_sync::redis_limiter::{RedisRateLimiter, Unavailable};
 use otlp_sync::{CheckError, Quota, WaitError};
-use otlp_testkit::Redis;
+use otlp_testkit::{Process, Redis};
 
 #[path = "quota_child/hammer.rs"]
 mod hammer;
@@ -113,12 +114,16 @@ async fn four_limiters_share_one_quota() {
     let server = start_redis();
     let run = Duration::from_secs(2);
     let start_us = server.now_us();
-    // The fourth limiter: the same code in another process (tests/quota_child).
-    let child = Command::new(env!("CARGO_BIN_EXE_otlp-sync-quota-child"))
-        .args([server.url(), RATE.to_string(), run.as_millis().to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The fourth limiter: the same code in another process (tests/quota_child), killed by PID if this test fails
+    // before it ends.
+    let mut child = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_otlp-sync-quota-child"))
+            .args([server.url(), RATE.to_string(), run.as_millis().to_string()])
+            .stdout(Stdio::piped()),
+        "otlp-sync-quota-child",
+        "cargo test -p otlp-sync --features redis builds it",
+    )
+    .unwrap();
     let tasks: Vec<_> = (0..3)
         .map(|_| {
             let url = server.url();
@@ -129,9 +134,15 @@ async fn four_limiters_share_one_quota() {
     for t in tasks {
         allowed += t.await.unwrap();
     }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut stdout = String::new();
+    child
+        .child_mut()
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{stdout}");
     let child_allowed: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("allowed="))
