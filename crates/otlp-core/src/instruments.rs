@@ -15,8 +15,9 @@
 //!   observes one point per set. The registry holds each source strongly: when it is the last holder the owner is
 //!   gone, and the source's counter values are folded into the retained sums (so cumulative counts survive their
 //!   owner until the provider shuts down; up-down counters of a dropped owner stop).
-//! * Owners record histograms through [`Registration::record`]: a per-thread cache of the scope's histograms,
-//!   checked against the scope's generation number, so the record path takes no lock.
+//! * Owners record histograms through [`Registration::record`]: one atomic load of the scope's current histogram
+//!   set, so the record path takes no lock. A scope keeps every set it built (one per provider it followed) for
+//!   the life of the process, so that a record racing a rebuild never reaches a freed one.
 //!
 //! The hot paths of owners never call into this module: they bump their own counters, which sources read here.
 //!
@@ -49,10 +50,9 @@
 //! ```
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter, MeterProvider};
@@ -238,11 +238,9 @@ impl Sources {
     }
 }
 
-/// The instruments a registry built on one provider.
+/// The observable instruments a registry built on one provider: their handles are kept (their callbacks stay
+/// with the provider anyway).
 struct Built {
-    generation: u64,
-    histograms: Arc<[Histogram<f64>]>,
-    /// Keeps the observable instruments' handles (their callbacks stay with the provider anyway).
     _observables: Vec<Box<dyn Any + Send + Sync>>,
 }
 
@@ -426,17 +424,9 @@ impl Registry {
             })
             .collect();
         *lock(&self.built) = Some(Built {
-            generation,
-            histograms: histograms.clone(),
             _observables: observables,
         });
         histograms
-    }
-
-    fn histograms(&self) -> Option<Generation> {
-        lock(&self.built)
-            .as_ref()
-            .map(|b| (b.generation, b.histograms.clone()))
     }
 }
 
@@ -465,8 +455,15 @@ pub struct Scope {
     current: AtomicUsize,
     /// Serialises rebuilds, which call into the SDK: callbacks never take it.
     following: Mutex<()>,
-    /// This scope's slot in the per-thread histogram caches (assigned on first use).
-    slot: AtomicUsize,
+    /// The first of the current provider's histograms (`registry.histograms.len()` of them), null before the first
+    /// build: what [`Registration::record`] reads, unlocked. It points into a set that `kept` holds.
+    histograms: AtomicPtr<Histogram<f64>>,
+    /// Every histogram set this scope built, one per provider it followed, kept while the scope lives (a static:
+    /// the process), so that a record that read `histograms` just before a rebuild never reaches a freed set. A
+    /// provider change is rare (`init`, a test), and a set is a handle per histogram.
+    kept: Mutex<Vec<Arc<[Histogram<f64>]>>>,
+    /// Whether this scope is in [`SCOPES`].
+    listed: AtomicBool,
 }
 
 /// The address of a provider's data, to tell providers apart (the pointer's vtable half is left out: the same
@@ -477,8 +474,6 @@ fn address(provider: &Arc<dyn MeterProvider + Send + Sync>) -> usize {
 
 /// Every scope that has been used, for [`refresh`].
 static SCOPES: Mutex<Vec<&'static Scope>> = Mutex::new(Vec::new());
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-const NO_SLOT: usize = usize::MAX;
 
 /// Makes every scope follow the global meter provider now. `otlp_telemetry::init` calls it right after it installs
 /// its provider; call it after your own `global::set_meter_provider` to have owners built earlier report at once
@@ -504,7 +499,9 @@ impl Scope {
             provider: Mutex::new(None),
             current: AtomicUsize::new(0),
             following: Mutex::new(()),
-            slot: AtomicUsize::new(NO_SLOT),
+            histograms: AtomicPtr::new(std::ptr::null_mut()),
+            kept: Mutex::new(Vec::new()),
+            listed: AtomicBool::new(false),
         }
     }
 
@@ -521,14 +518,16 @@ impl Scope {
         if self.current.load(Ordering::Acquire) == address(&provider) {
             return;
         }
-        if self.slot.load(Ordering::Relaxed) == NO_SLOT {
-            self.slot
-                .store(NEXT_SLOT.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        if !self.listed.swap(true, Ordering::Relaxed) {
             lock(&SCOPES).push(self);
         }
         let meter = self.registry.meter(provider.as_ref());
-        self.registry
+        let histograms = self
+            .registry
             .build(&meter, move || Some(RegistryRef::Static(&self.registry)));
+        let first = histograms.as_ptr().cast_mut();
+        lock(&self.kept).push(histograms);
+        self.histograms.store(first, Ordering::Release);
         let address = address(&provider);
         // Held from before `current` names it until after `current` names another, so that an address `current`
         // holds is never that of a provider dropped and another allocated in its place.
@@ -572,33 +571,18 @@ impl Scope {
         }
     }
 
-    /// Records `value` in histogram `index` of the current generation, through this thread's cache.
+    /// Records `value` in histogram `index` of the provider followed.
+    #[inline]
     fn record(&'static self, index: usize, value: f64, attrs: &[KeyValue]) {
-        let generation = self.registry.generation.load(Ordering::Acquire);
-        let slot = self.slot.load(Ordering::Relaxed);
-        let cached = CACHE.try_with(|cache| {
-            let mut cache = cache.borrow_mut();
-            if cache.len() <= slot {
-                cache.resize_with(slot + 1, || None);
-            }
-            let entry = &mut cache[slot];
-            if entry.as_ref().is_none_or(|(g, _)| *g != generation) {
-                *entry = self.registry.histograms();
-            }
-            if let Some(h) = entry.as_ref().and_then(|(_, hs)| hs.get(index)) {
-                h.record(value, attrs);
-            }
-        });
-        if cached.is_err() {
-            // The thread is exiting and its cache is gone.
-            if let Some(h) = self
-                .registry
-                .histograms()
-                .and_then(|(_, hs)| hs.get(index).cloned())
-            {
-                h.record(value, attrs);
-            }
+        let first = self.histograms.load(Ordering::Acquire);
+        if first.is_null() || index >= self.registry.histograms.len() {
+            return;
         }
+        // SAFETY: a non-null `histograms` points at the first of the `registry.histograms.len()` histograms of a set
+        // built by `follow` (`build` makes one per spec) and published after it was pushed to `kept`, which never
+        // drops or moves a set while the scope lives; `index` is within the set. The set is never written again.
+        let histogram = unsafe { &*first.add(index) };
+        histogram.record(value, attrs);
     }
 }
 
@@ -612,14 +596,6 @@ impl fmt::Debug for Scope {
             )
             .finish()
     }
-}
-
-/// A scope's histograms of one generation.
-type Generation = (u64, Arc<[Histogram<f64>]>);
-
-thread_local! {
-    /// Per scope slot: the generation and histograms this thread last saw.
-    static CACHE: RefCell<Vec<Option<Generation>>> = const { RefCell::new(Vec::new()) };
 }
 
 enum Target {
@@ -682,48 +658,125 @@ impl fmt::Debug for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::metrics::InstrumentProvider;
+    use opentelemetry::metrics::{HistogramBuilder, InstrumentProvider, SyncInstrument};
 
-    /// A provider whose instruments do nothing; each `set_meter_provider` of it installs a new one.
-    struct Quiet;
-    struct QuietInstruments;
-    impl InstrumentProvider for QuietInstruments {}
-    impl MeterProvider for Quiet {
+    /// A provider whose histograms count their records; each `set_meter_provider` of one installs a new provider.
+    struct Counting(Arc<AtomicU64>);
+    struct CountingInstruments(Arc<AtomicU64>);
+    struct CountingHistogram(Arc<AtomicU64>);
+    impl SyncInstrument<f64> for CountingHistogram {
+        fn measure(&self, _value: f64, _attributes: &[KeyValue]) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    impl InstrumentProvider for CountingInstruments {
+        fn f64_histogram(&self, _builder: HistogramBuilder<'_, Histogram<f64>>) -> Histogram<f64> {
+            Histogram::new(Arc::new(CountingHistogram(self.0.clone())))
+        }
+    }
+    impl MeterProvider for Counting {
         fn meter_with_scope(&self, _scope: InstrumentationScope) -> Meter {
-            Meter::new(Arc::new(QuietInstruments))
+            Meter::new(Arc::new(CountingInstruments(self.0.clone())))
         }
     }
 
-    static FOLLOWING: Scope = Scope::new("follow-test", "0", &[], &[]);
+    static FOLLOWING: Scope = Scope::new(
+        "follow-test",
+        "0",
+        &[],
+        &[HistogramSpec {
+            name: "test.duration",
+            unit: "s",
+            description: "",
+            boundaries: &[],
+        }],
+    );
 
     fn generation() -> u64 {
         FOLLOWING.registry.generation.load(Ordering::Relaxed)
     }
 
+    /// Installs a new counting provider; returns its record count.
+    fn install() -> Arc<AtomicU64> {
+        let records = Arc::new(AtomicU64::new(0));
+        opentelemetry::global::set_meter_provider(Counting(records.clone()));
+        records
+    }
+
     #[test]
-    fn follow_rebuilds_once_per_provider_change() {
-        opentelemetry::global::set_meter_provider(Quiet);
-        FOLLOWING.follow();
+    fn follow_rebuilds_once_per_provider_change_and_records_reach_the_new_provider() {
+        let _serial = crate::serial();
+        let first_records = install();
+        let registration = FOLLOWING.link(None);
         let first = generation();
-        assert!(first > 0, "the first follow builds");
+        assert!(first > 0, "linking follows the global provider");
         FOLLOWING.follow();
         FOLLOWING.follow();
         assert_eq!(generation(), first, "the same provider: nothing rebuilt");
+        registration.record(0, 1.0, &[]);
+        registration.record(1, 1.0, &[]); // no such histogram: ignored
+        assert_eq!(first_records.load(Ordering::Relaxed), 1);
 
-        opentelemetry::global::set_meter_provider(Quiet);
-        FOLLOWING.follow();
+        let second_records = install();
+        registration.record(0, 1.0, &[]);
+        assert_eq!(
+            first_records.load(Ordering::Relaxed),
+            2,
+            "not followed yet: the provider built on"
+        );
+        registration.follow();
         assert_eq!(generation(), first + 1, "a new provider: rebuilt once");
         FOLLOWING.follow();
         assert_eq!(generation(), first + 1);
+        registration.record(0, 1.0, &[]);
+        assert_eq!(
+            second_records.load(Ordering::Relaxed),
+            1,
+            "the new provider"
+        );
+        assert_eq!(first_records.load(Ordering::Relaxed), 2);
+
         let held = lock(&FOLLOWING.provider)
             .as_ref()
             .map(address)
             .expect("holds the provider it follows");
-        assert_eq!(
-            held,
-            address(&opentelemetry::global::meter_provider()),
-            "the held provider is the global one"
-        );
+        assert_eq!(held, address(&opentelemetry::global::meter_provider()));
         assert_eq!(FOLLOWING.current.load(Ordering::Relaxed), held);
+        assert_eq!(
+            lock(&FOLLOWING.kept).len(),
+            2,
+            "one set per provider followed"
+        );
+    }
+
+    static RACED: Scope = Scope::new(
+        "race-test",
+        "0",
+        &[],
+        &[HistogramSpec {
+            name: "test.duration",
+            unit: "s",
+            description: "",
+            boundaries: &[],
+        }],
+    );
+
+    #[test]
+    fn records_racing_provider_changes_reach_a_live_set() {
+        let _serial = crate::serial();
+        let rounds = if cfg!(miri) { 4 } else { 200 };
+        let registration = RACED.link(None);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..rounds {
+                    install();
+                    RACED.follow();
+                }
+            });
+            for _ in 0..rounds * 4 {
+                registration.record(0, 1.0, &[]);
+            }
+        });
+        assert!(lock(&RACED.kept).len() >= 2);
     }
 }
