@@ -27,7 +27,7 @@
 //! | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds (default 60 000) | `metric_export_interval` |
 //! | `OTEL_BSP_SCHEDULE_DELAY` | milliseconds (default 5 000) | `span_schedule_delay` |
 //! | `OTEL_BSP_EXPORT_TIMEOUT` | milliseconds (default 30 000): caps the traces export timeout | `span_export_timeout` |
-//! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | positive integers (default 2048, 512) | `span_queue_size`, `span_batch_size` |
+//! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | positive integers (default 16384, and 2048 or the queue size if smaller) | `span_queue_size`, `span_batch_size` |
 //! | `OTEL_TRACES_EXPORTER` | `otlp` / `none` | `traces` |
 //! | `OTEL_METRICS_EXPORTER` | comma list of `otlp`, `prometheus` (feature `prometheus`), or `none` | `metrics`, `prometheus` |
 //! | `OTEL_EXPORTER_PROMETHEUS_HOST`, `OTEL_EXPORTER_PROMETHEUS_PORT` | where the scrape endpoint listens (default `localhost`, 9464) | `prometheus_address` |
@@ -222,10 +222,10 @@ impl TelemetryConfig {
             c.bsp_max_queue_size = parse_count(n, v)?;
         }
         if let Some((n, v)) = get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") {
-            c.bsp_max_export_batch_size = parse_count(n, v)?;
+            c.bsp_max_export_batch_size = Some(parse_count(n, v)?);
         }
-        if c.bsp_max_export_batch_size > c.bsp_max_queue_size {
-            let v = c.bsp_max_export_batch_size.to_string();
+        if c.resolved_span_batch_size() > c.bsp_max_queue_size {
+            let v = c.resolved_span_batch_size().to_string();
             return Err(ConfigError::env(
                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
                 &v,
@@ -526,8 +526,8 @@ mod tests {
         assert_eq!(c.metric_export_interval, Duration::from_secs(60));
         assert_eq!(c.bsp_schedule_delay, Duration::from_secs(5));
         assert_eq!(c.bsp_export_timeout, Duration::from_secs(30));
-        assert_eq!(c.bsp_max_queue_size, 2048);
-        assert_eq!(c.bsp_max_export_batch_size, 512);
+        assert_eq!(c.bsp_max_queue_size, 16_384);
+        assert_eq!(c.resolved_span_batch_size(), 2048);
         assert_eq!(
             c.propagators,
             vec![Propagator::TraceContext, Propagator::Baggage]
@@ -594,13 +594,39 @@ mod tests {
         assert_eq!(c.bsp_schedule_delay, Duration::from_millis(200));
         assert_eq!(c.bsp_export_timeout, Duration::from_secs(3));
         assert_eq!(c.bsp_max_queue_size, 100);
-        assert_eq!(c.bsp_max_export_batch_size, 10);
+        assert_eq!(c.bsp_max_export_batch_size, Some(10));
         assert!(!c.traces_enabled);
         assert!(c.metrics_enabled);
         assert_eq!(c.propagators, vec![Propagator::TraceContext]);
         assert_eq!(c.duration_histogram, DurationHistogram::exponential());
         assert_eq!(c.env_log_filter.as_deref(), Some("warn,my_crate=debug"));
         c.validate().unwrap();
+    }
+
+    /// A queue set below the default batch size, with no batch size set, exports in batches of the queue size
+    /// rather than failing validation; a batch size set above the queue is still an error.
+    #[test]
+    fn default_batch_follows_a_smaller_queue() {
+        let c = TelemetryConfig::from_env_vars([("OTEL_BSP_MAX_QUEUE_SIZE", "100")]).unwrap();
+        assert_eq!(c.resolved_span_batch_size(), 100);
+        c.validate().unwrap();
+        let c = TelemetryConfig::new().span_queue_size(100);
+        assert_eq!(c.resolved_span_batch_size(), 100);
+        c.validate().unwrap();
+        assert!(
+            TelemetryConfig::new()
+                .span_queue_size(100)
+                .span_batch_size(101)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            TelemetryConfig::from_env_vars([
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+                ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "101")
+            ])
+            .is_err()
+        );
     }
 
     #[test]

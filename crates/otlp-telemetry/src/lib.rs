@@ -76,7 +76,8 @@ pub mod views;
 
 pub use budget::{BudgetSampler, TraceBudgetHandle};
 pub use config::{
-    Compression, DurationHistogram, Propagator, Protocol, Signal, TelemetryConfig, TraceSampler,
+    Compression, DEFAULT_SPAN_BATCH_SIZE, DEFAULT_SPAN_QUEUE_SIZE, DurationHistogram, Propagator,
+    Protocol, Signal, TelemetryConfig, TraceSampler,
 };
 pub use error::{ConfigError, ShutdownError, ShutdownFailure, SignalReport, TelemetryError};
 pub use guard::TelemetryGuard;

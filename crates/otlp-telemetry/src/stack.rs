@@ -135,7 +135,7 @@ pub(crate) fn batch_processor<E: SpanExporter + 'static>(
 ) -> CountingProcessor<BatchSpanProcessor> {
     let batch = BatchConfigBuilder::default()
         .with_max_queue_size(config.bsp_max_queue_size)
-        .with_max_export_batch_size(config.bsp_max_export_batch_size)
+        .with_max_export_batch_size(config.resolved_span_batch_size())
         .with_scheduled_delay(config.bsp_schedule_delay)
         .build();
     let processor = BatchSpanProcessor::builder(exporter)
