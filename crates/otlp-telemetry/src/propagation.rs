@@ -107,7 +107,24 @@ pub fn inject_context_from(cx: &Context, headers: &mut HeaderMap) {
 /// Reads the remote parent context (and baggage) from incoming headers. Without valid headers the result
 /// has no span, and a span parented to it becomes a root.
 pub fn extract_context(headers: &HeaderMap) -> Context {
-    global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+    extract_remote(headers).unwrap_or_else(Context::current)
+}
+
+/// The context extracted from `headers`, or `None` when they hold none of the global propagator's fields (the
+/// propagator would return the current context unchanged): a request without `traceparent` or `baggage` costs
+/// a pass over its header names, not a parse and a new context.
+pub(crate) fn extract_remote(headers: &HeaderMap) -> Option<Context> {
+    if headers.is_empty() {
+        return None;
+    }
+    global::get_text_map_propagator(|p| {
+        // Header names are stored lowercase; compared without hashing or parsing.
+        let carried = headers.keys().any(|name| {
+            p.fields()
+                .any(|field| field.eq_ignore_ascii_case(name.as_str()))
+        });
+        carried.then(|| p.extract(&HeaderExtractor(headers)))
+    })
 }
 
 #[cfg(test)]

@@ -32,7 +32,9 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::propagation::extract_context;
+use opentelemetry::Context as OtelContext;
+
+use crate::propagation::extract_remote;
 
 /// Layer that opens a server span per request, parented to the caller's context. See the
 /// [module docs](self).
@@ -77,15 +79,18 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // The caller's context is current while the span is created, so that the head-sampling decision
         // follows the caller's sampled flag and the span continues the caller's trace.
+        // Without propagation headers the current context is the parent already: nothing to attach. The
+        // fields are `&str`s, not `Display`s: no formatting for a layer that records them.
         let span = {
-            let _parent = extract_context(req.headers()).attach();
+            let _parent = extract_remote(req.headers()).map(OtelContext::attach);
+            let method = req.method().as_str();
             tracing::info_span!(
                 "HTTP request",
-                otel.name = %req.method(),
+                otel.name = method,
                 otel.kind = "server",
                 otel.status_code = tracing::field::Empty,
-                http.request.method = %req.method(),
-                url.path = %req.uri().path(),
+                http.request.method = method,
+                url.path = req.uri().path(),
                 http.response.status_code = tracing::field::Empty,
             )
         };
