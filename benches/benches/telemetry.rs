@@ -16,31 +16,23 @@
 //! `cargo xtask bench` reads against `benches/goals.json`):
 //! * `telemetry_request`: the whole request;
 //! * `telemetry_root_span`: the server span alone;
-//! * `telemetry_child_span`: one child span, inside an entered root.
+//! * `telemetry_child_span`: one child span, inside an entered root;
+//! * `telemetry_server_layer`: one request (a path, two headers, no `traceparent`) through `ServerTraceLayer`
+//!   over a service that answers at once, sampled out (`unsampled`), against the service alone (`no_layer`).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use otlp_benches::Comparison;
+use otlp_benches::server::{Answer, NoopExporter, install_default_propagator, serve};
 use otlp_telemetry::stack::TracingStack;
+use otlp_telemetry::tower::ServerTraceLayer;
 use otlp_telemetry::{TelemetryConfig, TraceSampler};
+use tower_layer::Layer as _;
 
 /// The export queue of the stack; batches of requests are flushed before they could fill it.
 const QUEUE: usize = 2048;
-
-/// Drops every batch: the cost measured is the SDK's, up to the exporter.
-#[derive(Debug)]
-struct NoopExporter;
-
-impl SpanExporter for NoopExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        black_box(batch);
-        Ok(())
-    }
-}
 
 fn stack(ratio: f64) -> TracingStack {
     let config = TelemetryConfig::new()
@@ -188,6 +180,17 @@ fn benches(c: &mut Criterion) {
             b.iter_custom(|n| in_root(Some(&unsampled), n))
         })
         .function("no_subscriber", |b| b.iter_custom(|n| in_root(None, n)))
+        .run(c);
+
+    install_default_propagator();
+    let layered = ServerTraceLayer::new().layer(Answer);
+    Comparison::new("telemetry_server_layer")
+        .function("unsampled", |b| {
+            b.iter_custom(|n| thread_time(Some(&unsampled), n, || serve(&mut layered.clone(), 1)))
+        })
+        .function("no_layer", |b| {
+            b.iter_custom(|n| thread_time(None, n, || serve(&mut Answer, 1)))
+        })
         .run(c);
 
     let _ = unsampled.provider().shutdown();

@@ -14,6 +14,9 @@
 //! * [`Comparison`]: a criterion group whose functions (ours and its baselines) are measured in interleaved
 //!   rounds, so that drift on a shared machine hits every function alike and `cargo xtask bench` can show each
 //!   ratio's spread.
+//! * [`server`]: one HTTP request through a tower service that answers at once, for `ServerTraceLayer`.
+
+pub mod server;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
