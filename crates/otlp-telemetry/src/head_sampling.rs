@@ -63,17 +63,14 @@ thread_local! {
     static PREDECIDED: Cell<Option<TraceId>> = const { Cell::new(None) };
 }
 
-/// Marks a root `tracing` span that was sampled out when it was created (zero-sized: no allocation per root).
+/// Marks a `tracing` span of a sampled-out trace: its root, or a span given a sampled-out parent explicitly (one
+/// marker, so that checking a span costs one map lookup; zero-sized, so no allocation per span).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Unsampled;
 
 /// The trace id of a sampled-out root, for propagation: a remote parent's, or drawn when first propagated.
 #[derive(Debug, Clone, Copy)]
 struct UnsampledTraceId(TraceId);
-
-/// Marks a span of a sampled-out trace below its root (zero-sized: no allocation per span).
-#[derive(Debug, Clone, Copy)]
-struct UnsampledChild;
 
 /// The configured sampler as [`HeadSampling`] asks it about roots.
 #[derive(Debug, Clone)]
@@ -248,8 +245,7 @@ fn unsampled<S>(span: &SpanRef<'_, S>) -> bool
 where
     S: for<'a> LookupSpan<'a>,
 {
-    let extensions = span.extensions();
-    extensions.get::<UnsampledChild>().is_some() || extensions.get::<Unsampled>().is_some()
+    span.extensions().get::<Unsampled>().is_some()
 }
 
 impl<L> HeadSampling<L> {
@@ -360,7 +356,7 @@ where
             }
             Decision::DropChild => {
                 if let Some(span) = ctx.span(id) {
-                    span.extensions_mut().insert(UnsampledChild);
+                    span.extensions_mut().insert(Unsampled);
                 }
             }
         }
@@ -454,11 +450,12 @@ pub(crate) fn unsampled_context(span: &tracing::Span) -> Option<OtelContext> {
     let trace_id = tracing::dispatcher::get_default(|dispatch| {
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let span = registry.span(&id)?;
-        // The root of a sampled-out trace carries its trace id, or gets one now (under the extensions' lock, so
-        // that every propagation of the trace agrees).
+        // The root of a sampled-out trace (its outermost marked span) carries its trace id, or gets one now (under
+        // the extensions' lock, so that every propagation of the trace agrees).
         let root = span
             .scope()
-            .find(|s| s.extensions().get::<Unsampled>().is_some())?;
+            .filter(|s| s.extensions().get::<Unsampled>().is_some())
+            .last()?;
         let mut extensions = root.extensions_mut();
         if let Some(id) = extensions.get_mut::<UnsampledTraceId>() {
             return Some(id.0);

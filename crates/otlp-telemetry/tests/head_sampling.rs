@@ -313,3 +313,30 @@ fn a_root_admitted_by_the_span_budget_keeps_all_its_children() {
         assert_eq!(child.parent_span_id, root.span_context.span_id());
     }
 }
+
+/// A span given a sampled-out parent explicitly, outside the parent's scope, passes the gate (which sees only the
+/// current span) but is still sampled out with its trace, and propagates the trace's id.
+#[test]
+fn an_explicit_child_of_a_sampled_out_root_follows_its_trace() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOff);
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let root = tracing::info_span!("root");
+        let from_root = root.in_scope(outgoing_traceparent);
+        let explicit = tracing::info_span!(parent: &root, "explicit");
+        assert!(created(&explicit));
+        let from_explicit = explicit.in_scope(outgoing_traceparent);
+        assert_eq!(from_explicit[..36], from_root[..36], "one trace");
+        assert!(from_explicit.ends_with("-00"), "{from_explicit}");
+        // Inside it, children are kept out like the root's.
+        explicit.in_scope(|| assert!(!created(&tracing::info_span!("grandchild"))));
+    });
+    assert!(finished(&stack, &exporter).is_empty());
+}
+
+/// The `traceparent` an outgoing call made now would carry.
+fn outgoing_traceparent() -> String {
+    let mut h = http::HeaderMap::new();
+    inject_context(&mut h);
+    h["traceparent"].to_str().unwrap().to_owned()
+}
