@@ -18,7 +18,7 @@
 //! and [`Predecided`] makes the SDK's sampler agree without asking the configured sampler a second time (which
 //! would spend a span budget twice, or draw a second ratio decision).
 //!
-//! Inside a sampled-out trace, [`UnsampledGate`] (a global filter, asked first) disables every new span for every
+//! Inside a sampled-out trace, [`UnsampledGate`] (in the global log filter, asked first) disables every new span for every
 //! layer: `tracing::span!` returns a disabled span, so the registry and the other layers never see it, and a child
 //! costs one lookup of the current span. What follows from that:
 //! - the root is the only span of a sampled-out trace: [`Span::current()`](tracing::Span::current) inside it is
@@ -417,28 +417,33 @@ where
 }
 
 /// Disables, for every layer, a span created while the current span belongs to a sampled-out trace: see the
-/// [module docs](self). Unfiltered and outermost, so that it is asked first and a child of a sampled-out trace
-/// costs a lookup of the current span, not a registry slot and every layer's callbacks.
-#[derive(Debug, Default)]
+/// [module docs](self). The global log filter asks it first, so that a child of a sampled-out trace costs a
+/// lookup of the current span, not a registry slot and every layer's callbacks.
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct UnsampledGate;
 
-impl<S> Layer<S> for UnsampledGate
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn register_callsite(
-        &self,
+impl UnsampledGate {
+    /// The interest in a callsite given the log filter's: a span the filter may enable is asked about each time
+    /// (its fate depends on the current span); what the filter disables stays disabled for good (a `debug_span!`
+    /// at `info` costs nothing more), and events are left as they are.
+    pub(crate) fn interest(
+        self,
         metadata: &'static Metadata<'static>,
+        filter: tracing::subscriber::Interest,
     ) -> tracing::subscriber::Interest {
-        // A span's fate depends on the current span: ask `enabled` each time. Events are left to the other layers.
-        if metadata.is_span() {
+        if metadata.is_span() && !filter.is_never() {
             tracing::subscriber::Interest::sometimes()
         } else {
-            tracing::subscriber::Interest::always()
+            filter
         }
     }
 
-    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+    /// Whether a span (or event) may be created now: no span while the current span belongs to a sampled-out
+    /// trace.
+    pub(crate) fn allows<S>(self, metadata: &Metadata<'_>, ctx: &Context<'_, S>) -> bool
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         !metadata.is_span() || !ctx.lookup_current().is_some_and(|span| unsampled(&span))
     }
 }

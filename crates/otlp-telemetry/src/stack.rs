@@ -163,7 +163,8 @@ pub(crate) fn subscriber(
         .as_deref()
         .unwrap_or(&config.log_filter);
     // Validated already; an unparsable filter falls back to `info` rather than failing late.
-    let filter = LogFilter::new(directives);
+    // Only with head sampling is there a sampled-out trace whose children the gate keeps out.
+    let filter = LogFilter::new(directives, switch.is_some().then_some(UnsampledGate));
     // Without span context the fmt layer sees events only: a span's fields are never formatted for a console
     // that would not print them.
     let spans = config.fmt_span_context;
@@ -174,8 +175,6 @@ pub(crate) fn subscriber(
                 spans || meta.is_event()
             }))
     });
-    // Only with head sampling is there a sampled-out trace whose children the gate keeps out.
-    let gate = switch.is_some().then_some(UnsampledGate);
     let otel = switch.map(|switch| {
         let layer = tracing_opentelemetry::layer()
             .with_tracer(HeadTracer(switch.clone()))
@@ -184,14 +183,12 @@ pub(crate) fn subscriber(
             |meta| !excluded(meta.target()),
         ))
     });
-    Registry::default()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
-        .with(gate)
+    // The log filter outermost: asked first whether a span is created at all.
+    Registry::default().with(fmt).with(otel).with(filter)
 }
 
-/// `EnvFilter` as the global log filter, minus its span callbacks when no directive can need them.
+/// `EnvFilter` as the global log filter, minus its span callbacks when no directive can need them, with the
+/// [`UnsampledGate`] of head sampling.
 ///
 /// `EnvFilter` tracks spans (a lock and a map lookup on every span's creation, enter, exit and close) for its
 /// span-scoped directives only (`target[span{field=value}]=level`, always written with `[`); with none, those
@@ -200,19 +197,19 @@ pub(crate) fn subscriber(
 struct LogFilter {
     filter: EnvFilter,
     spans: bool,
+    gate: Option<UnsampledGate>,
 }
 
 impl LogFilter {
-    fn new(directives: &str) -> Self {
-        match EnvFilter::try_new(directives) {
-            Ok(filter) => LogFilter {
-                filter,
-                spans: directives.contains('['),
-            },
-            Err(_) => LogFilter {
-                filter: EnvFilter::new("info"),
-                spans: false,
-            },
+    fn new(directives: &str, gate: Option<UnsampledGate>) -> Self {
+        let (filter, spans) = match EnvFilter::try_new(directives) {
+            Ok(filter) => (filter, directives.contains('[')),
+            Err(_) => (EnvFilter::new("info"), false),
+        };
+        LogFilter {
+            filter,
+            spans,
+            gate,
         }
     }
 }
@@ -225,7 +222,11 @@ where
         &self,
         metadata: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        tracing_subscriber::Layer::<S>::register_callsite(&self.filter, metadata)
+        let interest = tracing_subscriber::Layer::<S>::register_callsite(&self.filter, metadata);
+        match self.gate {
+            Some(gate) => gate.interest(metadata, interest),
+            None => interest,
+        }
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
@@ -233,7 +234,8 @@ where
     }
 
     fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, S>) -> bool {
-        tracing_subscriber::Layer::<S>::enabled(&self.filter, metadata, ctx)
+        self.gate.is_none_or(|gate| gate.allows(metadata, &ctx))
+            && tracing_subscriber::Layer::<S>::enabled(&self.filter, metadata, ctx)
     }
 
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
@@ -289,6 +291,25 @@ mod tests {
             let _request = request.enter();
             (outside, tracing::enabled!(Level::DEBUG))
         })
+    }
+
+    /// The gate makes the spans the log filter enables be asked about each time, and leaves the rest cached:
+    /// a span the filter disables costs nothing more, and events are as the filter says.
+    #[test]
+    fn spans_the_filter_disables_stay_disabled_for_good() {
+        let config = TelemetryConfig::new().fmt_output(false).log_filter("info");
+        let stack = TracingStack::with_exporter(&config, InMemorySpanExporter::default()).unwrap();
+        let interest = |meta| stack.dispatch().register_callsite(meta);
+        use tracing::callsite::Callsite as _;
+        use tracing::metadata::Kind;
+        let debug =
+            tracing::callsite!(name: "hot", kind: Kind::SPAN, level: Level::DEBUG, fields: [])
+                .metadata();
+        let info =
+            tracing::callsite!(name: "request", kind: Kind::SPAN, level: Level::INFO, fields: [])
+                .metadata();
+        assert!(interest(debug).is_never());
+        assert!(interest(info).is_sometimes());
     }
 
     /// A span-scoped directive still sees the spans it is scoped to (its callbacks run), sampled or not.
