@@ -219,7 +219,10 @@ impl Default for DurationHistogram {
 }
 
 /// The default span export queue (`OTEL_BSP_MAX_QUEUE_SIZE`): finished spans waiting for export, at most.
-pub const DEFAULT_SPAN_QUEUE_SIZE: usize = 16_384;
+///
+/// The SDK's channel takes the whole queue's memory when the processor starts (about 0.3 KB a span, resident from
+/// then on), so the queue is sized for bursts, and the batch for throughput.
+pub const DEFAULT_SPAN_QUEUE_SIZE: usize = 4_096;
 
 /// The default span export batch (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`), capped to the queue size.
 pub const DEFAULT_SPAN_BATCH_SIZE: usize = 2_048;

@@ -27,7 +27,7 @@
 //! | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds (default 60 000) | `metric_export_interval` |
 //! | `OTEL_BSP_SCHEDULE_DELAY` | milliseconds (default 5 000) | `span_schedule_delay` |
 //! | `OTEL_BSP_EXPORT_TIMEOUT` | milliseconds (default 30 000): caps the traces export timeout | `span_export_timeout` |
-//! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | positive integers (default 16384, and 2048 or the queue size if smaller) | `span_queue_size`, `span_batch_size` |
+//! | `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | positive integers (default 4096, and 2048 or the queue size if smaller) | `span_queue_size`, `span_batch_size` |
 //! | `OTEL_TRACES_EXPORTER` | `otlp` / `none` | `traces` |
 //! | `OTEL_METRICS_EXPORTER` | comma list of `otlp`, `prometheus` (feature `prometheus`), or `none` | `metrics`, `prometheus` |
 //! | `OTEL_EXPORTER_PROMETHEUS_HOST`, `OTEL_EXPORTER_PROMETHEUS_PORT` | where the scrape endpoint listens (default `localhost`, 9464) | `prometheus_address` |
@@ -526,7 +526,7 @@ mod tests {
         assert_eq!(c.metric_export_interval, Duration::from_secs(60));
         assert_eq!(c.bsp_schedule_delay, Duration::from_secs(5));
         assert_eq!(c.bsp_export_timeout, Duration::from_secs(30));
-        assert_eq!(c.bsp_max_queue_size, 16_384);
+        assert_eq!(c.bsp_max_queue_size, 4_096);
         assert_eq!(c.resolved_span_batch_size(), 2048);
         assert_eq!(
             c.propagators,
