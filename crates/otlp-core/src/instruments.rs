@@ -680,17 +680,15 @@ mod tests {
         }
     }
 
-    static FOLLOWING: Scope = Scope::new(
-        "follow-test",
-        "0",
-        &[],
-        &[HistogramSpec {
-            name: "test.duration",
-            unit: "s",
-            description: "",
-            boundaries: &[],
-        }],
-    );
+    /// One histogram, index 0, for the test scopes.
+    const ONE_HISTOGRAM: &[HistogramSpec] = &[HistogramSpec {
+        name: "test.duration",
+        unit: "s",
+        description: "",
+        boundaries: &[],
+    }];
+
+    static FOLLOWING: Scope = Scope::new("follow-test", "0", &[], ONE_HISTOGRAM);
 
     fn generation() -> u64 {
         FOLLOWING.registry.generation.load(Ordering::Relaxed)
@@ -749,17 +747,7 @@ mod tests {
         );
     }
 
-    static RACED: Scope = Scope::new(
-        "race-test",
-        "0",
-        &[],
-        &[HistogramSpec {
-            name: "test.duration",
-            unit: "s",
-            description: "",
-            boundaries: &[],
-        }],
-    );
+    static RACED: Scope = Scope::new("race-test", "0", &[], ONE_HISTOGRAM);
 
     #[test]
     fn records_racing_provider_changes_reach_a_live_set() {
