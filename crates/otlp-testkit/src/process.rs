@@ -1,6 +1,7 @@
 //! A child process that cannot outlive its handle.
 
 use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use crate::Error;
 
@@ -71,6 +72,37 @@ impl Process {
             .wait()
             .map_err(|e| Error::new(format!("waiting for {}: {e}", self.name)))
     }
+}
+
+/// Waits until `ready(&server)` holds, asking every `pause` for at most `within`: the error says the server's
+/// process exited first (with `exit_hint`) or that it did not `what` in time. `process` finds the server's process.
+pub(crate) fn wait_ready<T>(
+    mut server: T,
+    process: fn(&mut T) -> &mut Process,
+    ready: impl Fn(&T) -> bool,
+    (within, pause): (Duration, Duration),
+    what: &str,
+    exit_hint: &str,
+) -> Result<T, Error> {
+    let deadline = Instant::now() + within;
+    while !ready(&server) {
+        let process = process(&mut server);
+        if process.exited() {
+            return Err(Error::new(format!(
+                "{} exited at start ({exit_hint})",
+                process.name
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::new(format!(
+                "{} did not {what} within {} s",
+                process.name,
+                within.as_secs()
+            )));
+        }
+        std::thread::sleep(pause);
+    }
+    Ok(server)
 }
 
 impl Drop for Process {

@@ -4,10 +4,11 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::process::wait_ready;
 use crate::{Error, Process, free_port};
 
 /// Prometheus on a free loopback port scraping one target every second, its data under a folder of the caller's;
@@ -48,24 +49,15 @@ impl Prometheus {
             "prometheus",
             "apt-get install -y prometheus (.ci/run installs it)",
         )?;
-        let mut p = Prometheus { process, addr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let up = p.query("up", None).unwrap_or_default();
-            if values(&up).contains(&1.0) {
-                return Ok(p);
-            }
-            if p.process.exited() {
-                return Err(Error::new("prometheus exited at start (see its log above)"));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::new(format!(
-                    "prometheus never scraped {target} within 60 s"
-                )));
-            }
-            // Prometheus's own scrape interval is 1 s: asking more often only loads the machine.
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        // Prometheus's own scrape interval is 1 s: asking more often only loads the machine.
+        wait_ready(
+            Prometheus { process, addr },
+            |p| &mut p.process,
+            |p| values(&p.query("up", None).unwrap_or_default()).contains(&1.0),
+            (Duration::from_secs(60), Duration::from_millis(200)),
+            &format!("scrape {target}"),
+            "see its log above",
+        )
     }
 
     /// Its address (the HTTP API and UI).

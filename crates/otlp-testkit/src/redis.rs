@@ -3,8 +3,9 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::process::wait_ready;
 use crate::{Error, Process, free_port};
 
 /// A `redis-server` on a loopback port with persistence off (no RDB snapshots, no AOF), killed by PID on drop.
@@ -33,22 +34,14 @@ impl Redis {
             "redis-server",
             "apt-get install -y redis-server (.ci/run installs it)",
         )?;
-        let mut redis = Redis { process, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !redis.answers_ping() {
-            if redis.process.exited() {
-                return Err(Error::new(format!(
-                    "redis-server exited at start (is port {port} taken?)"
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::new(format!(
-                    "redis-server did not answer PING on port {port} within 10 s"
-                )));
-            }
-            std::thread::yield_now();
-        }
-        Ok(redis)
+        wait_ready(
+            Redis { process, port },
+            |r| &mut r.process,
+            Redis::answers_ping,
+            (Duration::from_secs(10), Duration::from_millis(1)),
+            &format!("answer PING on port {port}"),
+            &format!("is port {port} taken?"),
+        )
     }
 
     /// Its port on 127.0.0.1.
