@@ -16,7 +16,6 @@ use otlp_kit::patterns::pipeline::ErrorPolicy;
 use otlp_kit::patterns::{PipelineStats, ShutdownReport};
 use otlp_kit::prelude::*;
 use otlp_kit::sync::CheckError;
-use otlp_kit::telemetry::tower::ServerTraceLayer;
 
 use crate::args::Args;
 use crate::common::{
@@ -59,7 +58,7 @@ struct Tally {
 
 type Item = (Arc<Tally>, Bytes);
 
-/// Builds the owners and the router.
+/// Builds the owners and the router (`main` wraps the router in the server trace layer).
 pub fn build(args: &Args, peak_tasks: Arc<AtomicUsize>) -> Result<(Router, Arc<Kit>), String> {
     let err = |what: &str, e: &dyn std::fmt::Display| format!("building the {what}: {e}");
     let limiter = KeyedRateLimiter::<String>::builder("demo.clients")
@@ -166,8 +165,7 @@ pub fn build(args: &Args, peak_tasks: Arc<AtomicUsize>) -> Result<(Router, Arc<K
         .route("/admin/stats", get(stats))
         .route("/admin/reset-peak", post(reset_peak))
         .route("/admin/alloc-counting", post(common::alloc_counting))
-        .with_state(Arc::clone(&kit))
-        .layer(ServerTraceLayer::new());
+        .with_state(Arc::clone(&kit));
     Ok((router, kit))
 }
 

@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use args::{Args, Variant};
+use axum::ServiceExt;
+use otlp_kit::telemetry::tower::ServerTraceLayer;
 use otlp_kit::telemetry::{self, TelemetryConfig, TelemetryGuard};
+use tower_layer::Layer as _;
 
 fn main() -> std::process::ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
@@ -123,11 +126,23 @@ async fn serve(args: &Args) -> Result<(Option<TelemetryGuard>, serde_json::Value
         let _ = out.flush();
     }
 
-    // Graceful: on the signal, stop accepting and let every accepted request finish.
-    axum::serve(listener, router)
+    // Graceful: on the signal, stop accepting and let every accepted request finish. The kit and naive variants
+    // trace every request: the layer wraps the whole router once, so a request goes through one boxed route
+    // future, not a second one per route as `Router::layer` would make (the span's fields need no route match).
+    let served = if matches!(args.variant, Variant::Kit | Variant::Naive) {
+        let traced = ServerTraceLayer::new().layer(router);
+        axum::serve(
+            listener,
+            ServiceExt::<axum::extract::Request>::into_make_service(traced),
+        )
         .with_graceful_shutdown(signal())
         .await
-        .map_err(|e| format!("server: {e}"))?;
+    } else {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(signal())
+            .await
+    };
+    served.map_err(|e| format!("server: {e}"))?;
 
     let mut report = serde_json::json!({"variant": args.variant.as_str()});
     if let App::Kit(kit) = &app {

@@ -88,11 +88,8 @@ pub fn build(
         downstream_latency: args.downstream_latency,
         queue_timeout: args.queue_timeout,
     });
-    let mut router = routes(get(get_order), &twin);
-    if twin.naive.is_some() {
-        router = router.layer(otlp_kit::telemetry::tower::ServerTraceLayer::new());
-    }
-    Ok((router, twin))
+    // The naive variant's server spans come from the layer `main` wraps around the router, as for kit.
+    Ok((routes(get(get_order), &twin), twin))
 }
 
 /// The floor under every variant (`--variant bare`): the same routes, the orders route answering a fixed body at
