@@ -10,9 +10,9 @@
 //!    and the server's CPU time per request. The twin's median is the reference rate `R`.
 //! 2. Open loop at 0.5×R and 0.8×R (fixed rate, latency measured from each request's scheduled time, i.e. corrected
 //!    for coordinated omission): P50/P99/P99.9; bytes allocated per request (counting allocator) at 0.5×R.
-//! 3. 3×R, in a new process whose per-client quota is 0.9× the setup's own closed-loop rate: requests over it are
-//!    shed with 429 and counted; the P99 of the admitted (2xx) requests, timed from each request's actual send; the
-//!    peak of alive tokio tasks.
+//! 3. 3×R, in a new process whose per-client quota is 0.9× the setup's own closed-loop rate (warmed up first, like
+//!    every phase): requests over it are shed with 429 and counted; the P99 of the admitted (2xx) requests, timed
+//!    from each request's actual send; the peak of alive tokio tasks during the measured run.
 //!
 //! Every phase prints the rate the generator achieved against the rate it offered, and the CPU the generator and
 //! the server used; a phase whose generator fell short (its CPUs were busy, or the server's was not) has
@@ -473,6 +473,12 @@ pub fn run(args: &[String]) -> Result<bool, String> {
                     ((0.1 * own[v]).max(1.0) as u64).to_string(),
                 ]);
                 let svc = start(&bin, &SETUPS[v], &limited, &env, cpus.as_ref())?;
+                // Warmed up like the other phases' processes (allocator, pools, the client's bucket, the tracer),
+                // and the peak of alive tasks taken over the measured run only.
+                generate(&ctx, &svc, cfg.warmup, at(3.0), OVERLOAD_CONNECTIONS, false)?;
+                if svc.admin_post("/admin/reset-peak", "")? != 204 {
+                    return Err("the service did not reset its peak of alive tasks".into());
+                }
                 // Latency from each request's actual send: no generator holds a schedule of 3×R on one CPU, and a
                 // corrected latency would be its lag, not the server's.
                 let (over, u3) = measured(
