@@ -393,12 +393,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
             finish(svc, s)?;
         }
     }
-    let twin_max = median(
-        &samples[TWIN]
-            .iter()
-            .filter_map(|s| s.closed.as_ref().map(|c| c.rps))
-            .collect::<Vec<_>>(),
-    );
+    let twin_max = capacity(&samples[TWIN]);
     // With wrk (no fixed-rate mode) phase 2 measures what a closed loop can: bytes per request at 64 connections,
     // and overload as 256 connections sending as fast as answers come, against the same quotas.
     let open = generator == Generator::Oha;
@@ -410,11 +405,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         let own: Vec<f64> = samples
             .iter()
             .map(|v| {
-                let m = median(
-                    &v.iter()
-                        .filter_map(|s| s.closed.as_ref().map(|c| c.rps))
-                        .collect::<Vec<_>>(),
-                );
+                let m = capacity(v);
                 if m.is_finite() && m > 0.0 {
                     m
                 } else {
@@ -572,6 +563,24 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         return Ok(false);
     }
     Ok(true)
+}
+
+/// A setup's closed-loop rate: the median over the rounds in which its server used its CPU up, else over all.
+fn capacity(rounds: &[Sample]) -> f64 {
+    let rate = |bound: bool| {
+        rounds
+            .iter()
+            .filter_map(|s| s.closed.as_ref())
+            .filter(|r| !bound || r.server_bound())
+            .map(|r| r.rps)
+            .collect::<Vec<_>>()
+    };
+    let bound = rate(true);
+    if bound.is_empty() {
+        median(&rate(false))
+    } else {
+        median(&bound)
+    }
 }
 
 /// Whether `program` is on the PATH (wrk has no `--version` that exits 0).
@@ -1079,7 +1088,7 @@ fn render(
         t,
         "Command: `cargo xtask load{}` ({} rounds, {} s per phase; closed loop: {}, other phases: {}; {}). Each \
          cell: median (min–max) \
-         over the rounds. Reference rate R = the twin's closed-loop median, {twin_max:.0} req/s. A phase's latency \
+         over the rounds. Reference rate R = the twin's closed-loop median (over the rounds its server used its CPU up), {twin_max:.0} req/s. A phase's latency \
          is left out where the generator achieved under {:.0} % of the rate it offered while its CPU was busy \
          or the server's was not (busy by any process: on a shared machine others take CPU too). Throughput goals \
          compare the closed-loop rates round by round (setups of a round run back to back), over the rounds in which \
