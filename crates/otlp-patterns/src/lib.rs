@@ -59,4 +59,5 @@ pub mod __loom {
     pub use crate::outcome::OutcomeCounters;
     pub use crate::queue::{Pop, PushError, Pushed, QueueCore, Taken};
     pub use crate::roster::Roster;
+    pub use crate::task::{TaskRun, task_link};
 }

@@ -263,7 +263,14 @@ impl<J> Queue<J> {
 
     /// Waits for a free slot, then appends `job`. Cancel-safe: dropped while waiting, it queues nothing (and drops
     /// `job` with the future).
-    pub(crate) async fn push(&self, mut job: J) -> Result<(), PushError<J>> {
+    pub(crate) async fn push(&self, job: J) -> Result<(), PushError<J>> {
+        // Room now (the common case): no waiter to create and drop. No coop yield either: measured, yielding the
+        // producer every 128 pushes let the queue run dry and the workers park and unpark once per task or so.
+        // Producers yield when the queue is full.
+        let mut job = match self.try_push(job) {
+            Err(PushError::Full(job)) => job,
+            done => return done,
+        };
         loop {
             let mut notified = pin!(self.space.notified());
             match self.core.push_or_register(job, || {
@@ -273,8 +280,6 @@ impl<J> Queue<J> {
                     if pushed.wake_worker {
                         self.items.notify_one();
                     }
-                    // No coop yield here: measured, yielding the producer every 128 pushes let the queue run dry
-                    // and the workers park and unpark once per task or so. Producers yield when the queue is full.
                     return Ok(());
                 }
                 Err(PushError::Full(back)) => {

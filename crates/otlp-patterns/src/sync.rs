@@ -1,17 +1,18 @@
-//! The synchronisation primitives of our own protocols (the queue's close/drain state and the outcome counters):
-//! `std` ones normally, `loom` ones under `--cfg otlp_loom` so that `tests/loom.rs` can explore their interleavings.
+//! The synchronisation primitives of our own protocols (the queue's close/drain state, the outcome counters, a
+//! task's link to its handle): `std` ones normally, `loom` ones under `--cfg otlp_loom` so that `tests/loom.rs`
+//! can explore their interleavings.
 //!
 //! The cfg name is our own so that a user's `--cfg loom` does not switch our internals (nor tokio's under ours).
 
 #[cfg(otlp_loom)]
 pub(crate) use loom::sync::Mutex;
 #[cfg(otlp_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(otlp_loom))]
 pub(crate) use std::sync::Mutex;
 #[cfg(not(otlp_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 /// Locks `m`, recovering the guard if a panic poisoned it: our state stays consistent across a panic because
 /// every critical section is a handful of infallible field updates.

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use crate::error::panic_message;
-use crate::sync::{Mutex, lock};
+use crate::sync::{AtomicU8, Mutex, Ordering, lock};
 use crate::{Outcome, TaskError};
 
 pin_project! {
@@ -45,11 +44,23 @@ impl<F: Future> Future for Infallibly<F> {
 }
 
 /// What a job and its [`TaskHandle`] share: the result, who waits for it, and the handle's cancellation request.
+///
+/// Whether the task was cancelled and whether a worker started it are bits of one atomic, so that the job's start
+/// and the handle's cancellation are decided against each other without the lock: either the start comes first
+/// (the task runs, and the cancellation stops it at its next poll) or the cancellation does (the task never runs,
+/// and its handle resolves at once). In steady state a task takes the lock twice: to hand its result over and to
+/// take it.
 struct Link<T, E> {
-    /// Set by [`TaskHandle::cancel`]; read by the job before each poll.
-    cancelled: AtomicBool,
+    /// [`CANCELLED`] (set by [`TaskHandle::cancel`], read by the job before each poll) and [`STARTED`].
+    flags: AtomicU8,
     state: Mutex<LinkState<T, E>>,
 }
+
+/// The handle asked the task to stop.
+const CANCELLED: u8 = 1;
+/// A worker began running the task (never set once [`CANCELLED`] is): until then a cancelled task is settled, it
+/// will not run, so its handle resolves at once instead of waiting for a worker to take the job off the queue.
+const STARTED: u8 = 2;
 
 struct LinkState<T, E> {
     result: Option<Result<T, TaskError<E>>>,
@@ -59,9 +70,6 @@ struct LinkState<T, E> {
     job_waker: Option<Waker>,
     /// The job ended without a result (dropped unrun): the handle reads `Cancelled`.
     job_gone: bool,
-    /// A worker began running the job. Until then a cancelled task is settled: it will not run, so its handle
-    /// resolves at once instead of waiting for a worker to take the job off the queue.
-    started: bool,
     /// The handle was dropped: nobody will read a result.
     handle_gone: bool,
 }
@@ -69,31 +77,34 @@ struct LinkState<T, E> {
 impl<T, E> Link<T, E> {
     fn new() -> Arc<Self> {
         Arc::new(Link {
-            cancelled: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
             state: Mutex::new(LinkState {
                 result: None,
                 handle_waker: None,
                 job_waker: None,
                 job_gone: false,
-                started: false,
                 handle_gone: false,
             }),
         })
     }
 
     fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire)
+        self.flags.load(Ordering::Acquire) & CANCELLED != 0
     }
 
-    /// The job's side, before its first poll: `false` if the task was cancelled first (it must not run). Under
-    /// the lock, so that the handle sees either a cancelled task that never starts or a started one.
+    /// Cancelled before a worker started it: it will never run.
+    fn is_settled(&self) -> bool {
+        self.flags.load(Ordering::Acquire) == CANCELLED
+    }
+
+    /// The job's side, before its first poll: `false` if the task was cancelled first (it must not run). One
+    /// atomic update, so that the handle sees either a cancelled task that never starts or a started one.
     fn start(&self) -> bool {
-        let mut st = lock(&self.state);
-        if self.is_cancelled() {
-            return false;
-        }
-        st.started = true;
-        true
+        self.flags
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                (f & CANCELLED == 0).then_some(f | STARTED)
+            })
+            .is_ok()
     }
 
     /// The job's side: hands the result over (dropped here if the handle is gone).
@@ -138,7 +149,7 @@ impl<T, E> Link<T, E> {
 
     /// The handle's side: asks the job to stop, waking the worker running it.
     fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
+        self.flags.fetch_or(CANCELLED, Ordering::AcqRel);
         let waker = lock(&self.state).job_waker.take();
         if let Some(w) = waker {
             w.wake();
@@ -247,6 +258,7 @@ where
             TaskHandle {
                 link,
                 cancel_on_drop: false,
+                taken: false,
             },
         )
     }
@@ -336,6 +348,41 @@ where
     }
 }
 
+/// A task's job, run by hand: the worker's side of [`task_link`], for the loom model of the link.
+#[cfg(otlp_loom)]
+#[derive(Debug)]
+pub struct TaskRun(BoxJob);
+
+#[cfg(otlp_loom)]
+impl std::fmt::Debug for dyn Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+#[cfg(otlp_loom)]
+impl TaskRun {
+    /// Polls the job once, as a worker does: its outcome, or `None` if it is still pending.
+    pub fn run(&mut self) -> Option<Outcome> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.0.as_mut().poll_run(&mut cx) {
+            Poll::Ready(outcome) => Some(outcome),
+            Poll::Pending => None,
+        }
+    }
+}
+
+/// A task whose future returns `value` at once: its job and its handle, for the loom model of their link.
+#[cfg(otlp_loom)]
+pub fn task_link(value: u8) -> (TaskRun, TaskHandle<u8>) {
+    let (job, handle) = TaskJob::with_handle(
+        Infallibly::new(std::future::ready(value)),
+        Span::none(),
+        None,
+    );
+    (TaskRun(job), handle)
+}
+
 /// Polls a job until it finishes (`Some(outcome)`) or its deadline passes (`None`).
 ///
 /// The deadline is a `Sleep` owned by the worker and reset for each task that does not finish on its first poll:
@@ -421,6 +468,8 @@ impl Future for RunJob<'_> {
 pub struct TaskHandle<T, E = Infallible> {
     link: Arc<Link<T, E>>,
     cancel_on_drop: bool,
+    /// The result was taken (the job is done with the link): dropping the handle has nothing to tell it.
+    taken: bool,
 }
 
 impl<T, E> std::fmt::Debug for TaskHandle<T, E> {
@@ -437,10 +486,11 @@ impl<T, E> TaskHandle<T, E> {
     pub fn try_result(&mut self) -> Option<Result<T, TaskError<E>>> {
         let mut st = lock(&self.link.state);
         match st.result.take() {
-            Some(r) => Some(r),
-            None if st.job_gone || (!st.started && self.link.is_cancelled()) => {
-                Some(Err(TaskError::Cancelled))
+            Some(r) => {
+                self.taken = true;
+                Some(r)
             }
+            None if st.job_gone || self.link.is_settled() => Some(Err(TaskError::Cancelled)),
             None => None,
         }
     }
@@ -469,6 +519,10 @@ impl<T, E> TaskHandle<T, E> {
 
 impl<T, E> Drop for TaskHandle<T, E> {
     fn drop(&mut self) {
+        if self.taken {
+            // The job delivered its result (and with it the waker it woke): nothing is left to tell it.
+            return;
+        }
         if self.cancel_on_drop {
             self.link.cancel();
         }
@@ -486,11 +540,13 @@ impl<T, E> Future for TaskHandle<T, E> {
     type Output = Result<T, TaskError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut st = lock(&self.link.state);
+        let this = self.get_mut();
+        let mut st = lock(&this.link.state);
         if let Some(result) = st.result.take() {
+            this.taken = true;
             return Poll::Ready(result);
         }
-        if st.job_gone || (!st.started && self.link.is_cancelled()) {
+        if st.job_gone || this.link.is_settled() {
             // Dropped without a result (only cancellation does that), or cancelled before a worker started it:
             // it will not run, and its worker counts it when it takes it off the queue.
             return Poll::Ready(Err(TaskError::Cancelled));

@@ -1,14 +1,15 @@
 //! Loom models of the worker pool's own protocols: the queue's push/close/drain under one lock (a job is either
-//! accepted and then taken exactly once, or refused), the outcome counters (no count lost), and the roster of
-//! worker slots under resizing (never two workers in a slot, never a wanted slot left empty).
+//! accepted and then taken exactly once, or refused), the outcome counters (no count lost), the roster of
+//! worker slots under resizing (never two workers in a slot, never a wanted slot left empty), and a task's link to
+//! its handle (a task cancelled before it starts never runs, and its handle agrees with what the worker did).
 //!
 //! Run with `RUSTFLAGS="--cfg otlp_loom" cargo test --release -p otlp-patterns --test loom`.
 #![cfg(otlp_loom)]
 
 use loom::sync::Arc;
 use loom::thread;
-use otlp_patterns::__loom::{OutcomeCounters, Pop, QueueCore, Roster};
-use otlp_patterns::Outcome;
+use otlp_patterns::__loom::{OutcomeCounters, Pop, QueueCore, Roster, task_link};
+use otlp_patterns::{Outcome, TaskError};
 
 /// A producer pushes while the queue is closed and drained concurrently: every job is accepted and then taken
 /// exactly once, or refused; none is lost after the close.
@@ -213,5 +214,34 @@ fn concurrent_retires_and_a_grow_fill_each_wanted_slot_once() {
         assert_eq!(live[0], 1);
         assert_eq!(live[1], 1, "wanted slot 1: {live:?}");
         assert!(live[2] <= 1, "slot 2 doubled: {live:?}");
+    });
+}
+
+/// A worker runs a task while its handle cancels it and reads the result: the handle resolves to what the worker
+/// did. A handle that saw the task settled as cancelled (cancelled before a worker started it) is never contradicted
+/// by the task running; a task that ran to its value hands that value to the handle.
+#[test]
+fn cancel_racing_start_agrees_with_the_worker() {
+    loom::model(|| {
+        let (mut job, mut handle) = task_link(7);
+        let worker = thread::spawn(move || job.run());
+        handle.cancel();
+        let early = handle.try_result();
+        let outcome = worker.join().unwrap();
+        let late = handle.try_result();
+        match outcome {
+            Some(Outcome::Ok) => {
+                assert_ne!(
+                    early,
+                    Some(Err(TaskError::Cancelled)),
+                    "the handle said cancelled, yet the task ran"
+                );
+                assert_eq!(early.or(late), Some(Ok(7)));
+            }
+            Some(Outcome::Cancelled) => {
+                assert_eq!(early.or(late), Some(Err(TaskError::Cancelled)));
+            }
+            other => panic!("a ready task ended as {other:?}"),
+        }
     });
 }
