@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use futures::StreamExt;
 use otlp_benches::{Comparison, CountingAlloc, allocs_per_op_batched, record_allocs, runtime};
 use otlp_patterns::{FanOut, Pipeline, WorkerPool};
@@ -103,6 +103,19 @@ impl MpscWorkers {
 
 // ---------------------------------------------------------------- worker pool groups
 
+/// Awaits every task's result, in submission order, and sums them.
+async fn sum_all<H, E>(handles: Vec<H>) -> u64
+where
+    H: Future<Output = Result<u64, E>>,
+    E: std::fmt::Debug,
+{
+    let mut sum = 0u64;
+    for h in handles {
+        sum = sum.wrapping_add(h.await.expect("ok"));
+    }
+    sum
+}
+
 fn pool_group(c: &mut Criterion, group: &str, tiny: bool) {
     let rt = runtime();
     let _enter = rt.enter();
@@ -117,57 +130,37 @@ fn pool_group(c: &mut Criterion, group: &str, tiny: bool) {
     let work = move |i: u64| if tiny { tiny_work(i) } else { i };
 
     Comparison::new(group)
-        .slow()
-        .throughput(Throughput::Elements(TASKS))
-        .function("ours", |b| {
-            b.iter(|| {
-                let pool = ours.clone();
-                rt.block_on(rt.spawn(async move {
-                    let mut handles = Vec::with_capacity(TASKS as usize);
-                    for i in 0..TASKS {
-                        handles.push(pool.submit(async move { work(i) }).await.expect("open"));
-                    }
-                    let mut sum = 0u64;
-                    for h in handles {
-                        sum = sum.wrapping_add(h.await.expect("ok"));
-                    }
-                    sum
-                }))
-                .expect("join")
-            })
+        .op("ours", || {
+            let pool = ours.clone();
+            rt.block_on(rt.spawn(async move {
+                let mut handles = Vec::with_capacity(TASKS as usize);
+                for i in 0..TASKS {
+                    handles.push(pool.submit(async move { work(i) }).await.expect("open"));
+                }
+                sum_all(handles).await
+            }))
+            .expect("join")
         })
-        .function("mpsc_workers", |b| {
-            b.iter(|| {
-                let pool = base.clone();
-                rt.block_on(rt.spawn(async move {
-                    let mut handles = Vec::with_capacity(TASKS as usize);
-                    for i in 0..TASKS {
-                        handles.push(pool.submit(async move { work(i) }).await);
-                    }
-                    let mut sum = 0u64;
-                    for h in handles {
-                        sum = sum.wrapping_add(h.await.expect("ok"));
-                    }
-                    sum
-                }))
-                .expect("join")
-            })
+        .op("mpsc_workers", || {
+            let pool = base.clone();
+            rt.block_on(rt.spawn(async move {
+                let mut handles = Vec::with_capacity(TASKS as usize);
+                for i in 0..TASKS {
+                    handles.push(pool.submit(async move { work(i) }).await);
+                }
+                sum_all(handles).await
+            }))
+            .expect("join")
         })
-        .function("spawn_per_task", |b| {
-            b.iter(|| {
-                rt.block_on(rt.spawn(async move {
-                    let mut handles = Vec::with_capacity(TASKS as usize);
-                    for i in 0..TASKS {
-                        handles.push(tokio::spawn(async move { work(i) }));
-                    }
-                    let mut sum = 0u64;
-                    for h in handles {
-                        sum = sum.wrapping_add(h.await.expect("ok"));
-                    }
-                    sum
-                }))
-                .expect("join")
-            })
+        .op("spawn_per_task", || {
+            rt.block_on(rt.spawn(async move {
+                let mut handles = Vec::with_capacity(TASKS as usize);
+                for i in 0..TASKS {
+                    handles.push(tokio::spawn(async move { work(i) }));
+                }
+                sum_all(handles).await
+            }))
+            .expect("join")
         })
         .run(c);
     rt.block_on(ours.shutdown_now());
@@ -235,33 +228,27 @@ fn fan_out_group(c: &mut Criterion, group: &str, tiny: bool) {
         .expect("fan-out");
     let work = move |i: u64| async move { if tiny { tiny_work(i) } else { black_box(i) } };
     Comparison::new(group)
-        .slow()
-        .throughput(Throughput::Elements(ITEMS))
-        .function("ours", |b| {
-            b.iter(|| rt.block_on(async { fan.run(0..ITEMS, work).await.len() }))
+        .op("ours", || {
+            rt.block_on(async { fan.run(0..ITEMS, work).await.len() })
         })
-        .function("buffered", |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    futures::stream::iter(0..ITEMS)
-                        .map(work)
-                        .buffered(FAN_K)
-                        .collect::<Vec<_>>()
-                        .await
-                        .len()
-                })
+        .op("buffered", || {
+            rt.block_on(async {
+                futures::stream::iter(0..ITEMS)
+                    .map(work)
+                    .buffered(FAN_K)
+                    .collect::<Vec<_>>()
+                    .await
+                    .len()
             })
         })
-        .function("buffer_unordered", |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    futures::stream::iter(0..ITEMS)
-                        .map(work)
-                        .buffer_unordered(FAN_K)
-                        .collect::<Vec<_>>()
-                        .await
-                        .len()
-                })
+        .op("buffer_unordered", || {
+            rt.block_on(async {
+                futures::stream::iter(0..ITEMS)
+                    .map(work)
+                    .buffer_unordered(FAN_K)
+                    .collect::<Vec<_>>()
+                    .await
+                    .len()
             })
         })
         .run(c);
@@ -296,56 +283,50 @@ fn pipeline(c: &mut Criterion) {
         .build()
         .expect("pipeline");
     Comparison::new(group)
-        .slow()
-        .throughput(Throughput::Elements(ITEMS))
-        .function("ours", |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let mut out = ours.run(futures::stream::iter(0..ITEMS));
-                    let mut n = 0u64;
-                    while let Some(r) = out.next().await {
-                        n = n.wrapping_add(r.expect("ok"));
-                    }
-                    n
-                })
+        .op("ours", || {
+            rt.block_on(async {
+                let mut out = ours.run(futures::stream::iter(0..ITEMS));
+                let mut n = 0u64;
+                while let Some(r) = out.next().await {
+                    n = n.wrapping_add(r.expect("ok"));
+                }
+                n
             })
         })
-        .function("hand_channels", |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let (tx0, mut rx0) = mpsc::channel::<u64>(capacity);
-                    let (tx1, mut rx1) = mpsc::channel::<u64>(capacity);
-                    let (tx2, mut rx2) = mpsc::channel::<u64>(capacity);
-                    let feed = tokio::spawn(async move {
-                        for i in 0..ITEMS {
-                            if tx0.send(i).await.is_err() {
-                                break;
-                            }
+        .op("hand_channels", || {
+            rt.block_on(async {
+                let (tx0, mut rx0) = mpsc::channel::<u64>(capacity);
+                let (tx1, mut rx1) = mpsc::channel::<u64>(capacity);
+                let (tx2, mut rx2) = mpsc::channel::<u64>(capacity);
+                let feed = tokio::spawn(async move {
+                    for i in 0..ITEMS {
+                        if tx0.send(i).await.is_err() {
+                            break;
                         }
-                    });
-                    let s1 = tokio::spawn(async move {
-                        while let Some(i) = rx0.recv().await {
-                            if tx1.send(i + 1).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
-                    let s2 = tokio::spawn(async move {
-                        while let Some(i) = rx1.recv().await {
-                            if tx2.send(i * 2).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
-                    let mut n = 0u64;
-                    while let Some(i) = rx2.recv().await {
-                        n = n.wrapping_add(black_box(i));
                     }
-                    for t in [feed, s1, s2] {
-                        let _ = t.await;
+                });
+                let s1 = tokio::spawn(async move {
+                    while let Some(i) = rx0.recv().await {
+                        if tx1.send(i + 1).await.is_err() {
+                            break;
+                        }
                     }
-                    n
-                })
+                });
+                let s2 = tokio::spawn(async move {
+                    while let Some(i) = rx1.recv().await {
+                        if tx2.send(i * 2).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut n = 0u64;
+                while let Some(i) = rx2.recv().await {
+                    n = n.wrapping_add(black_box(i));
+                }
+                for t in [feed, s1, s2] {
+                    let _ = t.await;
+                }
+                n
             })
         })
         .run(c);

@@ -61,10 +61,10 @@ fn op_alloc() {
 fn one_thread(c: &mut Criterion) {
     let (p, o, l) = (ours(), object_pool(), lockfree());
     Comparison::new("pool_get_put_1t")
-        .function("ours", |b| b.iter(|| op_ours(&p)))
-        .function("object-pool", |b| b.iter(|| op_object_pool(&o)))
-        .function("lockfree-object-pool", |b| b.iter(|| op_lockfree(&l)))
-        .function("alloc", |b| b.iter(op_alloc))
+        .op("ours", || op_ours(&p))
+        .op("object-pool", || op_object_pool(&o))
+        .op("lockfree-object-pool", || op_lockfree(&l))
+        .op("alloc", op_alloc)
         .run(c);
 
     for _ in 0..1000 {
@@ -80,16 +80,12 @@ fn one_thread(c: &mut Criterion) {
 fn two_threads(c: &mut Criterion) {
     let (p, o, l) = (ours(), object_pool(), lockfree());
     Comparison::new("pool_get_put_2t")
-        .function("ours", |b| b.iter_custom(|n| on_threads(&p, 2, n, op_ours)))
-        .function("object-pool", |b| {
-            b.iter_custom(|n| on_threads(&o, 2, n, op_object_pool))
+        .timed("ours", |n| on_threads(&p, 2, n, op_ours))
+        .timed("object-pool", |n| on_threads(&o, 2, n, op_object_pool))
+        .timed("lockfree-object-pool", |n| {
+            on_threads(&l, 2, n, op_lockfree)
         })
-        .function("lockfree-object-pool", |b| {
-            b.iter_custom(|n| on_threads(&l, 2, n, op_lockfree))
-        })
-        .function("alloc", |b| {
-            b.iter_custom(|n| on_threads(&(), 2, n, |_| op_alloc()))
-        })
+        .timed("alloc", |n| on_threads(&(), 2, n, |_| op_alloc()))
         .run(c);
 }
 
@@ -97,19 +93,15 @@ fn byte_slices(c: &mut Criterion) {
     let pool = ByteSlicePool::builder("bench").build().expect("valid pool");
     for len in [64usize, 1500, 16 * 1024, 64 * 1024] {
         Comparison::new(format!("pool_byte_slice_{len}"))
-            .function("ours", |b| {
-                b.iter(|| {
-                    let mut s = pool.get(black_box(len));
-                    s.push(1);
-                    black_box(&s);
-                })
+            .op("ours", || {
+                let mut s = pool.get(black_box(len));
+                s.push(1);
+                black_box(&s);
             })
-            .function("alloc", |b| {
-                b.iter(|| {
-                    let mut s = Vec::<u8>::with_capacity(black_box(len));
-                    s.push(1);
-                    black_box(&s);
-                })
+            .op("alloc", || {
+                let mut s = Vec::<u8>::with_capacity(black_box(len));
+                s.push(1);
+                black_box(&s);
             })
             .run(c);
     }
@@ -139,8 +131,8 @@ fn metrics_on_off(c: &mut Criterion) {
         .build()
         .expect("valid pool");
     Comparison::new("pool_metrics")
-        .function("metrics_on", |b| b.iter(|| op_ours(&on)))
-        .function("metrics_off", |b| b.iter(|| op_ours(&off)))
+        .op("metrics_on", || op_ours(&on))
+        .op("metrics_off", || op_ours(&off))
         .run(c);
     let _ = provider.shutdown();
 }

@@ -66,23 +66,19 @@ fn semaphore(c: &mut Criterion) {
     let tokio = tokio::sync::Semaphore::new(2);
 
     Comparison::new("sync_sem_try_1t")
-        .function("ours", |b| b.iter(|| op_ours_try(&ours)))
-        .function("tokio", |b| b.iter(|| op_tokio_try(&tokio)))
+        .op("ours", || op_ours_try(&ours))
+        .op("tokio", || op_tokio_try(&tokio))
         .run(c);
 
     Comparison::new("sync_sem_acquire_1t")
-        .function("ours", |b| b.iter(|| op_ours_acquire(&ours)))
-        .function("tokio", |b| b.iter(|| op_tokio_acquire(&tokio)))
+        .op("ours", || op_ours_acquire(&ours))
+        .op("tokio", || op_tokio_acquire(&tokio))
         .run(c);
 
     // Two threads on one semaphore with two permits: nobody waits, both fight over tokio's atomics (and ours).
     Comparison::new("sync_sem_acquire_2t")
-        .function("ours", |b| {
-            b.iter_custom(|n| on_threads(&ours, 2, n, op_ours_acquire))
-        })
-        .function("tokio", |b| {
-            b.iter_custom(|n| on_threads(&tokio, 2, n, op_tokio_acquire))
-        })
+        .timed("ours", |n| on_threads(&ours, 2, n, op_ours_acquire))
+        .timed("tokio", |n| on_threads(&tokio, 2, n, op_tokio_acquire))
         .run(c);
 
     for _ in 0..1000 {
@@ -116,8 +112,8 @@ fn adaptive(c: &mut Criterion) {
         .expect("valid limit");
     let sem = Semaphore::new("bench-static", 2).expect("valid semaphore");
     Comparison::new("sync_adaptive_1t")
-        .function("ours", |b| b.iter(|| op_adaptive_acquire(&ours)))
-        .function("semaphore", |b| b.iter(|| op_ours_acquire(&sem)))
+        .op("ours", || op_adaptive_acquire(&ours))
+        .op("semaphore", || op_ours_acquire(&sem))
         .run(c);
     for _ in 0..1000 {
         op_adaptive_acquire(&ours);
@@ -133,8 +129,8 @@ fn limiter(c: &mut Criterion) {
     let ours = RateLimiter::new("bench", quota()).expect("valid limiter");
     let raw = governor::RateLimiter::direct(quota());
     Comparison::new("sync_limiter_check_1t")
-        .function("ours", |b| b.iter(|| black_box(ours.check()).unwrap()))
-        .function("governor", |b| b.iter(|| black_box(raw.check()).unwrap()))
+        .op("ours", || black_box(ours.check()).unwrap())
+        .op("governor", || black_box(raw.check()).unwrap())
         .run(c);
     for _ in 0..1000 {
         let _ = ours.check();
@@ -154,17 +150,13 @@ fn keyed(c: &mut Criterion) {
     let raw = governor::RateLimiter::keyed(quota());
     let (mut k_ours, mut k_raw) = (0usize, 0usize);
     Comparison::new("sync_limiter_keyed_1t")
-        .function("ours", |b| {
-            b.iter(|| {
-                k_ours = (k_ours + 1) % keys.len();
-                black_box(ours.check_key(keys[k_ours].as_str())).unwrap()
-            })
+        .op("ours", || {
+            k_ours = (k_ours + 1) % keys.len();
+            black_box(ours.check_key(keys[k_ours].as_str())).unwrap()
         })
-        .function("governor", |b| {
-            b.iter(|| {
-                k_raw = (k_raw + 1) % keys.len();
-                black_box(raw.check_key(&keys[k_raw])).unwrap()
-            })
+        .op("governor", || {
+            k_raw = (k_raw + 1) % keys.len();
+            black_box(raw.check_key(&keys[k_raw])).unwrap()
         })
         .run(c);
     // Steady state: every key already in the store.

@@ -11,9 +11,10 @@
 //! * [`on_threads`]: runs an operation on several threads started together, for `iter_custom` rows.
 //! * [`meter_provider`]: an SDK `MeterProvider` with an in-memory exporter and a manual reader, so "metrics on"
 //!   rows pay for real SDK instruments without a network.
-//! * [`Comparison`]: a criterion group whose functions (ours and its baselines) are measured in interleaved
-//!   rounds, so that drift on a shared machine hits every function alike and `cargo xtask bench` can show each
-//!   ratio's spread.
+//! * [`Comparison`]: ours and its baselines measured in interleaved rounds, so that drift on a shared machine hits
+//!   every function alike and `cargo xtask bench` can show each ratio's spread: either as criterion functions, one
+//!   window each per round, or paired (functions added with [`Comparison::op`] or [`Comparison::timed`]), the
+//!   functions alternating slice by slice within one window per round.
 //! * [`server`]: one HTTP request through a tower service that answers at once, for `ServerTraceLayer`.
 
 pub mod server;
@@ -238,12 +239,36 @@ impl Rounds {
 
 type BenchFn<'a> = Box<dyn FnMut(&mut Bencher<'_, WallTime>) + 'a>;
 
-/// A comparison: ours and its baselines in one criterion group, measured in interleaved rounds.
+/// Runs an operation `n` times and returns the time it took (criterion's `iter_custom` routine).
+type TimerFn<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
+
+/// How a function of a [`Comparison`] is measured.
+enum Side<'a> {
+    /// By criterion, in a window of its own per round.
+    Criterion(BenchFn<'a>),
+    /// By the comparison, in slices alternating with the other functions' within each round's window.
+    Timed(TimerFn<'a>),
+}
+
+/// A paired round's slice of one function lasts at least this long (operations are batched up to it), so that the
+/// clock's cost and resolution do not count, while a round still alternates the functions many times.
+const SLICE: Duration = Duration::from_millis(5);
+
+/// A comparison: ours and its baselines, measured in interleaved rounds.
 ///
-/// Round `r` measures every function once, as `<group>/<function>/round<r>`; odd rounds run the functions in
-/// reverse order (ours, b1, b2, then b2, b1, ours...), so that no function always follows the same neighbour.
-/// Pairing the functions round by round gives one ratio per round; `cargo xtask bench` reports their spread and
-/// checks a goal against the worst.
+/// Functions added with [`function`](Self::function) are criterion's: round `r` measures every function once, in
+/// a window of its own, as `<group>/<function>/round<r>`; odd rounds run the functions in reverse order (ours, b1,
+/// b2, then b2, b1, ours...), so that no function always follows the same neighbour. Pairing the functions round
+/// by round gives one ratio per round; `cargo xtask bench` reports their spread and checks a goal against the worst.
+///
+/// Functions added with [`op`](Self::op) or [`timed`](Self::timed) are *paired*: each round is one window in which
+/// the functions take turns, slice by slice (at least [`SLICE`] of operations each, one operation if it takes
+/// longer), in the order ours, b1, b2, b2, b1, ours..., for as long as the criterion windows of all of them would
+/// have lasted. Each function's mean time per operation in each round is written with [`record_rounds`] (rows
+/// marked `"paired": true` in `benches/goals.json`) and printed. Load that comes and goes within a second then
+/// falls on every side of a round alike, where criterion's windows, a second apart, each see their own.
+/// A comparison is all criterion or all paired. The paired rounds honour the bench binary's name filter (a
+/// substring of the group's name) and run each function once when the binary runs as a test.
 ///
 /// ```no_run
 /// # use criterion::Criterion;
@@ -255,7 +280,7 @@ type BenchFn<'a> = Box<dyn FnMut(&mut Bencher<'_, WallTime>) + 'a>;
 /// ```
 pub struct Comparison<'a> {
     group: String,
-    functions: Vec<(String, BenchFn<'a>)>,
+    functions: Vec<(String, Side<'a>)>,
     throughput: Option<Throughput>,
     slow: bool,
 }
@@ -285,13 +310,37 @@ impl<'a> Comparison<'a> {
         }
     }
 
-    /// Adds a function (ours first, then the baselines).
+    /// Adds a function measured by criterion (ours first, then the baselines).
     pub fn function(
         mut self,
         name: impl Into<String>,
         f: impl FnMut(&mut Bencher<'_, WallTime>) + 'a,
     ) -> Self {
-        self.functions.push((name.into(), Box::new(f)));
+        self.functions
+            .push((name.into(), Side::Criterion(Box::new(f))));
+        self
+    }
+
+    /// Adds a paired function whose operation is `op` (what `Bencher::iter` would run), ours first.
+    pub fn op<R>(self, name: impl Into<String>, mut op: impl FnMut() -> R + 'a) -> Self {
+        self.timed(name, move |n| {
+            let start = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(op());
+            }
+            start.elapsed()
+        })
+    }
+
+    /// Adds a paired function timed by `timer(n)`, which runs `n` operations and returns the time they took (what
+    /// `Bencher::iter_custom` would run), ours first.
+    pub fn timed(
+        mut self,
+        name: impl Into<String>,
+        timer: impl FnMut(u64) -> Duration + 'a,
+    ) -> Self {
+        self.functions
+            .push((name.into(), Side::Timed(Box::new(timer))));
         self
     }
 
@@ -315,6 +364,21 @@ impl<'a> Comparison<'a> {
 
     /// Runs `rounds.rounds` rounds, each function warmed up and measured for the given times in each.
     pub fn run_with(mut self, c: &mut Criterion, rounds: Rounds) {
+        let timed = self
+            .functions
+            .iter()
+            .filter(|(_, f)| matches!(f, Side::Timed(_)))
+            .count();
+        if timed > 0 {
+            assert_eq!(
+                timed,
+                self.functions.len(),
+                "{}: a comparison is all criterion functions or all paired ones",
+                self.group
+            );
+            self.run_paired(rounds, &BenchArgs::from_env());
+            return;
+        }
         let mut g = c.benchmark_group(&self.group);
         g.warm_up_time(rounds.warm_up)
             .measurement_time(rounds.measurement)
@@ -335,12 +399,223 @@ impl<'a> Comparison<'a> {
                 (0..self.functions.len()).rev().collect()
             };
             for i in order {
-                let (name, f) = &mut self.functions[i];
+                let (name, Side::Criterion(f)) = &mut self.functions[i] else {
+                    continue;
+                };
                 g.bench_function(BenchmarkId::new(name.as_str(), format!("round{r}")), |b| {
                     f(b)
                 });
             }
         }
         g.finish();
+    }
+
+    /// The paired rounds: see the type's docs. Returns each function's mean time per operation (ns) per round.
+    fn run_paired(mut self, rounds: Rounds, args: &BenchArgs) -> Vec<Vec<f64>> {
+        let n = self.functions.len();
+        if !args.selects(&self.group) || n == 0 {
+            return Vec::new();
+        }
+        let names: Vec<String> = self
+            .functions
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut timers: Vec<&mut TimerFn<'a>> = self
+            .functions
+            .iter_mut()
+            .filter_map(|(_, f)| match f {
+                Side::Timed(t) => Some(t),
+                Side::Criterion(_) => None,
+            })
+            .collect();
+        if args.test {
+            for t in &mut timers {
+                t(1);
+            }
+            println!("Testing {} (paired) ... Success", self.group);
+            return Vec::new();
+        }
+        // Operations per slice: doubled until a slice lasts `SLICE` (this is also the first warm-up).
+        let batch: Vec<u64> = timers
+            .iter_mut()
+            .map(|t| {
+                let mut k = 1u64;
+                while t(k) < SLICE && k < 1 << 40 {
+                    k *= 2;
+                }
+                k
+            })
+            .collect();
+        // Forward then backward: each function precedes and follows each other one equally often.
+        let order: Vec<usize> = (0..n).chain((0..n).rev()).collect();
+        let window = |d: Duration| d * u32::try_from(n).unwrap_or(u32::MAX);
+        let mut means = vec![Vec::with_capacity(rounds.rounds); n];
+        for r in 0..rounds.rounds {
+            let start = Instant::now();
+            while start.elapsed() < window(rounds.warm_up) {
+                for &i in &order {
+                    timers[i](batch[i]);
+                }
+            }
+            let (mut time, mut ops) = (vec![Duration::ZERO; n], vec![0u64; n]);
+            let start = Instant::now();
+            let mut passes = 0;
+            while passes < 2 || start.elapsed() < window(rounds.measurement) {
+                for &i in &order {
+                    time[i] += timers[i](batch[i]);
+                    ops[i] += batch[i];
+                }
+                passes += 1;
+            }
+            let line: Vec<String> = (0..n)
+                .map(|i| {
+                    let mean = time[i].as_nanos() as f64 / ops[i].max(1) as f64;
+                    means[i].push(mean);
+                    let ratio = if i == 0 {
+                        String::new()
+                    } else {
+                        format!(" ({}/{} {:.3})", names[0], names[i], means[0][r] / mean)
+                    };
+                    format!("{} {}{ratio}", names[i], human_ns(mean))
+                })
+                .collect();
+            println!(
+                "{} paired round {r}: {} [{passes} passes]",
+                self.group,
+                line.join(", ")
+            );
+        }
+        for (name, means) in names.iter().zip(&means) {
+            record_rounds(&self.group, name, means);
+        }
+        means
+    }
+}
+
+/// A time in ns, in a readable unit.
+fn human_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+/// What the bench binary was asked for, as far as paired comparisons care: criterion's name filter and whether it
+/// runs as a test (`cargo test --benches`: no `--bench` flag).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct BenchArgs {
+    filter: Option<String>,
+    test: bool,
+}
+
+impl BenchArgs {
+    fn from_env() -> Self {
+        Self::parse(std::env::args().skip(1))
+    }
+
+    fn parse(args: impl IntoIterator<Item = String>) -> Self {
+        // criterion's options that take a value: their value is not the filter.
+        const VALUED: [&str; 14] = [
+            "--color",
+            "-c",
+            "--save-baseline",
+            "-s",
+            "--baseline",
+            "-b",
+            "--baseline-lenient",
+            "--load-baseline",
+            "--profile-time",
+            "--sample-size",
+            "--warm-up-time",
+            "--measurement-time",
+            "--nresamples",
+            "--significance-level",
+        ];
+        let (mut filter, mut bench, mut skip) = (None, false, false);
+        for arg in args {
+            if skip {
+                skip = false;
+            } else if arg == "--bench" {
+                bench = true;
+            } else if VALUED.contains(&arg.as_str()) {
+                skip = true;
+            } else if !arg.starts_with('-') && filter.is_none() {
+                filter = Some(arg);
+            }
+        }
+        BenchArgs {
+            filter,
+            test: !bench,
+        }
+    }
+
+    /// Whether `group` is selected: no filter, or the filter is part of the group's name or names one of its
+    /// functions (`group/...`).
+    fn selects(&self, group: &str) -> bool {
+        self.filter.as_deref().is_none_or(|f| {
+            group.contains(f)
+                || f.strip_prefix(group)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_args_find_the_filter_and_the_mode() {
+        let args = |a: &[&str]| BenchArgs::parse(a.iter().map(|s| s.to_string()));
+        let a = args(&["--bench", "--noplot", "patterns_pool_noop"]);
+        assert_eq!(a.filter.as_deref(), Some("patterns_pool_noop"));
+        assert!(!a.test);
+        assert!(a.selects("patterns_pool_noop"));
+        assert!(!a.selects("patterns_fanout_noop"));
+        assert!(args(&["--bench", "pool"]).selects("patterns_pool_tiny"));
+        assert!(args(&["--bench", "pool_metrics/metrics_on"]).selects("pool_metrics"));
+        let a = args(&["--bench", "--profile-time", "5", "--sample-size", "10"]);
+        assert_eq!(a.filter, None);
+        assert!(a.selects("anything"));
+        assert!(args(&[]).test, "no --bench: run as a test");
+    }
+
+    /// Paired rounds alternate the functions within each round and report each one's own mean per operation.
+    #[test]
+    fn paired_rounds_alternate_and_report_each_side() {
+        let log = std::cell::RefCell::new(Vec::new());
+        // Each side reports a fixed time per operation, so the means are exact whatever the machine does.
+        let side = |name: char, ns: u64| {
+            let log = &log;
+            move |n: u64| {
+                log.borrow_mut().push(name);
+                Duration::from_nanos(ns * n)
+            }
+        };
+        let rounds = Rounds {
+            rounds: 3,
+            warm_up: Duration::ZERO,
+            measurement: Duration::ZERO,
+        };
+        let means = Comparison::new("paired_test")
+            .timed("a", side('a', 100))
+            .timed("b", side('b', 400))
+            .run_paired(rounds, &BenchArgs::parse(["--bench".to_string()]));
+        assert_eq!(means, vec![vec![100.0; 3], vec![400.0; 3]]);
+        // Calibration, then a b b a a b b a per round (two passes of forward and backward: no side always first).
+        let log = log.borrow();
+        let measured: String = log.iter().rev().take(4).collect();
+        assert_eq!(measured, "abba");
+        let filtered = Comparison::new("paired_test")
+            .timed("a", Duration::from_nanos)
+            .run_paired(
+                rounds,
+                &BenchArgs::parse(["--bench".to_string(), "other".to_string()]),
+            );
+        assert!(filtered.is_empty(), "filtered out: not run");
     }
 }

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: run the criterion benches, then print ours against the baselines of the same run.
 //!
 //! Every comparison is measured in interleaved rounds (`otlp_benches::Comparison`): round `r` measures ours and
-//! each baseline once, one after the other, in the same process, as `<group>/<function>/round<r>`. A round's
-//! ratio pairs ours with its baseline of the same round, so drift on a shared machine hits both sides.
+//! each baseline, in the same process, either one window after the other (criterion's
+//! `<group>/<function>/round<r>`) or, for a paired comparison, in one window where they take turns slice by slice.
+//! A round's ratio pairs ours with its baseline of the same round, so drift on a shared machine hits both sides.
 //!
 //! The rows come from `benches/goals.json`:
 //! * `{"group", "ours", "baseline", "goal"}`: the ratios of criterion's mean times `ours / baseline`, one per
@@ -10,8 +11,8 @@
 //!   (`null`: shown for information, no goal). A throughput goal of "at least 0.8× the baseline" is a time ratio
 //!   of at most 1.25.
 //!   With `"paired": true` the per-round mean times are the bench's own (`otlp_benches::record_rounds`): ours and
-//!   the baseline interleaved decision by decision in one window per round, for operations whose time swings
-//!   more between criterion's windows than between the sides (a network round trip on a loaded machine).
+//!   the baseline interleaved in one window per round (a paired `Comparison`, or a bench that times itself), so
+//!   that load which comes and goes within a second falls on both sides of a round alike.
 //! * `{"group", "ours", "kind": "allocs", "goal"}`: heap allocations per operation, as recorded by the bench with
 //!   `otlp_benches::record_allocs`; met when at most `goal`.
 //! * `{"group", "ours", "kind": "time", "goal_ns"}`: an absolute time goal, for an issue that states one (the bench
