@@ -18,17 +18,30 @@
 //! * `telemetry_root_span`: the server span alone;
 //! * `telemetry_child_span`: one child span, inside an entered root;
 //! * `telemetry_server_layer`: one request (a path, two headers, no `traceparent`) through `ServerTraceLayer`
-//!   over a service that answers at once, sampled out (`unsampled`), against the service alone (`no_layer`).
+//!   over a service that answers at once, sampled out (`unsampled`), against the service alone (`no_layer`);
+//! * `telemetry_span_export`: the export of one batch of 2048 sampled spans (512 requests recorded through
+//!   `TracingStack`), from the `SpanData` the batch processor hands over to the bytes of an OTLP
+//!   `ExportTraceServiceRequest` (what goes over gRPC or HTTP/protobuf, uncompressed), the spans freed as the
+//!   exporter frees them, in thread CPU time per batch: `otlp_encode` (`otlp_telemetry::otlp_encode`, what `init`
+//!   installs) against `opentelemetry_otlp` (`opentelemetry-proto`'s conversion into its structures, prost's
+//!   encoding, both freed: `opentelemetry-otlp`'s path).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use otlp_benches::Comparison;
 use otlp_benches::server::{Answer, NoopExporter, install_default_propagator, serve};
+use otlp_telemetry::otlp_encode::encode_trace_request;
 use otlp_telemetry::stack::TracingStack;
 use otlp_telemetry::tower::ServerTraceLayer;
 use otlp_telemetry::{TelemetryConfig, TraceSampler};
+use prost::Message as _;
 use tower_layer::Layer as _;
 
 /// The export queue of the stack; batches of requests are flushed before they could fill it.
@@ -125,6 +138,70 @@ fn thread_time(stack: Option<&TracingStack>, iters: u64, op: impl Fn()) -> Durat
     }
 }
 
+/// The spans of the default export batch, as the batch processor hands them to the exporter.
+const EXPORT_BATCH: usize = 2048;
+
+fn recorded_batch() -> Vec<SpanData> {
+    let exporter = InMemorySpanExporter::default();
+    let config = TelemetryConfig::new()
+        .fmt_output(false)
+        .trace_sampler(TraceSampler::ParentBasedAlwaysOn)
+        .span_queue_size(2 * EXPORT_BATCH);
+    let stack = TracingStack::with_exporter(&config, exporter.clone()).expect("stack");
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        for _ in 0..EXPORT_BATCH / 4 {
+            request("/orders/7");
+        }
+    });
+    stack.provider().force_flush().expect("flush");
+    let spans = exporter.get_finished_spans().expect("spans");
+    assert_eq!(spans.len(), EXPORT_BATCH);
+    let _ = stack.provider().shutdown();
+    spans
+}
+
+/// `n` exports of a fresh copy of `batch` (copied off the clock), in thread CPU time.
+fn export_time(n: u64, batch: &[SpanData], export: impl Fn(Vec<SpanData>)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..n {
+        let copy = batch.to_vec();
+        let start = thread_cpu();
+        export(copy);
+        total += thread_cpu() - start;
+    }
+    total
+}
+
+fn span_export(c: &mut Criterion) {
+    let batch = recorded_batch();
+    let resource = Resource::builder().with_service_name("checkout").build();
+    let attributes = ResourceAttributesWithSchema::from(&resource);
+    Comparison::new("telemetry_span_export")
+        .function("otlp_encode", |b| {
+            b.iter_custom(|n| {
+                export_time(n, &batch, |spans| {
+                    let mut buf = Vec::new();
+                    encode_trace_request(&resource, &spans, &mut buf);
+                    drop(spans);
+                    black_box(buf);
+                })
+            })
+        })
+        .function("opentelemetry_otlp", |b| {
+            b.iter_custom(|n| {
+                export_time(n, &batch, |spans| {
+                    let request = ExportTraceServiceRequest {
+                        resource_spans: group_spans_by_resource_and_scope(spans, &attributes),
+                    };
+                    let buf = request.encode_to_vec();
+                    drop(request);
+                    black_box(buf);
+                })
+            })
+        })
+        .run(c);
+}
+
 fn benches(c: &mut Criterion) {
     let unsampled = stack(0.0);
     let sampled = stack(1.0);
@@ -195,6 +272,8 @@ fn benches(c: &mut Criterion) {
 
     let _ = unsampled.provider().shutdown();
     let _ = sampled.provider().shutdown();
+
+    span_export(c);
 }
 
 criterion_group!(telemetry, benches);

@@ -2,7 +2,8 @@
 //!
 //! One call builds and installs, in this order:
 //! 1. the OTLP exporters (gRPC via tonic, or HTTP/protobuf via reqwest, both driven by a small runtime
-//!    of their own), wrapped so that failures are logged at most once per interval and counted;
+//!    of their own; spans encoded by [`otlp_encode`](crate::otlp_encode) straight from the SDK's span data,
+//!    metrics by `opentelemetry-otlp`), wrapped so that failures are logged at most once per interval and counted;
 //! 2. a tracer provider with a batch span processor (bounded queue, its own thread) and the dynamic
 //!    [`RatioSampler`](crate::RatioSampler), parent-based unless configured otherwise;
 //! 3. a meter provider with a periodic reader (its own thread) and the [view](crate::views) that
@@ -442,13 +443,84 @@ mod export {
         }};
     }
 
-    fn span_exporter(
+    /// Our own OTLP span exporter ([`crate::span_export`]): the same settings as `opentelemetry-otlp`'s, at a
+    /// quarter of its cost per span; `opentelemetry-otlp`'s for gRPC over TLS.
+    pub(super) fn span_exporter(
         config: &TelemetryConfig,
         endpoint: &str,
         runtime: Option<&ExporterRuntime>,
-    ) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-        otlp_exporter!(SpanExporter, Signal::Traces, config, endpoint, runtime)
+    ) -> Result<crate::span_export::AnySpanExporter, TelemetryError> {
+        use crate::span_export::{AnySpanExporter, OtlpSpanExporter, Transport};
+        let signal = Signal::Traces;
+        #[cfg_attr(not(feature = "grpc"), allow(unused_variables))]
+        let error = |message: String| TelemetryError::Exporter {
+            signal: signal.as_str(),
+            endpoint: endpoint.to_owned(),
+            source: opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(message),
+        };
+        let gzip = config.resolved_compression(signal) == Compression::Gzip;
+        let transport = match config.resolved_protocol(signal) {
+            #[cfg(feature = "grpc")]
+            Protocol::Grpc => {
+                let _entered = runtime.map(|rt| rt.handle().enter());
+                let target = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+                    .map_err(|e| error(format!("invalid endpoint: {e}")))?;
+                if target.uri().scheme_str() == Some("https") {
+                    // TLS is configured through opentelemetry-otlp's features: its own exporter keeps it.
+                    drop(_entered);
+                    return otlp_exporter!(SpanExporter, signal, config, endpoint, runtime)
+                        .map(AnySpanExporter::Otlp);
+                }
+                let channel = target
+                    .timeout(config.resolved_export_timeout(signal))
+                    .connect_lazy();
+                let mut client = tonic::client::Grpc::new(channel);
+                if gzip {
+                    client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                let mut metadata =
+                    tonic::metadata::MetadataMap::from_headers(header_map(config, signal));
+                metadata.insert(
+                    "user-agent",
+                    tonic::metadata::MetadataValue::from_static(USER_AGENT),
+                );
+                Transport::Grpc { client, metadata }
+            }
+            #[cfg(feature = "http")]
+            Protocol::HttpProtobuf => {
+                let uri = endpoint
+                    .parse::<http::Uri>()
+                    .map_err(|e| error(format!("invalid endpoint: {e}")))?;
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::header::USER_AGENT,
+                    http::HeaderValue::from_static(USER_AGENT),
+                );
+                for (name, value) in http_headers(config, signal) {
+                    // Validated by TelemetryConfig::validate.
+                    if let (Ok(n), Ok(v)) = (
+                        http::HeaderName::from_bytes(name.as_bytes()),
+                        http::HeaderValue::from_str(&value),
+                    ) {
+                        headers.append(n, v);
+                    }
+                }
+                let client = http_client(config, signal, endpoint, runtime)?;
+                Transport::Http {
+                    client,
+                    uri,
+                    headers,
+                    gzip,
+                }
+            }
+            #[allow(unreachable_patterns)]
+            other => return Err(not_compiled(other)),
+        };
+        Ok(AnySpanExporter::Ours(OtlpSpanExporter::new(transport)))
     }
+
+    /// As `opentelemetry-otlp` sends it.
+    const USER_AGENT: &str = "OTel-OTLP-Exporter-Rust/0.33";
 
     fn metric_exporter(
         config: &TelemetryConfig,
@@ -497,6 +569,38 @@ fn not_compiled(protocol: Protocol) -> TelemetryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(all(feature = "grpc", feature = "http"))]
+    #[test]
+    fn spans_go_through_our_encoder_except_grpc_over_tls() {
+        use crate::span_export::AnySpanExporter;
+        let rt = ExporterRuntime::start().unwrap();
+        let exporter = |protocol, endpoint: &str| {
+            let config = TelemetryConfig::new()
+                .protocol(protocol)
+                .endpoint(endpoint.to_owned());
+            let endpoint = config.resolved_traces_endpoint();
+            export::span_exporter(&config, &endpoint, Some(&rt))
+        };
+        for (protocol, endpoint) in [
+            (Protocol::Grpc, "http://127.0.0.1:4317"),
+            (Protocol::HttpProtobuf, "http://127.0.0.1:4318"),
+            (Protocol::HttpProtobuf, "https://127.0.0.1:4318"),
+        ] {
+            assert!(
+                matches!(exporter(protocol, endpoint), Ok(AnySpanExporter::Ours(_))),
+                "{endpoint}"
+            );
+        }
+        // TLS for gRPC comes with opentelemetry-otlp's features, so its exporter takes over: without them (here),
+        // it refuses the endpoint when built, as before.
+        match exporter(Protocol::Grpc, "https://127.0.0.1:4317") {
+            Err(TelemetryError::Exporter { source, .. }) => {
+                assert!(source.to_string().contains("tls-ring"), "{source}")
+            }
+            other => panic!("expected opentelemetry-otlp's TLS error, got {other:?}"),
+        }
+    }
 
     #[test]
     fn exporter_transport_targets_are_excluded_from_the_otel_layer() {

@@ -61,12 +61,14 @@ pub mod guard;
 mod head_sampling;
 mod http_client;
 pub mod init;
+pub mod otlp_encode;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 pub mod propagation;
 mod report;
 mod runtime;
 pub mod sampler;
+mod span_export;
 pub mod stack;
 mod telemetry;
 #[cfg(feature = "tower")]

@@ -1,0 +1,239 @@
+//! The OTLP span exporter `init` installs: each batch encoded by [`otlp_encode`](crate::otlp_encode) into one
+//! buffer (no intermediate protobuf structures), optionally gzipped, and sent over gRPC (tonic, on the exporter
+//! runtime's connection) or HTTP/protobuf ([`RuntimeHttpClient`](crate::http_client::RuntimeHttpClient)).
+//! Endpoint, headers, timeout and compression come from the [`TelemetryConfig`](crate::TelemetryConfig), as
+//! for the metric exporter.
+#![cfg(any(feature = "grpc", feature = "http"))]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+use crate::otlp_encode::encode_trace_request;
+
+/// The span exporter `init` installs: ours, or `opentelemetry-otlp`'s for gRPC to an `https://` endpoint (whose
+/// TLS is configured through that crate's features).
+#[derive(Debug)]
+pub(crate) enum AnySpanExporter {
+    Ours(OtlpSpanExporter),
+    #[cfg(feature = "grpc")]
+    Otlp(opentelemetry_otlp::SpanExporter),
+}
+
+impl SpanExporter for AnySpanExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        match self {
+            AnySpanExporter::Ours(e) => e.export(batch).await,
+            #[cfg(feature = "grpc")]
+            AnySpanExporter::Otlp(e) => e.export(batch).await,
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        match self {
+            AnySpanExporter::Ours(e) => e.shutdown_with_timeout(timeout),
+            #[cfg(feature = "grpc")]
+            AnySpanExporter::Otlp(e) => e.shutdown_with_timeout(timeout),
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        match self {
+            AnySpanExporter::Ours(e) => e.set_resource(resource),
+            #[cfg(feature = "grpc")]
+            AnySpanExporter::Otlp(e) => e.set_resource(resource),
+        }
+    }
+}
+
+/// Where the encoded batches go.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    #[cfg(feature = "grpc")]
+    Grpc {
+        client: tonic::client::Grpc<tonic::transport::Channel>,
+        metadata: tonic::metadata::MetadataMap,
+    },
+    #[cfg(feature = "http")]
+    Http {
+        client: crate::http_client::RuntimeHttpClient,
+        uri: http::Uri,
+        headers: http::HeaderMap,
+        gzip: bool,
+    },
+}
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct OtlpSpanExporter {
+    resource: Resource,
+    transport: Transport,
+    /// The previous batch's encoded size: the next buffer is allocated once at about the right size.
+    last_len: AtomicUsize,
+}
+
+impl OtlpSpanExporter {
+    /// gRPC compresses in tonic (`Grpc::send_compressed`), HTTP in [`Transport::Http`]'s `gzip`.
+    pub(crate) fn new(transport: Transport) -> Self {
+        OtlpSpanExporter {
+            resource: Resource::builder_empty().build(),
+            transport,
+            last_len: AtomicUsize::new(0),
+        }
+    }
+
+    fn body(&self, batch: &[SpanData]) -> Result<Vec<u8>, OTelSdkError> {
+        let mut buf = Vec::with_capacity(self.last_len.load(Ordering::Relaxed) + 1024);
+        encode_trace_request(&self.resource, batch, &mut buf);
+        self.last_len.store(buf.len(), Ordering::Relaxed);
+        match &self.transport {
+            #[cfg(feature = "http")]
+            Transport::Http { gzip: true, .. } => {
+                gzip(&buf).map_err(|e| OTelSdkError::InternalFailure(format!("gzip failed: {e}")))
+            }
+            _ => Ok(buf),
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(body)?;
+    encoder.finish()
+}
+
+impl SpanExporter for OtlpSpanExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let body = self.body(&batch)?;
+        // The spans' memory goes back before the round trip, not after it.
+        drop(batch);
+        match &self.transport {
+            #[cfg(feature = "grpc")]
+            Transport::Grpc { client, metadata } => {
+                grpc::export(client.clone(), metadata.clone(), body).await
+            }
+            #[cfg(feature = "http")]
+            Transport::Http {
+                client,
+                uri,
+                headers,
+                gzip,
+            } => http_export(client, uri, headers, *gzip, body).await,
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.clone();
+    }
+}
+
+#[cfg(feature = "http")]
+async fn http_export(
+    client: &crate::http_client::RuntimeHttpClient,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    gzip: bool,
+    body: Vec<u8>,
+) -> OTelSdkResult {
+    use opentelemetry_http::HttpClient as _;
+    let fail = |m: String| OTelSdkError::InternalFailure(m);
+    let mut request = http::Request::post(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+        .body(Bytes::from(body))
+        .map_err(|e| fail(format!("could not build the request: {e}")))?;
+    *request.headers_mut() = headers.clone();
+    request.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-protobuf"),
+    );
+    if gzip {
+        request.headers_mut().insert(
+            http::header::CONTENT_ENCODING,
+            http::HeaderValue::from_static("gzip"),
+        );
+    }
+    let response = client
+        .send_bytes(request)
+        .await
+        .map_err(|e| fail(format!("HTTP export failed: {e}")))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "HTTP export failed: the collector answered {}",
+            response.status()
+        )))
+    }
+}
+
+#[cfg(feature = "grpc")]
+mod grpc {
+    use super::*;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+    /// Sends already-encoded bytes, and ignores the response's body (an `ExportTraceServiceResponse`,
+    /// whose partial-success details `opentelemetry-otlp` only logs at debug level).
+    #[derive(Debug, Clone, Copy)]
+    struct Raw;
+
+    impl Codec for Raw {
+        type Encode = Bytes;
+        type Decode = ();
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+
+    impl Encoder for Raw {
+        type Item = Bytes;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            bytes::BufMut::put(dst, item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Raw {
+        type Item = ();
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+            let n = bytes::Buf::remaining(src);
+            bytes::Buf::advance(src, n);
+            Ok(Some(()))
+        }
+    }
+
+    pub(super) async fn export(
+        mut client: tonic::client::Grpc<tonic::transport::Channel>,
+        metadata: tonic::metadata::MetadataMap,
+        body: Vec<u8>,
+    ) -> OTelSdkResult {
+        let fail = |m: String| OTelSdkError::InternalFailure(m);
+        client
+            .ready()
+            .await
+            .map_err(|e| fail(format!("gRPC export failed: the channel is not ready: {e}")))?;
+        let mut request = tonic::Request::new(Bytes::from(body));
+        *request.metadata_mut() = metadata;
+        client
+            .unary::<_, (), _>(request, http::uri::PathAndQuery::from_static(EXPORT), Raw)
+            .await
+            .map(drop)
+            .map_err(|s| fail(format!("gRPC export failed: {s}")))
+    }
+}
