@@ -24,7 +24,10 @@
 //!   `ExportTraceServiceRequest` (what goes over gRPC or HTTP/protobuf, uncompressed), the spans freed as the
 //!   exporter frees them, in thread CPU time per batch: `otlp_encode` (`otlp_telemetry::otlp_encode`, what `init`
 //!   installs) against `opentelemetry_otlp` (`opentelemetry-proto`'s conversion into its structures, prost's
-//!   encoding, both freed: `opentelemetry-otlp`'s path).
+//!   encoding, both freed: `opentelemetry-otlp`'s path);
+//! * `telemetry_root_span_otlp`: the sampled server span as in `telemetry_root_span`, its export included
+//!   (process CPU time), to an exporter that encodes each batch into OTLP bytes with `otlp_encode` and drops them
+//!   (`otlp_encode`: everything but the network) against `NoopExporter` (`noop_exporter`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -34,7 +37,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData, SpanExporter};
 use otlp_benches::Comparison;
 use otlp_benches::server::{Answer, NoopExporter, install_default_propagator, serve};
 use otlp_telemetry::otlp_encode::encode_trace_request;
@@ -138,6 +142,24 @@ fn thread_time(stack: Option<&TracingStack>, iters: u64, op: impl Fn()) -> Durat
     }
 }
 
+/// Encodes each batch as `init`'s exporter does, then drops the bytes instead of sending them.
+#[derive(Debug)]
+struct EncodingExporter(Resource);
+
+impl SpanExporter for EncodingExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let mut buf = Vec::new();
+        encode_trace_request(&self.0, &batch, &mut buf);
+        drop(batch);
+        black_box(buf);
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0 = resource.clone();
+    }
+}
+
 /// The spans of the default export batch, as the batch processor hands them to the exporter.
 const EXPORT_BATCH: usize = 2048;
 
@@ -173,30 +195,45 @@ fn export_time(n: u64, batch: &[SpanData], export: impl Fn(Vec<SpanData>)) -> Du
 }
 
 fn span_export(c: &mut Criterion) {
+    let sampled = stack(1.0);
+    let config = TelemetryConfig::new()
+        .trace_sampler(TraceSampler::ParentBasedTraceIdRatio(1.0))
+        .span_queue_size(QUEUE);
+    let encoding =
+        TracingStack::with_exporter(&config, EncodingExporter(Resource::builder_empty().build()))
+            .expect("stack");
+    let root = || drop(root_span(black_box("/orders/7")).entered());
+    Comparison::new("telemetry_root_span_otlp")
+        .function("otlp_encode", |b| {
+            b.iter_custom(|n| sampled_cpu(&encoding, n, (QUEUE / 4) as u64, root))
+        })
+        .function("noop_exporter", |b| {
+            b.iter_custom(|n| sampled_cpu(&sampled, n, (QUEUE / 4) as u64, root))
+        })
+        .run(c);
+    let _ = encoding.provider().shutdown();
+    let _ = sampled.provider().shutdown();
+
     let batch = recorded_batch();
     let resource = Resource::builder().with_service_name("checkout").build();
     let attributes = ResourceAttributesWithSchema::from(&resource);
     Comparison::new("telemetry_span_export")
-        .function("otlp_encode", |b| {
-            b.iter_custom(|n| {
-                export_time(n, &batch, |spans| {
-                    let mut buf = Vec::new();
-                    encode_trace_request(&resource, &spans, &mut buf);
-                    drop(spans);
-                    black_box(buf);
-                })
+        .timed("otlp_encode", |n| {
+            export_time(n, &batch, |spans| {
+                let mut buf = Vec::new();
+                encode_trace_request(&resource, &spans, &mut buf);
+                drop(spans);
+                black_box(buf);
             })
         })
-        .function("opentelemetry_otlp", |b| {
-            b.iter_custom(|n| {
-                export_time(n, &batch, |spans| {
-                    let request = ExportTraceServiceRequest {
-                        resource_spans: group_spans_by_resource_and_scope(spans, &attributes),
-                    };
-                    let buf = request.encode_to_vec();
-                    drop(request);
-                    black_box(buf);
-                })
+        .timed("opentelemetry_otlp", |n| {
+            export_time(n, &batch, |spans| {
+                let request = ExportTraceServiceRequest {
+                    resource_spans: group_spans_by_resource_and_scope(spans, &attributes),
+                };
+                let buf = request.encode_to_vec();
+                drop(request);
+                black_box(buf);
             })
         })
         .run(c);
