@@ -346,6 +346,8 @@ mod tests {
                 KeyValue::new("sampled", i.is_multiple_of(2)),
                 KeyValue::new("ratio", 0.25),
                 KeyValue::new("zero", 0i64),
+                KeyValue::new("negative", -5i64 - i as i64),
+                KeyValue::new("", "an empty key"),
                 KeyValue::new("empty", ""),
                 KeyValue::new("ints", Value::Array(Array::I64(vec![1, -2, 3]))),
                 KeyValue::new("bools", Value::Array(Array::Bool(vec![true, false]))),
