@@ -41,6 +41,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData, SpanExporter};
 use otlp_benches::Comparison;
 use otlp_benches::server::{Answer, NoopExporter, install_default_propagator, serve};
+use otlp_benches::spans::{child_span, request, root_span};
 use otlp_telemetry::otlp_encode::encode_trace_request;
 use otlp_telemetry::stack::TracingStack;
 use otlp_telemetry::tower::ServerTraceLayer;
@@ -56,37 +57,6 @@ fn stack(ratio: f64) -> TracingStack {
         .trace_sampler(TraceSampler::ParentBasedTraceIdRatio(ratio))
         .span_queue_size(QUEUE);
     TracingStack::with_exporter(&config, NoopExporter).expect("stack")
-}
-
-fn root_span(path: &str) -> tracing::Span {
-    tracing::info_span!(
-        "HTTP request",
-        otel.name = "GET",
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = "GET",
-        url.path = %path,
-        http.route = "/orders/{id}",
-        server.address = "shop.example",
-        http.response.status_code = tracing::field::Empty,
-    )
-}
-
-fn request(path: &str) {
-    let root = root_span(path);
-    let _entered = root.enter();
-    for i in 0..3u64 {
-        let child = tracing::info_span!("step", step = i);
-        let _child = child.enter();
-        black_box(i);
-    }
-    root.record("http.response.status_code", 200u16);
-}
-
-fn child_span() {
-    let child = tracing::info_span!("step", step = 1u64);
-    let _child = child.enter();
-    black_box(&child);
 }
 
 fn cpu_clock(clock: libc::clockid_t) -> Duration {

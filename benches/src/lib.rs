@@ -18,6 +18,7 @@
 //! * [`server`]: one HTTP request through a tower service that answers at once, for `ServerTraceLayer`.
 
 pub mod server;
+pub mod spans;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;

@@ -10,13 +10,18 @@
 //!   [`ServerTraceLayer`](crate::tower), or a span of the OpenTelemetry API) when the sampler is parent-based,
 //!   and otherwise asks the configured sampler with a new trace id.
 //!
-//! A sampled-out span never reaches the OpenTelemetry layer: it carries a zero-sized [`Unsampled`] marker (no
-//! allocation), and its events and recorded fields are not visited. Its trace id, for
-//! [`inject_context`](crate::inject_context) to propagate the trace flagged as not sampled, is the remote
-//! parent's (kept with the marker), or drawn the first time the trace is propagated. A sampled root goes to the OpenTelemetry layer
-//! with the trace id and decision already made: [`HeadTracer`] hands the trace id to the SDK through the builder
-//! and [`Predecided`] makes the SDK's sampler agree without asking the configured sampler a second time (which
-//! would spend a span budget twice, or draw a second ratio decision).
+//! A sampled-out span never reaches the OpenTelemetry layer: the spans handed to it carry a zero-sized
+//! [`Recorded`] marker and a sampled-out one carries none (no allocation, nothing to insert), and its events and
+//! recorded fields are not visited. Each thread also lists the sampled-out spans it created lately ([`Recent`]), so
+//! that entering, leaving and closing one skips the OpenTelemetry layer without looking the span up. Its trace id,
+//! for [`inject_context`](crate::inject_context) to propagate the trace flagged as not sampled, is the remote
+//! parent's (kept with the span), or drawn the first time the trace is propagated. A sampled root goes to the
+//! OpenTelemetry layer with the trace id and decision already made: [`HeadTracer`] hands the trace id to the SDK
+//! through the builder and [`Predecided`] makes the SDK's sampler agree without asking the configured sampler a
+//! second time (which would spend a span budget twice, or draw a second ratio decision).
+//!
+//! Spans of the exporter's own targets (its HTTP and gRPC stacks, see [`excluded`]) are kept from the
+//! OpenTelemetry layer here too, and are transparent: a span inside one follows the span around it.
 //!
 //! Inside a sampled-out trace, [`UnsampledGate`] (in the global log filter, asked first) disables every new span for every
 //! layer: `tracing::span!` returns a disabled span, so the registry and the other layers never see it, and a child
@@ -38,6 +43,7 @@
 use std::any::TypeId;
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry::trace::{
     Link, SpanBuilder, SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceId, TraceState,
@@ -52,6 +58,8 @@ use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
+use crate::init::excluded;
+use crate::sampler::RootSampler;
 use crate::tracer_switch::{self, TracerSwitch};
 
 thread_local! {
@@ -61,12 +69,89 @@ thread_local! {
     /// Set while the SDK builds a root decided as sampled: the trace id its id generator hands out, and the
     /// one its sampler records without asking the configured sampler again.
     static PREDECIDED: Cell<Option<TraceId>> = const { Cell::new(None) };
+    /// The spans this thread sampled out lately: see [`Recent`].
+    static RECENT: Recent = const {
+        Recent {
+            entries: [const { Cell::new((0, 0)) }; RECENT_SPANS],
+            next: Cell::new(0),
+        }
+    };
 }
 
-/// Marks a `tracing` span of a sampled-out trace: its root, or a span given a sampled-out parent explicitly (one
-/// marker, so that checking a span costs one map lookup; zero-sized, so no allocation per span).
+/// Where the next [`HeadSampling`] layer's key comes from: unique per layer, never 0 (an empty entry).
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// The ids of the spans this thread sampled out lately, each with the key of the layer that did, so that entering,
+/// leaving, recording and closing them skips the OpenTelemetry layer without looking the span up.
+///
+/// An entry stays true while it is listed. A registry hands out the ids of the spans created on a thread from
+/// that thread's own slab shard, so a span created later with the same id (the slot reused, its generation
+/// wrapped) is created on this thread, through [`HeadSampling::on_new_span`] here, which replaces the entry; a
+/// span closed on another thread leaves an entry that matches no live span until then. A miss (another thread,
+/// an entry overwritten) costs the lookup it saves.
+#[derive(Debug)]
+struct Recent {
+    /// `(layer key, span id)`; `(0, 0)` is empty.
+    entries: [Cell<(u64, u64)>; RECENT_SPANS],
+    next: Cell<usize>,
+}
+
+/// Sampled-out spans remembered per thread: enough for the requests a worker thread interleaves.
+const RECENT_SPANS: usize = 8;
+
+impl Recent {
+    /// The entry of `(key, id)` on this thread, if listed.
+    fn find<R>(key: u64, id: &Id, f: impl FnOnce(&Cell<(u64, u64)>) -> R) -> Option<R> {
+        let entry = (key, id.into_u64());
+        RECENT
+            .try_with(|r| r.entries.iter().find(|e| e.get() == entry).map(f))
+            .ok()
+            .flatten()
+    }
+
+    /// Whether `(key, id)` is a sampled-out span created on this thread (a miss says nothing).
+    fn contains(key: u64, id: &Id) -> bool {
+        Recent::find(key, id, |_| ()).is_some()
+    }
+
+    /// Records the span `id` just created on this thread, sampled out or not.
+    fn created(key: u64, id: &Id, sampled_out: bool) {
+        let listed = Recent::find(key, id, |entry| {
+            if !sampled_out {
+                entry.set((0, 0));
+            }
+        });
+        if sampled_out && listed.is_none() {
+            let _ = RECENT.try_with(|r| {
+                let next = r.next.get();
+                r.entries[next].set((key, id.into_u64()));
+                r.next.set((next + 1) % RECENT_SPANS);
+            });
+        }
+    }
+
+    /// Forgets `(key, id)`, closed; whether it was listed.
+    fn closed(key: u64, id: &Id) -> bool {
+        Recent::find(key, id, |entry| entry.set((0, 0))).is_some()
+    }
+}
+
+/// Marks a `tracing` span handed to the OpenTelemetry layer. Every span of the registry passes
+/// [`HeadSampling::on_new_span`], so a span with neither this nor [`Excluded`] belongs to a sampled-out trace: a
+/// sampled-out span costs no marker of its own (zero-sized markers, so no allocation either way).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Unsampled;
+struct Recorded;
+
+/// Answers `downcast_ref` on a subscriber with a [`HeadSampling`] layer (whose spans carry its markers).
+#[derive(Debug)]
+pub(crate) struct HeadSamplingOn;
+
+static HEAD_SAMPLING_ON: HeadSamplingOn = HeadSamplingOn;
+
+/// Marks a span of one of the exporter's own targets ([`excluded`]): never handed to the OpenTelemetry layer, and
+/// transparent to head sampling (a span inside it follows the span around it).
+#[derive(Debug, Clone, Copy)]
+struct Excluded;
 
 /// The trace id of a sampled-out root, for propagation: a remote parent's, or drawn when first propagated.
 #[derive(Debug, Clone, Copy)]
@@ -77,12 +162,29 @@ struct UnsampledTraceId(TraceId);
 pub(crate) struct HeadSampler {
     /// Decides root spans (and, when not parent-based, every span).
     root: Box<dyn ShouldSample>,
+    /// The same sampler when it is `init`'s: asked about a root with no parent without building a
+    /// `SamplingResult`.
+    roots: Option<RootSampler>,
     parent_based: bool,
 }
 
 impl HeadSampler {
+    #[cfg(test)]
     pub(crate) fn new(root: Box<dyn ShouldSample>, parent_based: bool) -> Self {
-        HeadSampler { root, parent_based }
+        HeadSampler {
+            root,
+            roots: None,
+            parent_based,
+        }
+    }
+
+    /// `init`'s sampler.
+    pub(crate) fn configured(root: RootSampler, parent_based: bool) -> Self {
+        HeadSampler {
+            root: Box::new(root.clone()),
+            roots: Some(root),
+            parent_based,
+        }
     }
 
     /// The sampler for the SDK: the same decisions, taking the ones already made by [`HeadSampling`].
@@ -93,6 +195,16 @@ impl HeadSampler {
         } else {
             Box::new(predecided)
         }
+    }
+
+    /// The decision for a new root with no parent: its trace id if sampled. `new_id` is called only when the
+    /// decision needs a trace id or the trace is recorded.
+    fn sample_root(&self, new_id: impl Fn() -> TraceId, name: &str) -> Option<TraceId> {
+        if let Some(roots) = &self.roots {
+            return roots.sample_new(new_id);
+        }
+        let trace_id = new_id();
+        self.sampled(None, trace_id, name).then_some(trace_id)
     }
 
     fn sampled(&self, parent: Option<&OtelContext>, trace_id: TraceId, name: &str) -> bool {
@@ -219,6 +331,8 @@ pub(crate) struct HeadSampling<L> {
     /// The sampler that decides roots, switched with the tracer behind `inner`.
     switch: TracerSwitch,
     ids: RandomIdGenerator,
+    /// This layer's key in [`Recent`].
+    key: u64,
 }
 
 impl<L> HeadSampling<L> {
@@ -227,7 +341,13 @@ impl<L> HeadSampling<L> {
             inner,
             switch,
             ids: RandomIdGenerator::default(),
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// The gate that keeps the spans of the traces this layer samples out from being created.
+    pub(crate) fn gate(&self) -> UnsampledGate {
+        UnsampledGate { key: self.key }
     }
 }
 
@@ -239,25 +359,59 @@ enum Decision {
     DropRoot(Option<TraceId>),
     /// A span of a sampled-out trace.
     DropChild,
+    /// A span of one of the exporter's own targets.
+    Exclude,
 }
 
 fn unsampled<S>(span: &SpanRef<'_, S>) -> bool
 where
     S: for<'a> LookupSpan<'a>,
 {
-    span.extensions().get::<Unsampled>().is_some()
+    let extensions = span.extensions();
+    extensions.get::<Recorded>().is_none() && extensions.get::<Excluded>().is_none()
+}
+
+/// Puts `marker` on the span `id`.
+fn mark<S, T>(ctx: &Context<'_, S>, id: &Id, marker: T)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    T: Send + Sync + 'static,
+{
+    if let Some(span) = ctx.span(id) {
+        span.extensions_mut().insert(marker);
+    }
+}
+
+fn recorded<S>(span: &SpanRef<'_, S>) -> bool
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    span.extensions().get::<Recorded>().is_some()
 }
 
 impl<L> HeadSampling<L> {
+    /// Decides `span`, just created with `attrs`.
     fn decide<S>(&self, attrs: &Attributes<'_>, ctx: &Context<'_, S>) -> Decision
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
+        if excluded(attrs.metadata().target()) {
+            return Decision::Exclude;
+        }
+        // The parent the registry gave the span (the current span, or the explicit one), and from it the nearest
+        // span around that is not the exporter's own: the one it follows.
         let parent = if attrs.is_contextual() {
-            ctx.lookup_current()
+            ctx.current_span().id().cloned()
         } else {
-            attrs.parent().and_then(|id| ctx.span(id))
+            attrs.parent().cloned()
         };
+        let mut parent = parent.and_then(|id| ctx.span(&id));
+        while let Some(p) = &parent {
+            if p.extensions().get::<Excluded>().is_none() {
+                break;
+            }
+            parent = p.parent();
+        }
         if let Some(parent) = parent {
             // A child follows its parent: a sampled-out trace stays out; a recorded parent is followed by the
             // OpenTelemetry layer and the SDK's sampler.
@@ -295,22 +449,21 @@ impl<L> HeadSampling<L> {
                     Decision::DropRoot(Some(trace_id))
                 };
             }
-            let trace_id = self.ids.new_trace_id();
-            if sampler.sampled(None, trace_id, name) {
-                Decision::Record(Some(trace_id))
-            } else {
-                // The trace id the sampler saw is not kept: one is drawn if the trace is ever propagated.
-                Decision::DropRoot(None)
+            // A trace id is drawn when the sampler needs one or the trace is recorded; a sampled-out trace
+            // gets one if it is ever propagated.
+            match sampler.sample_root(|| self.ids.new_trace_id(), name) {
+                Some(trace_id) => Decision::Record(Some(trace_id)),
+                None => Decision::DropRoot(None),
             }
         })
     }
 
-    /// Whether `id` was sampled out (then the OpenTelemetry layer has nothing for it).
-    fn is_unsampled<S>(id: &Id, ctx: &Context<'_, S>) -> bool
+    /// Whether `id` went to the OpenTelemetry layer (neither sampled out nor the exporter's own).
+    fn is_recorded<S>(id: &Id, ctx: &Context<'_, S>) -> bool
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        ctx.span(id).is_some_and(|span| unsampled(&span))
+        ctx.span(id).is_some_and(|span| recorded(&span))
     }
 }
 
@@ -339,31 +492,28 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        match self.decide(attrs, &ctx) {
+        let decision = self.decide(attrs, &ctx);
+        Recent::created(
+            self.key,
+            id,
+            matches!(decision, Decision::DropRoot(_) | Decision::DropChild),
+        );
+        // A sampled-out span is left as the registry made it: nothing to look up.
+        match decision {
             Decision::Record(trace_id) => {
+                mark(&ctx, id, Recorded);
                 PENDING.set(trace_id);
                 self.inner.on_new_span(attrs, id, ctx);
                 PENDING.set(None);
             }
-            Decision::DropRoot(trace_id) => {
-                if let Some(span) = ctx.span(id) {
-                    let mut extensions = span.extensions_mut();
-                    extensions.insert(Unsampled);
-                    if let Some(trace_id) = trace_id {
-                        extensions.insert(UnsampledTraceId(trace_id));
-                    }
-                }
-            }
-            Decision::DropChild => {
-                if let Some(span) = ctx.span(id) {
-                    span.extensions_mut().insert(Unsampled);
-                }
-            }
+            Decision::DropRoot(Some(trace_id)) => mark(&ctx, id, UnsampledTraceId(trace_id)),
+            Decision::DropRoot(None) | Decision::DropChild => {}
+            Decision::Exclude => mark(&ctx, id, Excluded),
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if !Self::is_unsampled(id, &ctx) {
+        if !Recent::contains(self.key, id) && Self::is_recorded(id, &ctx) {
             self.inner.on_record(id, values, ctx);
         }
     }
@@ -378,27 +528,38 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         // The OpenTelemetry layer records events on their span only; an event in a sampled-out span (or in no
-        // span) is not visited at all.
+        // span), or of the exporter's own, is not visited at all.
+        if excluded(event.metadata().target()) {
+            return;
+        }
         let span = match event.parent() {
             Some(id) => ctx.span(id),
             None if event.is_contextual() => ctx.lookup_current(),
             None => None,
         };
-        if span.is_some_and(|span| !unsampled(&span)) {
+        if span.is_some_and(|span| recorded(&span)) {
             self.inner.on_event(event, ctx);
         }
     }
 
+    // A sampled-out span known to this thread skips the OpenTelemetry layer, which would look it up to find
+    // nothing; any other span goes there.
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        self.inner.on_enter(id, ctx);
+        if !Recent::contains(self.key, id) {
+            self.inner.on_enter(id, ctx);
+        }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        self.inner.on_exit(id, ctx);
+        if !Recent::contains(self.key, id) {
+            self.inner.on_exit(id, ctx);
+        }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        self.inner.on_close(id, ctx);
+        if !Recent::closed(self.key, &id) {
+            self.inner.on_close(id, ctx);
+        }
     }
 
     fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
@@ -411,6 +572,9 @@ where
         if id == TypeId::of::<Self>() {
             return Some(self as *const Self as *const ());
         }
+        if id == TypeId::of::<HeadSamplingOn>() {
+            return Some(&HEAD_SAMPLING_ON as *const HeadSamplingOn as *const ());
+        }
         // SAFETY: the inner layer lives as long as `self`.
         unsafe { self.inner.downcast_raw(id) }
     }
@@ -419,8 +583,11 @@ where
 /// Disables, for every layer, a span created while the current span belongs to a sampled-out trace: see the
 /// [module docs](self). The global log filter asks it first, so that a child of a sampled-out trace costs a
 /// lookup of the current span, not a registry slot and every layer's callbacks.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct UnsampledGate;
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnsampledGate {
+    /// The key of the [`HeadSampling`] layer whose decisions it follows.
+    key: u64,
+}
 
 impl UnsampledGate {
     /// The interest in a callsite given the log filter's: a span the filter may enable is asked about each time
@@ -444,7 +611,14 @@ impl UnsampledGate {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        !metadata.is_span() || !ctx.lookup_current().is_some_and(|span| unsampled(&span))
+        if !metadata.is_span() {
+            return true;
+        }
+        let current = ctx.current_span();
+        let Some(id) = current.id() else {
+            return true;
+        };
+        !Recent::contains(self.key, id) && !ctx.span(id).is_some_and(|span| unsampled(&span))
     }
 }
 
@@ -453,14 +627,13 @@ impl UnsampledGate {
 pub(crate) fn unsampled_context(span: &tracing::Span) -> Option<OtelContext> {
     let id = span.id()?;
     let trace_id = tracing::dispatcher::get_default(|dispatch| {
+        // Only head sampling's spans carry its markers.
+        dispatch.downcast_ref::<HeadSamplingOn>()?;
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let span = registry.span(&id)?;
         // The root of a sampled-out trace (its outermost marked span) carries its trace id, or gets one now (under
         // the extensions' lock, so that every propagation of the trace agrees).
-        let root = span
-            .scope()
-            .filter(|s| s.extensions().get::<Unsampled>().is_some())
-            .last()?;
+        let root = span.scope().filter(|s| unsampled(s)).last()?;
         let mut extensions = root.extensions_mut();
         if let Some(id) = extensions.get_mut::<UnsampledTraceId>() {
             return Some(id.0);
@@ -477,4 +650,40 @@ pub(crate) fn unsampled_context(span: &tracing::Span) -> Option<OtelContext> {
         TraceState::default(),
     );
     Some(OtelContext::current().with_remote_span_context(sc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule that keeps the per-thread list true: a span created with a listed id replaces the entry (the id
+    /// came round again in its slot), entries are per layer, and a closed span is forgotten.
+    #[test]
+    fn recent_sampled_out_spans_follow_creation_and_close() {
+        let (a, b) = (
+            NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+        );
+        let id = Id::from_u64(7);
+        Recent::created(a, &id, true);
+        assert!(Recent::contains(a, &id));
+        assert!(!Recent::contains(b, &id), "another layer's span 7");
+        Recent::created(a, &id, false);
+        assert!(!Recent::contains(a, &id), "a recorded span reusing id 7");
+        Recent::created(a, &id, true);
+        Recent::closed(a, &id);
+        assert!(!Recent::contains(a, &id));
+        // Older entries make room for newer ones: a miss, never a wrong answer.
+        for n in 1..=RECENT_SPANS as u64 + 1 {
+            Recent::created(a, &Id::from_u64(n), true);
+        }
+        assert!(!Recent::contains(a, &Id::from_u64(1)));
+        assert!((2..=RECENT_SPANS as u64 + 1).all(|n| Recent::contains(a, &Id::from_u64(n))));
+        // Other threads keep lists of their own.
+        assert!(
+            !std::thread::spawn(move || Recent::contains(a, &Id::from_u64(2)))
+                .join()
+                .unwrap()
+        );
+    }
 }

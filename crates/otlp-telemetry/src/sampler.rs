@@ -218,17 +218,11 @@ impl ShouldSample for RootSampler {
         &self,
         parent_context: Option<&Context>,
         trace_id: TraceId,
-        name: &str,
-        span_kind: &SpanKind,
-        attributes: &[KeyValue],
-        links: &[Link],
+        _name: &str,
+        _span_kind: &SpanKind,
+        _attributes: &[KeyValue],
+        _links: &[Link],
     ) -> SamplingResult {
-        let mut result =
-            self.ratio
-                .should_sample(parent_context, trace_id, name, span_kind, attributes, links);
-        if !matches!(result.decision, SamplingDecision::Drop) && !self.budget.admit() {
-            result.decision = SamplingDecision::Drop;
-        }
         let origin = parent_context.map_or(0, |cx| {
             let span = cx.span();
             let sc = span.span_context();
@@ -238,9 +232,35 @@ impl ShouldSample for RootSampler {
                 (true, true) => 2,
             }
         });
-        let dropped = matches!(result.decision, SamplingDecision::Drop);
-        self.counts.counters.incr(usize::from(dropped) * 3 + origin);
-        result
+        let ratio = sampled(self.ratio.ratio(), trace_id);
+        decided(self.admit(ratio, origin), parent_context)
+    }
+}
+
+impl RootSampler {
+    /// The decision for a new trace with no parent, as `should_sample` would answer it: the trace id if sampled.
+    /// `new_id` draws one only when the ratio needs it, or for a sampled trace.
+    pub(crate) fn sample_new(&self, new_id: impl Fn() -> TraceId) -> Option<TraceId> {
+        let ratio = self.ratio.ratio();
+        let (by_ratio, trace_id) = if ratio >= 1.0 {
+            (true, None)
+        } else if ratio <= 0.0 {
+            (false, None)
+        } else {
+            let trace_id = new_id();
+            (sampled(ratio, trace_id), Some(trace_id))
+        };
+        self.admit(by_ratio, 0)
+            .then(|| trace_id.unwrap_or_else(new_id))
+    }
+
+    /// The ratio's decision through the budget, counted with the parent's `origin`.
+    fn admit(&self, ratio_sampled: bool, origin: usize) -> bool {
+        let sampled = ratio_sampled && self.budget.admit();
+        self.counts
+            .counters
+            .incr(usize::from(!sampled) * 3 + origin);
+        sampled
     }
 }
 

@@ -35,7 +35,6 @@ use crate::budget::{BudgetSampler, TraceBudgetHandle};
 use crate::config::TelemetryConfig;
 use crate::error::TelemetryError;
 use crate::head_sampling::{HeadSampler, HeadSampling, HeadTracer, PredecidedIds, UnsampledGate};
-use crate::init::excluded;
 use crate::report::{ErrorReporter, ReportingSpanExporter};
 use crate::sampler::{RatioSampler, RootSampler, TraceRatioHandle};
 use crate::tracer_switch::{Installed, TracerSwitch};
@@ -116,7 +115,7 @@ pub(crate) fn head_sampler(
     let budget = BudgetSampler::new(config.sampler.budget())?;
     let budget_handle = budget.handle();
     let root = RootSampler::new(ratio, budget, config.sampler.is_parent_based());
-    let sampler = HeadSampler::new(Box::new(root), config.sampler.is_parent_based());
+    let sampler = HeadSampler::configured(root, config.sampler.is_parent_based());
     Ok((sampler, ratio_handle, budget_handle))
 }
 
@@ -162,29 +161,217 @@ pub(crate) fn subscriber(
         .env_log_filter
         .as_deref()
         .unwrap_or(&config.log_filter);
-    // Validated already; an unparsable filter falls back to `info` rather than failing late.
-    // Only with head sampling is there a sampled-out trace whose children the gate keeps out.
-    let filter = LogFilter::new(directives, switch.is_some().then_some(UnsampledGate));
-    // Without span context the fmt layer sees events only: a span's fields are never formatted for a console
-    // that would not print them.
-    let spans = config.fmt_span_context;
-    let fmt = config.fmt_output.then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
-                spans || meta.is_event()
-            }))
-    });
+    // No per-layer filter anywhere: each would look every span up again on every enter, exit and close to read
+    // its filter bit. The fmt layer either sees spans (to print their fields) or is reached by events only,
+    // through a subscriber of its own that never has a span: a span's fields are never formatted for a console
+    // that would not print them, and events print as they always did, without a span context.
+    let console = config.fmt_output.then(fmt_layer);
+    let (spans, events) = if config.fmt_span_context {
+        (console, None)
+    } else {
+        (None, console.map(ConsoleEvents::new))
+    };
+    // The exporter's own targets are kept out of the OpenTelemetry layer by head sampling itself.
     let otel = switch.map(|switch| {
         let layer = tracing_opentelemetry::layer()
             .with_tracer(HeadTracer(switch.clone()))
             .with_tracked_inactivity(false);
-        HeadSampling::new(layer, switch).with_filter(tracing_subscriber::filter::filter_fn(
-            |meta| !excluded(meta.target()),
-        ))
+        HeadSampling::new(layer, switch)
     });
-    // The log filter outermost: asked first whether a span is created at all.
-    Registry::default().with(fmt).with(otel).with(filter)
+    // Validated already; an unparsable filter falls back to `info` rather than failing late.
+    // Only with head sampling is there a sampled-out trace whose children the gate keeps out.
+    let filter = LogFilter::new(directives, otel.as_ref().map(HeadSampling::gate));
+    Registry::default().with(Layers {
+        filter,
+        spans,
+        otel,
+        events,
+    })
+}
+
+/// The OpenTelemetry layer as the stack has it.
+type OtelLayer = HeadSampling<tracing_opentelemetry::OpenTelemetryLayer<Registry, HeadTracer>>;
+
+/// The stack's layers as one: the log filter (asked first whether a span is created at all, for every layer),
+/// the console log and head sampling in front of the OpenTelemetry layer. One layer rather than one `Layered`
+/// each: every callback passes one level of dispatch, and a span's close finds the registry once.
+struct Layers {
+    filter: LogFilter,
+    spans: Option<FmtLayer<Registry>>,
+    otel: Option<OtelLayer>,
+    events: Option<ConsoleEvents>,
+}
+
+impl std::fmt::Debug for Layers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layers")
+            .field("filter", &self.filter)
+            .field("console_spans", &self.spans.is_some())
+            .field("opentelemetry", &self.otel.is_some())
+            .field("console_events", &self.events.is_some())
+            .finish()
+    }
+}
+
+impl tracing_subscriber::Layer<Registry> for Layers {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        if let Some(spans) = &self.spans {
+            spans.on_register_dispatch(subscriber);
+        }
+        if let Some(otel) = &self.otel {
+            otel.on_register_dispatch(subscriber);
+        }
+    }
+
+    fn on_layer(&mut self, subscriber: &mut Registry) {
+        if let Some(spans) = &mut self.spans {
+            spans.on_layer(subscriber);
+        }
+        if let Some(otel) = &mut self.otel {
+            otel.on_layer(subscriber);
+        }
+    }
+
+    // The other layers are interested in whatever the filter lets through.
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.filter.register_callsite(metadata)
+    }
+
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, Registry>) -> bool {
+        self.filter.enabled(metadata, ctx)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        tracing_subscriber::Layer::<Registry>::max_level_hint(&self.filter.filter)
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, Registry>) {
+        if let Some(spans) = &self.spans {
+            spans.on_new_span(attrs, id, ctx.clone());
+        }
+        if let Some(otel) = &self.otel {
+            otel.on_new_span(attrs, id, ctx.clone());
+        }
+        self.filter.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, Registry>) {
+        if let Some(spans) = &self.spans {
+            spans.on_record(id, values, ctx.clone());
+        }
+        if let Some(otel) = &self.otel {
+            otel.on_record(id, values, ctx.clone());
+        }
+        self.filter.on_record(id, values, ctx);
+    }
+
+    fn on_follows_from(&self, id: &span::Id, follows: &span::Id, ctx: Context<'_, Registry>) {
+        if let Some(spans) = &self.spans {
+            spans.on_follows_from(id, follows, ctx.clone());
+        }
+        if let Some(otel) = &self.otel {
+            otel.on_follows_from(id, follows, ctx);
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, Registry>) {
+        if let Some(spans) = &self.spans {
+            spans.on_event(event, ctx.clone());
+        }
+        if let Some(otel) = &self.otel {
+            otel.on_event(event, ctx.clone());
+        }
+        if let Some(events) = &self.events {
+            events.on_event(event, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, Registry>) {
+        if let Some(spans) = &self.spans {
+            spans.on_enter(id, ctx.clone());
+        }
+        if let Some(otel) = &self.otel {
+            otel.on_enter(id, ctx.clone());
+        }
+        self.filter.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, Registry>) {
+        if let Some(spans) = &self.spans {
+            spans.on_exit(id, ctx.clone());
+        }
+        if let Some(otel) = &self.otel {
+            otel.on_exit(id, ctx.clone());
+        }
+        self.filter.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: span::Id, ctx: Context<'_, Registry>) {
+        if let Some(spans) = &self.spans {
+            spans.on_close(id.clone(), ctx.clone());
+        }
+        if let Some(otel) = &self.otel {
+            otel.on_close(id.clone(), ctx.clone());
+        }
+        self.filter.on_close(id, ctx);
+    }
+
+    // SAFETY: each pointer returned is to `self` or comes from a layer `self` owns, valid as long as `self`.
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            return Some(self as *const Self as *const ());
+        }
+        // SAFETY: the layers live as long as `self`.
+        unsafe {
+            self.otel
+                .as_ref()
+                .and_then(|otel| otel.downcast_raw(id))
+                .or_else(|| self.spans.as_ref().and_then(|spans| spans.downcast_raw(id)))
+                .or_else(|| self.filter.downcast_raw(id))
+        }
+    }
+}
+
+type FmtLayer<S> = tracing_subscriber::fmt::Layer<
+    S,
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    fn() -> std::io::Stderr,
+>;
+
+/// The console log: events (and spans, when it prints them) on stderr.
+fn fmt_layer<S>() -> FmtLayer<S>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer().with_writer(std::io::stderr as fn() -> std::io::Stderr)
+}
+
+/// The console log of events only: the fmt layer over a registry of its own, which never sees a span, so that it
+/// prints each event without a span context and costs nothing on spans.
+struct ConsoleEvents(tracing_subscriber::layer::Layered<FmtLayer<Registry>, Registry>);
+
+impl ConsoleEvents {
+    fn new(fmt: FmtLayer<Registry>) -> Self {
+        ConsoleEvents(fmt.with_subscriber(Registry::default()))
+    }
+}
+
+impl std::fmt::Debug for ConsoleEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsoleEvents")
+    }
+}
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for ConsoleEvents {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        if self.0.event_enabled(event) {
+            self.0.event(event);
+        }
+    }
 }
 
 /// `EnvFilter` as the global log filter, minus its span callbacks when no directive can need them, with the
@@ -201,6 +388,63 @@ struct LogFilter {
 }
 
 impl LogFilter {
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        let interest =
+            tracing_subscriber::Layer::<Registry>::register_callsite(&self.filter, metadata);
+        match self.gate {
+            Some(gate) => gate.interest(metadata, interest),
+            None => interest,
+        }
+    }
+
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, Registry>) -> bool {
+        self.gate.is_none_or(|gate| gate.allows(metadata, &ctx))
+            && tracing_subscriber::Layer::<Registry>::enabled(&self.filter, metadata, ctx)
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, Registry>) {
+        if self.spans {
+            self.filter.on_new_span(attrs, id, ctx);
+        }
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, Registry>) {
+        if self.spans {
+            self.filter.on_record(id, values, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, Registry>) {
+        if self.spans {
+            self.filter.on_enter(id, ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, Registry>) {
+        if self.spans {
+            self.filter.on_exit(id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: span::Id, ctx: Context<'_, Registry>) {
+        if self.spans {
+            tracing_subscriber::Layer::<Registry>::on_close(&self.filter, id, ctx);
+        }
+    }
+
+    /// # Safety
+    /// As `Layer::downcast_raw`.
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            return Some(self as *const Self as *const ());
+        }
+        // SAFETY: the filter lives as long as `self`.
+        unsafe { tracing_subscriber::Layer::<Registry>::downcast_raw(&self.filter, id) }
+    }
+
     fn new(directives: &str, gate: Option<UnsampledGate>) -> Self {
         let (filter, spans) = match EnvFilter::try_new(directives) {
             Ok(filter) => (filter, directives.contains('[')),
@@ -210,61 +454,6 @@ impl LogFilter {
             filter,
             spans,
             gate,
-        }
-    }
-}
-
-impl<S> tracing_subscriber::Layer<S> for LogFilter
-where
-    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn register_callsite(
-        &self,
-        metadata: &'static tracing::Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        let interest = tracing_subscriber::Layer::<S>::register_callsite(&self.filter, metadata);
-        match self.gate {
-            Some(gate) => gate.interest(metadata, interest),
-            None => interest,
-        }
-    }
-
-    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        tracing_subscriber::Layer::<S>::max_level_hint(&self.filter)
-    }
-
-    fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, S>) -> bool {
-        self.gate.is_none_or(|gate| gate.allows(metadata, &ctx))
-            && tracing_subscriber::Layer::<S>::enabled(&self.filter, metadata, ctx)
-    }
-
-    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        if self.spans {
-            self.filter.on_new_span(attrs, id, ctx);
-        }
-    }
-
-    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
-        if self.spans {
-            self.filter.on_record(id, values, ctx);
-        }
-    }
-
-    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
-        if self.spans {
-            self.filter.on_enter(id, ctx);
-        }
-    }
-
-    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
-        if self.spans {
-            self.filter.on_exit(id, ctx);
-        }
-    }
-
-    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
-        if self.spans {
-            tracing_subscriber::Layer::<S>::on_close(&self.filter, id, ctx);
         }
     }
 }

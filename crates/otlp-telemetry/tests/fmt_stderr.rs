@@ -91,3 +91,68 @@ fn events_inside_a_sampled_out_trace_are_printed_with_the_root_as_their_span() {
         "{line}"
     );
 }
+
+/// By default the console prints events only, without the spans they are in (whose fields it never formats), in
+/// a sampled trace as in a sampled-out one; with span context on, a sampled trace's events show each span's
+/// fields.
+#[test]
+fn events_print_their_spans_fields_only_with_span_context_on() {
+    const SAMPLED: &str = "event-inside-a-sampled-trace-81f3";
+    let run = |test: &str, config: TelemetryConfig| {
+        in_child(
+            test,
+            config.trace_sampler(TraceSampler::ParentBasedAlwaysOn),
+            || {
+                let root = tracing::info_span!("console_root", order = 7);
+                let _root = root.enter();
+                let child = tracing::info_span!("console_child", step = 1);
+                let _child = child.enter();
+                tracing::info!("{SAMPLED}");
+            },
+        )
+    };
+    let line = |out: Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        stderr
+            .lines()
+            .find(|l| l.contains(SAMPLED))
+            .unwrap_or_else(|| panic!("the event is missing from stderr:\n{stderr}"))
+            .to_owned()
+    };
+    const TEST: &str = "events_print_their_spans_fields_only_with_span_context_on";
+    let mode = std::env::var("OTLP_TELEMETRY_FMT_MODE").unwrap_or_default();
+    if std::env::var_os(CHILD).is_some() {
+        run(
+            TEST,
+            TelemetryConfig::new().fmt_span_context(mode == "spans"),
+        );
+        return;
+    }
+    for (mode, expect_spans) in [("events", false), ("spans", true)] {
+        let out = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", TEST, "--nocapture"])
+            .env(CHILD, "1")
+            .env("OTLP_TELEMETRY_FMT_MODE", mode)
+            .env_remove("RUST_LOG")
+            .env_remove("OTEL_CONSOLE_LOG")
+            .output()
+            .expect("run the child");
+        assert!(out.status.success(), "{out:?}");
+        let line = line(out);
+        assert!(line.contains("INFO"), "{line}");
+        if expect_spans {
+            assert!(
+                line.contains("console_root")
+                    && line.contains("order")
+                    && line.contains("console_child")
+                    && line.contains("step"),
+                "{mode}: {line}"
+            );
+        } else {
+            assert!(
+                !line.contains("console_root") && !line.contains("console_child"),
+                "{mode}: {line}"
+            );
+        }
+    }
+}

@@ -340,3 +340,98 @@ fn outgoing_traceparent() -> String {
     inject_context(&mut h);
     h["traceparent"].to_str().unwrap().to_owned()
 }
+
+/// Each stack keeps its own sampled-out spans apart: a fresh registry hands out the same first ids, and a span
+/// of one stack sharing its id with a sampled-out span of another on the same thread is still recorded whole.
+#[test]
+fn a_span_with_the_id_of_another_stacks_sampled_out_span_is_recorded() {
+    let (unsampled, _) = build(TraceSampler::ParentBasedAlwaysOff);
+    let (sampled, exporter) = build(TraceSampler::ParentBasedAlwaysOn);
+    let out =
+        tracing::dispatcher::with_default(unsampled.dispatch(), || tracing::info_span!("out"));
+    let kept =
+        tracing::dispatcher::with_default(sampled.dispatch(), || tracing::info_span!("kept"));
+    assert_eq!(out.id(), kept.id(), "the two registries' first ids differ");
+    tracing::dispatcher::with_default(sampled.dispatch(), || {
+        kept.in_scope(|| tracing::info!("inside"));
+    });
+    drop(kept);
+    drop(out);
+    let spans = finished(&sampled, &exporter);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].name, "kept");
+    assert_eq!(spans[0].events.len(), 1, "entered, its event recorded");
+}
+
+/// A sampled-out request polled and closed on another thread than the one that created it keeps its children out
+/// there too, and the spans created after it in its slot (a reused slot, a new id) are recorded whole.
+#[test]
+fn a_sampled_out_span_moved_to_another_thread_keeps_its_trace_out_and_its_slot_is_reused() {
+    let (stack, exporter) = build(TraceSampler::ParentBasedTraceIdRatio(0.0));
+    let ratio = stack.trace_ratio_handle();
+    let dispatch = stack.dispatch().clone();
+    let kept = tracing::dispatcher::with_default(stack.dispatch(), || {
+        let out = tracing::info_span!("out");
+        let out_id = out.id().expect("created");
+        out.in_scope(|| assert!(!created(&tracing::info_span!("child"))));
+        std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                out.in_scope(|| assert!(!created(&tracing::info_span!("child elsewhere"))));
+            })
+        })
+        .join()
+        .unwrap();
+        ratio.set_ratio(1.0).unwrap();
+        // Enough spans alive at once to take every free slot of the registry's first page, `out`'s among them.
+        let kept: Vec<tracing::Span> = (0..64).map(|_| tracing::info_span!("kept")).collect();
+        assert!(
+            kept.iter()
+                .all(|s| s.id().is_some() && s.id() != Some(out_id.clone()))
+        );
+        for span in &kept {
+            span.in_scope(|| tracing::info!("inside"));
+        }
+        kept.len()
+    });
+    let spans = finished(&stack, &exporter);
+    assert_eq!(
+        spans.len(),
+        kept,
+        "every span after the sampled-out one recorded"
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.name == "kept" && s.events.len() == 1)
+    );
+}
+
+/// The exporter's own spans (its HTTP and gRPC stacks, its error reports) never reach the OpenTelemetry layer; a
+/// span inside one follows the span around it, as if it were not there.
+#[test]
+fn the_exporters_own_spans_are_left_out_and_spans_inside_follow_the_span_around() {
+    let (stack, exporter) = build(TraceSampler::ParentBasedAlwaysOn);
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let request = tracing::info_span!("request");
+        let _request = request.enter();
+        let h2 = tracing::info_span!(target: "h2::proto", "poll");
+        assert!(created(&h2), "the console log may still see it");
+        let _h2 = h2.enter();
+        let _inner = tracing::info_span!("inner").entered();
+        // Outside any span: the exporter's own root, and a span inside it that starts a trace of its own.
+        drop((_inner, _h2, _request));
+        let _own = tracing::info_span!(target: "opentelemetry_otlp", "export").entered();
+        let _after = tracing::info_span!("after").entered();
+    });
+    let spans = finished(&stack, &exporter);
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+    let (request, inner, after) = (by_name("request"), by_name("inner"), by_name("after"));
+    assert_eq!(inner.parent_span_id, request.span_context.span_id());
+    assert_eq!(
+        inner.span_context.trace_id(),
+        request.span_context.trace_id()
+    );
+    assert_eq!(after.parent_span_id, SpanId::INVALID);
+}
