@@ -1,8 +1,8 @@
-//! One submitted task: the boxed job a worker runs, and the [`TaskHandle`] its submitter awaits.
+//! One submitted task: the job a worker runs, and the [`TaskHandle`] its submitter awaits.
 //!
-//! A submitted task costs two heap allocations: the job box (the user's future, its link to the handle, its span and
-//! its deadline, all in one block) and the link (the result slot and the cancellation flag the job and its
-//! [`TaskHandle`] share). `execute` has no link: one allocation.
+//! A submitted task costs one heap allocation, shared by the worker's side and the handle: the user's future, its
+//! span and deadline, and the link (the result slot and the cancellation flags). The future is dropped, where it
+//! lies, as soon as the worker lets go of the task; the allocation goes when the handle does too.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -75,8 +75,8 @@ struct LinkState<T, E> {
 }
 
 impl<T, E> Link<T, E> {
-    fn new() -> Arc<Self> {
-        Arc::new(Link {
+    fn new() -> Self {
+        Link {
             flags: AtomicU8::new(0),
             state: Mutex::new(LinkState {
                 result: None,
@@ -85,7 +85,7 @@ impl<T, E> Link<T, E> {
                 job_gone: false,
                 handle_gone: false,
             }),
-        })
+        }
     }
 
     fn is_cancelled(&self) -> bool {
@@ -158,78 +158,69 @@ impl<T, E> Link<T, E> {
 }
 
 /// A type-erased task as the worker sees it.
-pub(crate) trait Job: Send + 'static {
+pub(crate) trait Job: Send + Sync + 'static {
     /// Polls the task inside its span, catching panics. `Ready(outcome)` once it finished and its result was
     /// delivered; must not be polled again after that.
-    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome>;
+    fn poll_run(&self, cx: &mut Context<'_>) -> Poll<Outcome>;
     /// Ends the task without a value (`TimedOut` or `Cancelled`), telling its handle. No-op if already finished.
-    fn abandon(self: Pin<&mut Self>, outcome: Outcome);
+    fn abandon(&self, outcome: Outcome);
     /// When it was queued.
     fn enqueued_at(&self) -> Instant;
     /// Its own deadline, if it has one (else the pool's default timeout applies from the start of its run).
     fn deadline(&self) -> Option<Instant>;
+    /// The worker's side lets go: drops the future and its span where they lie and, if the task delivered no
+    /// result, tells its handle that none will come (it reads `Cancelled`).
+    fn release(&self);
 }
 
-pub(crate) type BoxJob = Pin<Box<dyn Job>>;
+/// The queue's, then a worker's, hold on a task; dropping it releases the task (see [`Job::release`]).
+pub(crate) struct JobRef(Arc<dyn Job>);
+
+impl std::ops::Deref for JobRef {
+    type Target = dyn Job;
+    fn deref(&self) -> &dyn Job {
+        &*self.0
+    }
+}
+
+impl Drop for JobRef {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// What a handle reaches of its task, whatever the future's type.
+trait Linked<T, E>: Send + Sync {
+    fn link(&self) -> &Link<T, E>;
+}
 
 /// Where a task's result goes.
-enum Reply<T, E> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
     /// A [`TaskHandle`] (which may have been dropped: the task was detached).
-    Handle(LinkTx<T, E>),
+    Handle,
     /// Fire and forget (`execute`): errors are only counted (and logged at debug level).
     Detached,
     /// Already delivered.
     Done,
 }
 
-impl<T, E> Reply<T, E> {
-    fn deliver(&mut self, result: Result<T, TaskError<E>>)
-    where
-        E: std::fmt::Debug,
-    {
-        match std::mem::replace(self, Reply::Done) {
-            Reply::Handle(mut tx) => {
-                if let Some(link) = tx.0.take() {
-                    link.deliver(result);
-                }
-            }
-            Reply::Detached => {
-                if let Err(e) = result {
-                    tracing::debug!(error = ?e, "detached task did not succeed");
-                }
-            }
-            Reply::Done => {}
-        }
-    }
-
-    fn cancel_requested(&self) -> bool {
-        matches!(self, Reply::Handle(LinkTx(Some(link))) if link.is_cancelled())
-    }
+/// The part of a task that only the worker's side touches.
+struct Body<F> {
+    /// The user's future: `None` once released. Never moved once polled: it is dropped where it lies.
+    fut: Option<F>,
+    reply: Reply,
+    started: bool,
+    span: Span,
 }
 
-/// The job's end of a [`Link`].
-struct LinkTx<T, E>(Option<Arc<Link<T, E>>>);
-
-impl<T, E> Drop for LinkTx<T, E> {
-    fn drop(&mut self) {
-        // Dropped without a result (a job dropped unrun): its handle reads `Cancelled`.
-        if let Some(link) = self.0.take() {
-            link.job_gone();
-        }
-    }
-}
-
-pin_project! {
-    /// The concrete job for a future `F` returning `Result<T, E>`.
-    pub(crate) struct TaskJob<F, T, E> {
-        #[pin]
-        fut: F,
-        reply: Reply<T, E>,
-        started: bool,
-        span: Span,
-        enqueued: Instant,
-        deadline: Option<Instant>,
-    }
+/// A task for a future `F` returning `Result<T, E>`: the job and its link to the handle, in one allocation.
+pub(crate) struct TaskJob<F, T, E> {
+    link: Link<T, E>,
+    /// Locked by the worker's side only (to poll, abandon or release), so never contended.
+    body: Mutex<Body<F>>,
+    enqueued: Instant,
+    deadline: Option<Instant>,
 }
 
 impl<F, T, E> TaskJob<F, T, E>
@@ -238,41 +229,62 @@ where
     T: Send + 'static,
     E: Send + std::fmt::Debug + 'static,
 {
+    fn new(fut: F, reply: Reply, span: Span, deadline: Option<Instant>) -> Arc<Self> {
+        Arc::new(TaskJob {
+            link: Link::new(),
+            body: Mutex::new(Body {
+                fut: Some(fut),
+                reply,
+                started: false,
+                span,
+            }),
+            enqueued: Instant::now(),
+            deadline,
+        })
+    }
+
     /// A job whose result goes to the returned handle.
     pub(crate) fn with_handle(
         fut: F,
         span: Span,
         deadline: Option<Instant>,
-    ) -> (BoxJob, TaskHandle<T, E>) {
-        let link = Link::new();
-        let job = Box::pin(TaskJob {
-            fut,
-            reply: Reply::Handle(LinkTx(Some(Arc::clone(&link)))),
-            started: false,
-            span,
-            enqueued: Instant::now(),
-            deadline,
-        });
-        (
-            job,
-            TaskHandle {
-                link,
-                cancel_on_drop: false,
-                taken: false,
-            },
-        )
+    ) -> (JobRef, TaskHandle<T, E>) {
+        let task = Self::new(fut, Reply::Handle, span, deadline);
+        let handle = TaskHandle {
+            task: Arc::clone(&task) as Arc<dyn Linked<T, E>>,
+            cancel_on_drop: false,
+            taken: false,
+        };
+        (JobRef(task), handle)
     }
 
     /// A fire-and-forget job.
-    pub(crate) fn detached(fut: F, span: Span, deadline: Option<Instant>) -> BoxJob {
-        Box::pin(TaskJob {
-            fut,
-            reply: Reply::<T, E>::Detached,
-            started: false,
-            span,
-            enqueued: Instant::now(),
-            deadline,
-        })
+    pub(crate) fn detached(fut: F, span: Span, deadline: Option<Instant>) -> JobRef {
+        JobRef(Self::new(fut, Reply::Detached, span, deadline))
+    }
+
+    /// Hands `result` to where it goes, once.
+    fn deliver(&self, reply: &mut Reply, result: Result<T, TaskError<E>>) {
+        match std::mem::replace(reply, Reply::Done) {
+            Reply::Handle => self.link.deliver(result),
+            Reply::Detached => {
+                if let Err(e) = result {
+                    tracing::debug!(error = ?e, "detached task did not succeed");
+                }
+            }
+            Reply::Done => {}
+        }
+    }
+}
+
+impl<F, T, E> Linked<T, E> for TaskJob<F, T, E>
+where
+    F: Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    fn link(&self) -> &Link<T, E> {
+        &self.link
     }
 }
 
@@ -282,61 +294,68 @@ where
     T: Send + 'static,
     E: Send + std::fmt::Debug + 'static,
 {
-    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let this = self.project();
-        if matches!(this.reply, Reply::Done) {
+    fn poll_run(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let mut body = lock(&self.body);
+        let Body {
+            fut,
+            reply,
+            started,
+            span,
+        } = &mut *body;
+        let Some(fut) = fut.as_mut().filter(|_| *reply != Reply::Done) else {
             return Poll::Ready(Outcome::Cancelled);
-        }
-        if !*this.started {
-            if let Reply::Handle(LinkTx(Some(link))) = &*this.reply
-                && !link.start()
-            {
-                this.reply.deliver(Err(TaskError::Cancelled));
+        };
+        if !*started {
+            if *reply == Reply::Handle && !self.link.start() {
+                self.deliver(reply, Err(TaskError::Cancelled));
                 return Poll::Ready(Outcome::Cancelled);
             }
-            *this.started = true;
+            *started = true;
         }
-        if this.reply.cancel_requested() {
-            this.reply.deliver(Err(TaskError::Cancelled));
+        if *reply == Reply::Handle && self.link.is_cancelled() {
+            self.deliver(reply, Err(TaskError::Cancelled));
             return Poll::Ready(Outcome::Cancelled);
         }
-        let _entered = this.span.enter();
-        let fut = this.fut;
+        let _entered = span.enter();
+        // SAFETY: the future lives in this task's `Arc` allocation, which never moves; it is never moved out of
+        // `body.fut` either, only dropped where it lies (`release` assigns `None` over it). So it stays pinned from
+        // this poll until it is dropped.
+        let fut = unsafe { Pin::new_unchecked(fut) };
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => {
-                if let Reply::Handle(LinkTx(Some(link))) = &*this.reply {
-                    link.watch_cancel(cx.waker());
+                if *reply == Reply::Handle {
+                    self.link.watch_cancel(cx.waker());
                     // A cancel between the check above and the registration would find no waker: look again.
-                    if link.is_cancelled() {
+                    if self.link.is_cancelled() {
                         cx.waker().wake_by_ref();
                     }
                 }
                 Poll::Pending
             }
             Ok(Poll::Ready(Ok(value))) => {
-                this.reply.deliver(Ok(value));
+                self.deliver(reply, Ok(value));
                 Poll::Ready(Outcome::Ok)
             }
             Ok(Poll::Ready(Err(e))) => {
-                this.reply.deliver(Err(TaskError::Failed(e)));
+                self.deliver(reply, Err(TaskError::Failed(e)));
                 Poll::Ready(Outcome::Error)
             }
             Err(payload) => {
                 let msg = panic_message(payload.as_ref());
                 tracing::debug!(panic = %msg, "task panicked");
-                this.reply.deliver(Err(TaskError::Panicked(msg)));
+                self.deliver(reply, Err(TaskError::Panicked(msg)));
                 Poll::Ready(Outcome::Panic)
             }
         }
     }
 
-    fn abandon(self: Pin<&mut Self>, outcome: Outcome) {
-        let this = self.project();
+    fn abandon(&self, outcome: Outcome) {
         let err = match outcome {
             Outcome::Timeout => TaskError::TimedOut,
             _ => TaskError::Cancelled,
         };
-        this.reply.deliver(Err(err));
+        let mut body = lock(&self.body);
+        self.deliver(&mut body.reply, Err(err));
     }
 
     fn enqueued_at(&self) -> Instant {
@@ -346,17 +365,29 @@ where
     fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
+
+    fn release(&self) {
+        let mut body = lock(&self.body);
+        if std::mem::replace(&mut body.reply, Reply::Done) == Reply::Handle {
+            // Let go without a result (a job dropped unrun): its handle reads `Cancelled`. Told first, so that a
+            // panic in the future's `Drop` below cannot leave the handle waiting.
+            self.link.job_gone();
+        }
+        body.span = Span::none();
+        // Dropped where it lies (an assignment drops the old value in place): see `poll_run`'s SAFETY.
+        body.fut = None;
+    }
 }
 
 /// A task's job, run by hand: the worker's side of [`task_link`], for the loom model of the link.
 #[cfg(otlp_loom)]
 #[derive(Debug)]
-pub struct TaskRun(BoxJob);
+pub struct TaskRun(JobRef);
 
 #[cfg(otlp_loom)]
-impl std::fmt::Debug for dyn Job {
+impl std::fmt::Debug for JobRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Job")
+        f.write_str("JobRef")
     }
 }
 
@@ -365,7 +396,7 @@ impl TaskRun {
     /// Polls the job once, as a worker does: its outcome, or `None` if it is still pending.
     pub fn run(&mut self) -> Option<Outcome> {
         let mut cx = Context::from_waker(Waker::noop());
-        match self.0.as_mut().poll_run(&mut cx) {
+        match self.0.poll_run(&mut cx) {
             Poll::Ready(outcome) => Some(outcome),
             Poll::Pending => None,
         }
@@ -390,7 +421,7 @@ pub fn task_link(value: u8) -> (TaskRun, TaskHandle<u8>) {
 /// (rounding the deadline to a timer tick, an atomic update) costs more than a task that is ready at once, which
 /// never needs the timer.
 pub(crate) struct RunJob<'a> {
-    pub(crate) job: Pin<&'a mut dyn Job>,
+    pub(crate) job: &'a dyn Job,
     pub(crate) timer: Pin<&'a mut tokio::time::Sleep>,
     /// The task's deadline: computed, and the timer set to it, only when the first poll leaves the task pending.
     pub(crate) deadline: Deadline,
@@ -415,7 +446,7 @@ impl Future for RunJob<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
         let this = &mut *self;
-        if let Poll::Ready(outcome) = this.job.as_mut().poll_run(cx) {
+        if let Poll::Ready(outcome) = this.job.poll_run(cx) {
             return Poll::Ready(Some(outcome));
         }
         if let Deadline::Unset {
@@ -466,7 +497,7 @@ impl Future for RunJob<'_> {
 /// ```
 #[must_use = "a TaskHandle does nothing unless awaited; drop it to detach the task"]
 pub struct TaskHandle<T, E = Infallible> {
-    link: Arc<Link<T, E>>,
+    task: Arc<dyn Linked<T, E>>,
     cancel_on_drop: bool,
     /// The result was taken (the job is done with the link): dropping the handle has nothing to tell it.
     taken: bool,
@@ -475,7 +506,7 @@ pub struct TaskHandle<T, E = Infallible> {
 impl<T, E> std::fmt::Debug for TaskHandle<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskHandle")
-            .field("cancel_requested", &self.link.is_cancelled())
+            .field("cancel_requested", &self.task.link().is_cancelled())
             .field("cancel_on_drop", &self.cancel_on_drop)
             .finish_non_exhaustive()
     }
@@ -484,13 +515,13 @@ impl<T, E> std::fmt::Debug for TaskHandle<T, E> {
 impl<T, E> TaskHandle<T, E> {
     /// The result if the task already finished, without waiting: `None` while it is queued or running.
     pub fn try_result(&mut self) -> Option<Result<T, TaskError<E>>> {
-        let mut st = lock(&self.link.state);
+        let mut st = lock(&self.task.link().state);
         match st.result.take() {
             Some(r) => {
                 self.taken = true;
                 Some(r)
             }
-            None if st.job_gone || self.link.is_settled() => Some(Err(TaskError::Cancelled)),
+            None if st.job_gone || self.task.link().is_settled() => Some(Err(TaskError::Cancelled)),
             None => None,
         }
     }
@@ -501,12 +532,12 @@ impl<T, E> TaskHandle<T, E> {
     /// finished, in which case the handle keeps its result. Returns at once; await the handle to know
     /// how it ended.
     pub fn cancel(&self) {
-        self.link.cancel();
+        self.task.link().cancel();
     }
 
     /// Whether [`cancel`](Self::cancel) was called.
     pub fn is_cancel_requested(&self) -> bool {
-        self.link.is_cancelled()
+        self.task.link().is_cancelled()
     }
 
     /// Makes dropping this handle cancel the task (instead of detaching it), so the task lives no longer than the
@@ -524,9 +555,9 @@ impl<T, E> Drop for TaskHandle<T, E> {
             return;
         }
         if self.cancel_on_drop {
-            self.link.cancel();
+            self.task.link().cancel();
         }
-        let mut st = lock(&self.link.state);
+        let mut st = lock(&self.task.link().state);
         st.handle_gone = true;
         st.handle_waker = None;
         // Dropped outside the lock: the value's own `Drop` may be arbitrary code.
@@ -541,12 +572,12 @@ impl<T, E> Future for TaskHandle<T, E> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let mut st = lock(&this.link.state);
+        let mut st = lock(&this.task.link().state);
         if let Some(result) = st.result.take() {
             this.taken = true;
             return Poll::Ready(result);
         }
-        if st.job_gone || this.link.is_settled() {
+        if st.job_gone || this.task.link().is_settled() {
             // Dropped without a result (only cancellation does that), or cancelled before a worker started it:
             // it will not run, and its worker counts it when it takes it off the queue.
             return Poll::Ready(Err(TaskError::Cancelled));

@@ -86,7 +86,7 @@ use crate::outcome::{OutcomeCounters, sum};
 use crate::queue::{PushError, Queue};
 use crate::roster::Roster;
 use crate::sync::{AtomicU64, Ordering};
-use crate::task::{BoxJob, Deadline, Infallibly, RunJob, TaskJob};
+use crate::task::{Deadline, Infallibly, JobRef, RunJob, TaskJob};
 use crate::telemetry::{self, OutcomeAttributes, SCOPE, secs};
 use crate::{BuildError, Outcome, ResizeError, SubmitError, TaskHandle};
 
@@ -274,7 +274,7 @@ fn lock_std<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Drops `job`, containing a panic from the user's `Drop`.
-fn drop_quietly(job: BoxJob) {
+fn drop_quietly(job: JobRef) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
 }
 
@@ -288,7 +288,7 @@ struct WorkerShard {
 /// State shared by the pool handle, its workers and its metric callbacks.
 struct Shared {
     name: String,
-    queue: Queue<BoxJob>,
+    queue: Queue<JobRef>,
     shards: Box<[WorkerShard]>,
     /// Outcomes decided outside a worker: rejections, and queued tasks cancelled before they ran.
     pool_counts: OutcomeCounters,
@@ -331,8 +331,8 @@ impl Shared {
         for abort in lock_std(&self.aborts).iter() {
             abort.abort();
         }
-        for mut job in self.queue.core().drain() {
-            job.as_mut().abandon(Outcome::Cancelled);
+        for job in self.queue.core().drain() {
+            job.abandon(Outcome::Cancelled);
             self.pool_counts.add(Outcome::Cancelled, 1);
             drop_quietly(job);
         }
@@ -365,15 +365,15 @@ impl Source for Shared {
 
 /// The task a worker is running; dropping it unfinished (the worker was aborted) counts it as cancelled.
 struct InFlight<'a> {
-    job: Option<BoxJob>,
+    job: Option<JobRef>,
     shard: &'a WorkerShard,
     alive: &'a AtomicU64,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if let Some(mut job) = self.job.take() {
-            job.as_mut().abandon(Outcome::Cancelled);
+        if let Some(job) = self.job.take() {
+            job.abandon(Outcome::Cancelled);
             self.shard.counts.add(Outcome::Cancelled, 1);
             self.shard.active.store(0, Ordering::Relaxed);
             drop_quietly(job);
@@ -430,7 +430,7 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
             None
         } else {
             RunJob {
-                job: job.as_mut(),
+                job: &**job,
                 timer: sleep.as_mut(),
                 deadline: Deadline::Unset {
                     own,
@@ -441,7 +441,7 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
             .await
         };
         let outcome = outcome.unwrap_or_else(|| {
-            job.as_mut().abandon(Outcome::Timeout);
+            job.abandon(Outcome::Timeout);
             Outcome::Timeout
         });
         let end = Instant::now();
@@ -652,7 +652,7 @@ impl WorkerPool {
         tracing::debug_span!(parent: &Span::current(), "worker_pool.task", worker_pool.name = %self.shared.name)
     }
 
-    fn rejected(&self, err: PushError<BoxJob>) -> SubmitError {
+    fn rejected(&self, err: PushError<JobRef>) -> SubmitError {
         self.shared.pool_counts.add(Outcome::Rejected, 1);
         let (job, err) = match err {
             PushError::Full(job) => (job, SubmitError::Full),

@@ -1,9 +1,10 @@
-//! Allocation counts of the fan-out's per-call path, with a counting global allocator (this test binary only).
+//! Allocation counts of the fan-out's per-call path and of a worker pool's task, with a counting global allocator
+//! (this test binary only).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use otlp_patterns::FanOut;
+use otlp_patterns::{FanOut, WorkerPool};
 
 struct Counting;
 
@@ -67,5 +68,65 @@ fn per_call_fan_out_allocates_at_most_one_per_item() {
             waiting <= 10_000 + 4,
             "{waiting} allocations for 10,000 waiting items"
         );
+    });
+}
+
+/// Allocations per operation of `batch(n)` (n operations): after a warm-up, the difference of a 64 and a 32 batch,
+/// over 32, so that a batch's fixed costs (a vector of handles) cancel out.
+async fn per_op<F: std::future::Future<Output = ()>>(mut batch: impl FnMut(u64) -> F) -> f64 {
+    batch(64).await;
+    let a = allocs();
+    batch(32).await;
+    let b = allocs();
+    batch(64).await;
+    let c = allocs();
+    ((c - b) as f64 - (b - a) as f64) / 32.0
+}
+
+/// A submitted task is one allocation, shared by its job and its handle (the future, its span, the result slot),
+/// and an `execute`d one too: on a current-thread runtime every allocation of submitting, running and awaiting
+/// lands on this thread's count.
+#[test]
+fn a_submitted_task_is_one_allocation() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = WorkerPool::builder("allocs")
+            .workers(1)
+            .queue(64)
+            .build()
+            .unwrap();
+        let run = |n: u64| {
+            let pool = &pool;
+            async move {
+                let mut handles = Vec::with_capacity(n as usize);
+                for i in 0..n {
+                    handles.push(pool.submit(async move { i }).await.unwrap());
+                }
+                for h in handles {
+                    std::hint::black_box(h.await.unwrap());
+                }
+            }
+        };
+        assert_eq!(per_op(run).await, 1.0, "allocations per submitted task");
+        let execute = |n: u64| {
+            let pool = &pool;
+            async move {
+                for i in 0..n {
+                    pool.execute(async move {
+                        std::hint::black_box(i);
+                    })
+                    .await
+                    .unwrap();
+                }
+                while pool.stats().queued + pool.stats().active > 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        assert_eq!(per_op(execute).await, 1.0, "allocations per executed task");
+        pool.shutdown_now().await;
     });
 }

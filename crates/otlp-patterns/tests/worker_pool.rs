@@ -945,3 +945,38 @@ async fn cancel_on_drop_ties_the_task_to_its_handle() {
     assert_eq!((s.completed, s.cancelled), (1, 1));
     assert_accounted(&s);
 }
+
+/// Futures whose `Drop` panics, let go of by a shutdown while one runs and one waits in the queue: both handles
+/// still resolve, and every task is accounted for.
+#[tokio::test(start_paused = true)]
+async fn futures_that_panic_when_dropped_still_resolve_their_handles() {
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("drop");
+        }
+    }
+    let task = || {
+        let guard = PanicOnDrop;
+        async move {
+            let _guard = guard;
+            pending::<()>().await
+        }
+    };
+    let pool = WorkerPool::builder("panic-drop")
+        .workers(1)
+        .queue(8)
+        .build()
+        .unwrap();
+    let running = pool.submit(task()).await.unwrap();
+    let queued = pool.submit(task()).await.unwrap();
+    while pool.stats().active == 0 {
+        tokio::task::yield_now().await;
+    }
+    pool.shutdown_now().await;
+    assert_eq!(running.await, Err(TaskError::Cancelled));
+    assert_eq!(queued.await, Err(TaskError::Cancelled));
+    let s = pool.stats();
+    assert_eq!((s.submitted, s.cancelled), (2, 2));
+    assert_accounted(&s);
+}
