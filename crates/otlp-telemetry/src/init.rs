@@ -473,7 +473,7 @@ mod export {
                 }
                 let channel = target
                     .timeout(config.resolved_export_timeout(signal))
-                    .connect_lazy();
+                    .connect_with_connector_lazy(crate::span_export::grpc::QuickAckConnector);
                 let mut client = tonic::client::Grpc::new(channel);
                 if gzip {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);

@@ -175,8 +175,11 @@ async fn http_export(
 }
 
 #[cfg(feature = "grpc")]
-mod grpc {
+pub(crate) mod grpc {
     use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
     use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
     const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -215,6 +218,100 @@ mod grpc {
             let n = bytes::Buf::remaining(src);
             bytes::Buf::advance(src, n);
             Ok(Some(()))
+        }
+    }
+
+    /// A TCP connection that acknowledges at once what it receives (Linux `TCP_QUICKACK`, re-armed after each read
+    /// since the kernel clears it). A collector that writes its HTTP/2 WINDOW_UPDATE and then its response as two
+    /// small segments with Nagle on (rotel does) otherwise holds the response until our delayed ACK, up to 40 ms
+    /// per export: the batch processor exports one batch at a time, so that stall is what dropped spans.
+    #[derive(Debug)]
+    pub(crate) struct QuickAck(tokio::net::TcpStream);
+
+    impl QuickAck {
+        fn rearm(&self) {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+        }
+    }
+
+    impl tokio::io::AsyncRead for QuickAck {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let this = self.get_mut();
+            let polled = Pin::new(&mut this.0).poll_read(cx, buf);
+            if polled.is_ready() {
+                this.rearm();
+            }
+            polled
+        }
+    }
+
+    impl tokio::io::AsyncWrite for QuickAck {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.0.is_write_vectored()
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        }
+    }
+
+    /// Connects the gRPC channel over [`QuickAck`] TCP connections (plain `http://` endpoints only).
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct QuickAckConnector;
+
+    type Connecting =
+        Pin<Box<dyn Future<Output = std::io::Result<hyper_util::rt::TokioIo<QuickAck>>> + Send>>;
+
+    impl tower_service::Service<http::Uri> for QuickAckConnector {
+        type Response = hyper_util::rt::TokioIo<QuickAck>;
+        type Error = std::io::Error;
+        type Future = Connecting;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, uri: http::Uri) -> Connecting {
+            Box::pin(async move {
+                let host = uri
+                    .host()
+                    .ok_or_else(|| std::io::Error::other(format!("no host in {uri}")))?;
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let port = uri.port_u16().unwrap_or(80);
+                let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                stream.set_nodelay(true)?;
+                let stream = QuickAck(stream);
+                stream.rearm();
+                Ok(hyper_util::rt::TokioIo::new(stream))
+            })
         }
     }
 
