@@ -255,6 +255,11 @@ enum Side<'a> {
 /// clock's cost and resolution do not count, while a round still alternates the functions many times.
 const SLICE: Duration = Duration::from_millis(5);
 
+/// A paired round makes at least this many passes (each function's slice twice per pass), however long they take:
+/// ten slices of each function, as criterion's ten samples of a slow row, so that a round of operations that take
+/// tens of milliseconds still averages enough of them.
+const MIN_PASSES: u32 = 5;
+
 /// A comparison: ours and its baselines, measured in interleaved rounds.
 ///
 /// Functions added with [`function`](Self::function) are criterion's: round `r` measures every function once, in
@@ -263,11 +268,12 @@ const SLICE: Duration = Duration::from_millis(5);
 /// by round gives one ratio per round; `cargo xtask bench` reports their spread and checks a goal against the worst.
 ///
 /// Functions added with [`op`](Self::op) or [`timed`](Self::timed) are *paired*: each round is one window in which
-/// the functions take turns, slice by slice (at least [`SLICE`] of operations each, one operation if it takes
-/// longer), in the order ours, b1, b2, b2, b1, ours..., for as long as the criterion windows of all of them would
-/// have lasted. Each function's mean time per operation in each round is written with [`record_rounds`] (rows
-/// marked `"paired": true` in `benches/goals.json`) and printed. Load that comes and goes within a second then
-/// falls on every side of a round alike, where criterion's windows, a second apart, each see their own.
+/// the functions take turns, slice by slice (at least 5 ms of operations each, one operation if it takes longer),
+/// in the order ours, b1, b2, b2, b1, ours..., for as long as the criterion windows of all of them would have
+/// lasted, and at least five such passes (ten slices of each function). Each function's mean time per operation in
+/// each round is written with [`record_rounds`] (rows marked `"paired": true` in `benches/goals.json`) and
+/// printed. Load that comes and goes within a second then falls on every side of a round alike, where criterion's
+/// windows, a second apart, each see their own.
 /// A comparison is all criterion or all paired. The paired rounds honour the bench binary's name filter (a
 /// substring of the group's name) and run each function once when the binary runs as a test.
 ///
@@ -462,7 +468,7 @@ impl<'a> Comparison<'a> {
             let (mut time, mut ops) = (vec![Duration::ZERO; n], vec![0u64; n]);
             let start = Instant::now();
             let mut passes = 0;
-            while passes < 2 || start.elapsed() < window(rounds.measurement) {
+            while passes < MIN_PASSES || start.elapsed() < window(rounds.measurement) {
                 for &i in &order {
                     time[i] += timers[i](batch[i]);
                     ops[i] += batch[i];
@@ -607,7 +613,7 @@ mod tests {
             .timed("b", side('b', 400))
             .run_paired(rounds, &BenchArgs::parse(["--bench".to_string()]));
         assert_eq!(means, vec![vec![100.0; 3], vec![400.0; 3]]);
-        // Calibration, then a b b a a b b a per round (two passes of forward and backward: no side always first).
+        // Calibration, then a b b a per pass (forward and backward: no side always first).
         let log = log.borrow();
         let measured: String = log.iter().rev().take(4).collect();
         assert_eq!(measured, "abba");
