@@ -229,6 +229,14 @@ pub(crate) mod grpc {
     pub(crate) struct QuickAck(tokio::net::TcpStream);
 
     impl QuickAck {
+        /// Whether the socket acknowledges at once right now (for tests).
+        #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+        pub(crate) fn quickack(&self) -> bool {
+            socket2::SockRef::from(&self.0)
+                .tcp_quickack()
+                .unwrap_or(false)
+        }
+
         fn rearm(&self) {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
@@ -332,5 +340,72 @@ pub(crate) mod grpc {
             .await
             .map(drop)
             .map_err(|s| fail(format!("gRPC export failed: {s}")))
+    }
+}
+
+#[cfg(all(
+    test,
+    feature = "grpc",
+    any(target_os = "linux", target_os = "android")
+))]
+mod tests {
+    use super::grpc::QuickAckConnector;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tower_service::Service as _;
+
+    /// Request/response rounds on a loopback connection, as an export does; returns the client socket's
+    /// `TCP_QUICKACK` after them (the kernel reports 0 once it has switched to delayed, "ping-pong" ACKs).
+    async fn quickack_after_rounds<S>(client: &mut S, sock: impl Fn(&S) -> bool) -> bool
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        for _ in 0..20 {
+            client.write_all(b"request").await.unwrap();
+            let mut answer = [0u8; 8];
+            client.read_exact(&mut answer).await.unwrap();
+        }
+        sock(client)
+    }
+
+    async fn echo_server() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 7];
+                    while s.read_exact(&mut buf).await.is_ok() {
+                        if s.write_all(b"response").await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn connections_keep_acknowledging_at_once() {
+        let addr = echo_server().await;
+        // A plain connection falls back to delayed ACKs: what lets a Nagle-bound collector stall.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain.set_nodelay(true).unwrap();
+        let plain_quick = quickack_after_rounds(&mut plain, |s| {
+            socket2::SockRef::from(s).tcp_quickack().unwrap()
+        })
+        .await;
+        assert!(
+            !plain_quick,
+            "the kernel kept quick ACKs on a plain connection"
+        );
+
+        let uri: http::Uri = format!("http://{addr}").parse().unwrap();
+        let io = QuickAckConnector.call(uri).await.unwrap();
+        let mut ours = io.into_inner();
+        assert!(
+            quickack_after_rounds(&mut ours, |s| s.quickack()).await,
+            "our connection fell back to delayed ACKs"
+        );
     }
 }
