@@ -69,6 +69,16 @@ thread_local! {
     /// Set while the SDK builds a root decided as sampled: the trace id its id generator hands out, and the
     /// one its sampler records without asking the configured sampler again.
     static PREDECIDED: Cell<Option<TraceId>> = const { Cell::new(None) };
+    /// Enters and exits of spans on this thread so far (through a [`HeadSampling`] layer): the registry's current
+    /// span changes only with one of them.
+    static MOVES: Cell<u64> = const { Cell::new(0) };
+    /// What the gate saw when it last let a span be created on this thread: `(layer key, MOVES then, the current
+    /// span's id or 0)`, so that the decision of the span it let through does not read the current span again.
+    static GATE_SAW: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+    /// What this thread found out about span callsites: see [`Verdicts`].
+    static VERDICTS: Verdicts = const {
+        Verdicts([const { Cell::new((0, 0, false, false)) }; VERDICT_SLOTS])
+    };
     /// The spans this thread sampled out lately: see [`Recent`].
     static RECENT: Recent = const {
         Recent {
@@ -76,6 +86,61 @@ thread_local! {
             next: Cell::new(0),
         }
     };
+}
+
+/// What a stack's log filter answered about a span callsite, and whether the callsite's target is the exporter's own
+/// ([`excluded`]), per thread, in a direct-mapped table: `(callsite metadata address, stack key, filter's answer,
+/// excluded)`. Only for span callsites (whose metadata is `'static`, so an address names one callsite for good)
+/// and only for a filter whose answer depends on the callsite alone (no span-scoped directives): then an answer
+/// once true is true for good. A miss asks again.
+#[derive(Debug)]
+pub(crate) struct Verdicts([Cell<(usize, u64, bool, bool)>; VERDICT_SLOTS]);
+
+const VERDICT_SLOTS: usize = 64;
+
+impl Verdicts {
+    fn slot(meta: usize, key: u64) -> usize {
+        ((meta >> 4) ^ (meta >> 10) ^ key as usize) % VERDICT_SLOTS
+    }
+
+    /// The log filter's answer about the span callsite `metadata` for the stack `key`, remembered (`filter` asks).
+    pub(crate) fn filter(key: u64, metadata: &Metadata<'_>, filter: impl FnOnce() -> bool) -> bool {
+        let meta = metadata as *const Metadata<'_> as usize;
+        let slot = Verdicts::slot(meta, key);
+        let found = VERDICTS
+            .try_with(|v| {
+                let (m, k, answer, _) = v.0[slot].get();
+                (m == meta && k == key).then_some(answer)
+            })
+            .ok()
+            .flatten();
+        if let Some(answer) = found {
+            return answer;
+        }
+        let answer = filter();
+        let excluded = excluded(metadata.target());
+        let _ = VERDICTS.try_with(|v| v.0[slot].set((meta, key, answer, excluded)));
+        answer
+    }
+
+    /// Whether the span callsite `metadata` is of one of the exporter's own targets.
+    fn excluded(key: u64, metadata: &Metadata<'_>) -> bool {
+        let meta = metadata as *const Metadata<'_> as usize;
+        let slot = Verdicts::slot(meta, key);
+        VERDICTS
+            .try_with(|v| {
+                let (m, k, _, excluded) = v.0[slot].get();
+                (m == meta && k == key).then_some(excluded)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| excluded(metadata.target()))
+    }
+}
+
+/// A key for a new stack (its [`HeadSampling`] layer, its log filter): unique, never 0.
+pub(crate) fn next_key() -> u64 {
+    NEXT_KEY.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Where the next [`HeadSampling`] layer's key comes from: unique per layer, never 0 (an empty entry).
@@ -336,12 +401,13 @@ pub(crate) struct HeadSampling<L> {
 }
 
 impl<L> HeadSampling<L> {
-    pub(crate) fn new(inner: L, switch: TracerSwitch) -> Self {
+    /// `key`: the stack's ([`next_key`]).
+    pub(crate) fn new(inner: L, switch: TracerSwitch, key: u64) -> Self {
         HeadSampling {
             inner,
             switch,
             ids: RandomIdGenerator::default(),
-            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            key,
         }
     }
 
@@ -395,13 +461,19 @@ impl<L> HeadSampling<L> {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        if excluded(attrs.metadata().target()) {
+        if Verdicts::excluded(self.key, attrs.metadata()) {
             return Decision::Exclude;
         }
         // The parent the registry gave the span (the current span, or the explicit one), and from it the nearest
         // span around that is not the exporter's own: the one it follows.
         let parent = if attrs.is_contextual() {
-            ctx.current_span().id().cloned()
+            let (key, moves, current) = GATE_SAW.get();
+            if key == self.key && moves == MOVES.get() {
+                // No span entered or exited since the gate read the current span.
+                (current != 0).then(|| Id::from_u64(current))
+            } else {
+                ctx.current_span().id().cloned()
+            }
         } else {
             attrs.parent().cloned()
         };
@@ -545,12 +617,14 @@ where
     // A sampled-out span known to this thread skips the OpenTelemetry layer, which would look it up to find
     // nothing; any other span goes there.
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        MOVES.set(MOVES.get().wrapping_add(1));
         if !Recent::contains(self.key, id) {
             self.inner.on_enter(id, ctx);
         }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        MOVES.set(MOVES.get().wrapping_add(1));
         if !Recent::contains(self.key, id) {
             self.inner.on_exit(id, ctx);
         }
@@ -616,9 +690,15 @@ impl UnsampledGate {
         }
         let current = ctx.current_span();
         let Some(id) = current.id() else {
+            GATE_SAW.set((self.key, MOVES.get(), 0));
             return true;
         };
-        !Recent::contains(self.key, id) && !ctx.span(id).is_some_and(|span| unsampled(&span))
+        let allowed =
+            !Recent::contains(self.key, id) && !ctx.span(id).is_some_and(|span| unsampled(&span));
+        if allowed {
+            GATE_SAW.set((self.key, MOVES.get(), id.into_u64()));
+        }
+        allowed
     }
 }
 
@@ -660,10 +740,7 @@ mod tests {
     /// came round again in its slot), entries are per layer, and a closed span is forgotten.
     #[test]
     fn recent_sampled_out_spans_follow_creation_and_close() {
-        let (a, b) = (
-            NEXT_KEY.fetch_add(1, Ordering::Relaxed),
-            NEXT_KEY.fetch_add(1, Ordering::Relaxed),
-        );
+        let (a, b) = (next_key(), next_key());
         let id = Id::from_u64(7);
         Recent::created(a, &id, true);
         assert!(Recent::contains(a, &id));

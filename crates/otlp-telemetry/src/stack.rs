@@ -34,7 +34,9 @@ use crate::accounting::{CountingProcessor, SpanCounts};
 use crate::budget::{BudgetSampler, TraceBudgetHandle};
 use crate::config::TelemetryConfig;
 use crate::error::TelemetryError;
-use crate::head_sampling::{HeadSampler, HeadSampling, HeadTracer, PredecidedIds, UnsampledGate};
+use crate::head_sampling::{
+    HeadSampler, HeadSampling, HeadTracer, PredecidedIds, UnsampledGate, Verdicts, next_key,
+};
 use crate::report::{ErrorReporter, ReportingSpanExporter};
 use crate::sampler::{RatioSampler, RootSampler, TraceRatioHandle};
 use crate::tracer_switch::{Installed, TracerSwitch};
@@ -172,15 +174,16 @@ pub(crate) fn subscriber(
         (None, console.map(ConsoleEvents::new))
     };
     // The exporter's own targets are kept out of the OpenTelemetry layer by head sampling itself.
+    let key = next_key();
     let otel = switch.map(|switch| {
         let layer = tracing_opentelemetry::layer()
             .with_tracer(HeadTracer(switch.clone()))
             .with_tracked_inactivity(false);
-        HeadSampling::new(layer, switch)
+        HeadSampling::new(layer, switch, key)
     });
     // Validated already; an unparsable filter falls back to `info` rather than failing late.
     // Only with head sampling is there a sampled-out trace whose children the gate keeps out.
-    let filter = LogFilter::new(directives, otel.as_ref().map(HeadSampling::gate));
+    let filter = LogFilter::new(directives, otel.as_ref().map(HeadSampling::gate), key);
     Registry::default().with(Layers {
         filter,
         spans,
@@ -385,6 +388,8 @@ struct LogFilter {
     filter: EnvFilter,
     spans: bool,
     gate: Option<UnsampledGate>,
+    /// The stack's key, for [`Verdicts`].
+    key: u64,
 }
 
 impl LogFilter {
@@ -401,8 +406,16 @@ impl LogFilter {
     }
 
     fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, Registry>) -> bool {
-        self.gate.is_none_or(|gate| gate.allows(metadata, &ctx))
-            && tracing_subscriber::Layer::<Registry>::enabled(&self.filter, metadata, ctx)
+        if !self.gate.is_none_or(|gate| gate.allows(metadata, &ctx)) {
+            return false;
+        }
+        let ask = || tracing_subscriber::Layer::<Registry>::enabled(&self.filter, metadata, ctx);
+        // Without span-scoped directives the answer about a span depends on its callsite alone.
+        if metadata.is_span() && !self.spans {
+            Verdicts::filter(self.key, metadata, ask)
+        } else {
+            ask()
+        }
     }
 
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, Registry>) {
@@ -445,7 +458,7 @@ impl LogFilter {
         unsafe { tracing_subscriber::Layer::<Registry>::downcast_raw(&self.filter, id) }
     }
 
-    fn new(directives: &str, gate: Option<UnsampledGate>) -> Self {
+    fn new(directives: &str, gate: Option<UnsampledGate>, key: u64) -> Self {
         let (filter, spans) = match EnvFilter::try_new(directives) {
             Ok(filter) => (filter, directives.contains('[')),
             Err(_) => (EnvFilter::new("info"), false),
@@ -454,6 +467,7 @@ impl LogFilter {
             filter,
             spans,
             gate,
+            key,
         }
     }
 }
@@ -499,6 +513,23 @@ mod tests {
                 .metadata();
         assert!(interest(debug).is_never());
         assert!(interest(info).is_sometimes());
+    }
+
+    /// Each stack keeps its own log filter's answers about a callsite, on a thread that runs both.
+    #[test]
+    fn stacks_with_different_filters_answer_for_themselves() {
+        let stack = |directives: &str| {
+            let config = TelemetryConfig::new()
+                .fmt_output(false)
+                .log_filter(directives);
+            TracingStack::with_exporter(&config, InMemorySpanExporter::default()).unwrap()
+        };
+        let (info, warn) = (stack("info"), stack("warn"));
+        let span = || !tracing::info_span!("request").is_disabled();
+        for _ in 0..3 {
+            assert!(tracing::dispatcher::with_default(info.dispatch(), span));
+            assert!(!tracing::dispatcher::with_default(warn.dispatch(), span));
+        }
     }
 
     /// A span-scoped directive still sees the spans it is scoped to (its callbacks run), sampled or not.

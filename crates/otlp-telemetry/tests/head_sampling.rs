@@ -435,3 +435,34 @@ fn the_exporters_own_spans_are_left_out_and_spans_inside_follow_the_span_around(
     );
     assert_eq!(after.parent_span_id, SpanId::INVALID);
 }
+
+/// A span follows the span current when it is created, even when its own fields' expressions change which span that
+/// is (after the gate looked): here one enters a sampled-out root inside a sampled trace.
+#[test]
+fn a_span_follows_the_current_span_its_fields_made_current() {
+    let (stack, exporter) = build(TraceSampler::ParentBasedTraceIdRatio(0.0));
+    let ratio = stack.trace_ratio_handle();
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let out = tracing::info_span!("out");
+        ratio.set_ratio(1.0).unwrap();
+        let kept = tracing::info_span!("kept");
+        let _kept = kept.enter();
+        let inner = tracing::info_span!(
+            "inner",
+            field = {
+                std::mem::forget(out.enter());
+                1
+            }
+        );
+        assert!(created(&inner), "the gate had let it through");
+        drop(inner);
+        tracing::dispatcher::get_default(|d| d.exit(&out.id().unwrap()));
+    });
+    let spans = finished(&stack, &exporter);
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+    assert_eq!(
+        names,
+        ["kept"],
+        "a child of the sampled-out root was recorded"
+    );
+}
