@@ -497,6 +497,33 @@ impl Inner {
         self.count(outcome);
     }
 
+    /// Turns a tokio permit taken from this semaphore into ours: as [`Semaphore::own`], without the `Arc` clone.
+    /// Built from `Inner`, so that the fast paths keep one pointer live rather than the handle and its state.
+    #[inline]
+    fn borrowed(&self, permit: tokio::sync::SemaphorePermit<'_>) -> Permit<'_> {
+        let permits = permit.num_permits();
+        std::mem::forget(permit);
+        Permit {
+            inner: self,
+            permits,
+            since: self.held_since(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn try_failed(&self, n: u32, e: tokio::sync::TryAcquireError) -> TryAcquireError {
+        match e {
+            tokio::sync::TryAcquireError::Closed => TryAcquireError::Closed,
+            tokio::sync::TryAcquireError::NoPermits => match self.hopeless(n) {
+                Some(AcquireError::TooManyPermits { requested, limit }) => {
+                    TryAcquireError::TooManyPermits { requested, limit }
+                }
+                _ => TryAcquireError::NoPermits,
+            },
+        }
+    }
+
     /// The error for asking `n` permits when none could be given right now, or `None` when waiting could help.
     /// A semaphore without permits is a closed gate: its waiters wait for `add_permits`, as tokio's do.
     fn hopeless(&self, n: u32) -> Option<AcquireError> {
@@ -638,7 +665,7 @@ impl Semaphore {
         match inner.sem.try_acquire_many(n) {
             Ok(permit) => {
                 inner.count(Outcome::Acquired);
-                Ok(self.borrowed(permit))
+                Ok(inner.borrowed(permit))
             }
             Err(tokio::sync::TryAcquireError::Closed) => {
                 inner.count(Outcome::Closed);
@@ -646,7 +673,7 @@ impl Semaphore {
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 let permit = self.wait(n, limits, || inner.sem.acquire_many(n)).await?;
-                Ok(self.borrowed(permit))
+                Ok(inner.borrowed(permit))
             }
         }
     }
@@ -716,7 +743,14 @@ impl Semaphore {
     /// Takes one permit if one is free right now, without waiting.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, TryAcquireError> {
-        self.try_acquire_many(1)
+        // tokio's one-permit call, not `try_acquire_many(1)`: its permit count is a constant.
+        let inner = &*self.inner;
+        let taken = inner.sem.try_acquire();
+        inner.count_try(&taken);
+        match taken {
+            Ok(permit) => Ok(inner.borrowed(permit)),
+            Err(e) => Err(inner.try_failed(1, e)),
+        }
     }
 
     /// Takes `n` permits if they are free right now, without waiting.
@@ -726,8 +760,8 @@ impl Semaphore {
         let taken = inner.sem.try_acquire_many(n);
         inner.count_try(&taken);
         match taken {
-            Ok(permit) => Ok(self.borrowed(permit)),
-            Err(e) => Err(self.try_failed(n, e)),
+            Ok(permit) => Ok(inner.borrowed(permit)),
+            Err(e) => Err(inner.try_failed(n, e)),
         }
     }
 
@@ -745,17 +779,7 @@ impl Semaphore {
         inner.count_try(&taken);
         match taken {
             Ok(permit) => Ok(self.own(permit)),
-            Err(e) => Err(self.try_failed(n, e)),
-        }
-    }
-
-    /// Wraps a tokio permit taken from this semaphore.
-    #[inline]
-    fn borrowed<'a>(&'a self, permit: tokio::sync::SemaphorePermit<'a>) -> Permit<'a> {
-        let inner = &*self.inner;
-        Permit {
-            permit,
-            _hold: inner.held_since().map(|since| HoldTimer { inner, since }),
+            Err(e) => Err(inner.try_failed(n, e)),
         }
     }
 
@@ -765,26 +789,11 @@ impl Semaphore {
     #[inline]
     fn own(&self, permit: tokio::sync::SemaphorePermit<'_>) -> OwnedPermit {
         let permits = permit.num_permits();
-        permit.forget();
+        std::mem::forget(permit);
         OwnedPermit {
             since: self.inner.held_since(),
             inner: Arc::clone(&self.inner),
             permits,
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn try_failed(&self, n: u32, e: tokio::sync::TryAcquireError) -> TryAcquireError {
-        let inner = &*self.inner;
-        match e {
-            tokio::sync::TryAcquireError::Closed => TryAcquireError::Closed,
-            tokio::sync::TryAcquireError::NoPermits => match inner.hopeless(n) {
-                Some(AcquireError::TooManyPermits { requested, limit }) => {
-                    TryAcquireError::TooManyPermits { requested, limit }
-                }
-                _ => TryAcquireError::NoPermits,
-            },
         }
     }
 
@@ -912,10 +921,10 @@ impl Semaphore {
     /// Gives `permit` (taken from this semaphore) back, or removes it from the limit if the limit is above
     /// `target`: a limit cut below the permits held lands as they come back, even while waiters would take
     /// every permit given back. Returns whether it was removed.
-    pub(crate) fn retire(&self, permit: Permit<'_>, target: usize) -> bool {
+    pub(crate) fn retire(&self, mut permit: Permit<'_>, target: usize) -> bool {
         let n = permit.num_permits();
         if self.claim_retire(n, target) {
-            permit.permit.forget();
+            permit.permits = 0;
             true
         } else {
             false
@@ -994,28 +1003,28 @@ impl fmt::Debug for Semaphore {
 /// Permits borrowed from a [`Semaphore`], given back on drop.
 #[must_use = "the permit is given back as soon as it is dropped"]
 pub struct Permit<'a> {
-    /// Dropped first: the permits go back before the hold time is recorded.
-    permit: tokio::sync::SemaphorePermit<'a>,
-    _hold: Option<HoldTimer<'a>>,
-}
-
-/// Records a [`Permit`]'s hold time when it drops (a field of its own, so that [`Semaphore::retire`] can still
-/// take the tokio permit out of the guard).
-struct HoldTimer<'a> {
     inner: &'a Inner,
-    since: tokio::time::Instant,
-}
-
-impl Drop for HoldTimer<'_> {
-    fn drop(&mut self) {
-        self.inner.record_hold(self.since);
-    }
+    permits: usize,
+    /// When it was acquired, if its semaphore records hold times.
+    since: Option<tokio::time::Instant>,
 }
 
 impl Permit<'_> {
     /// How many permits this guard holds.
     pub fn num_permits(&self) -> usize {
-        self.permit.num_permits()
+        self.permits
+    }
+}
+
+impl Drop for Permit<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Gives back permits taken from this semaphore, as tokio's permit drop does (a no-op for none, as after
+        // `retire`), then records the hold time.
+        self.inner.sem.add_permits(self.permits);
+        if let Some(since) = self.since {
+            self.inner.record_hold(since);
+        }
     }
 }
 
