@@ -178,7 +178,9 @@ pub(crate) fn subscriber(
     let otel = switch.map(|switch| {
         let layer = tracing_opentelemetry::layer()
             .with_tracer(HeadTracer(switch.clone()))
-            .with_tracked_inactivity(false);
+            .with_tracked_inactivity(false)
+            .with_location(config.span_source_attributes)
+            .with_threads(config.span_source_attributes);
         HeadSampling::new(layer, switch, key)
     });
     // Validated already; an unparsable filter falls back to `info` rather than failing late.

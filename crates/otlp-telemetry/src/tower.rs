@@ -33,6 +33,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use opentelemetry::Context as OtelContext;
+use tracing::callsite::DefaultCallsite;
+use tracing::field::FieldSet;
+use tracing::metadata::Kind;
+use tracing::{Level, Metadata};
 
 use crate::propagation::extract_remote;
 
@@ -84,15 +88,7 @@ where
         let span = {
             let _parent = extract_remote(req.headers()).map(OtelContext::attach);
             let method = req.method().as_str();
-            tracing::info_span!(
-                "HTTP request",
-                otel.name = method,
-                otel.kind = "server",
-                otel.status_code = tracing::field::Empty,
-                http.request.method = method,
-                url.path = req.uri().path(),
-                http.response.status_code = tracing::field::Empty,
-            )
+            server_span(method, req.uri().path())
         };
         let future = {
             let _entered = span.enter();
@@ -103,6 +99,54 @@ where
             span,
         }
     }
+}
+
+/// The server span's callsite, written out rather than made by `info_span!`: the macro would give it the
+/// file, line and module of this file, which the OpenTelemetry layer exports as code attributes when
+/// `span_source_attributes` is on, naming otlp-telemetry instead of the user's service.
+static SERVER_SPAN_CALLSITE: DefaultCallsite = DefaultCallsite::new(&SERVER_SPAN);
+static SERVER_SPAN: Metadata<'static> = Metadata::new(
+    "HTTP request",
+    module_path!(),
+    Level::INFO,
+    None,
+    None,
+    None,
+    FieldSet::new(
+        &[
+            "otel.name",
+            "otel.kind",
+            "otel.status_code",
+            "http.request.method",
+            "url.path",
+            "http.response.status_code",
+        ],
+        tracing::callsite::Identifier(&SERVER_SPAN_CALLSITE),
+    ),
+    Kind::SPAN,
+);
+
+/// An `info` span of kind `server`, enabled and filtered exactly as `info_span!` would make it.
+fn server_span(method: &str, path: &str) -> tracing::Span {
+    let enabled = tracing::level_enabled!(Level::INFO) && {
+        let interest = SERVER_SPAN_CALLSITE.interest();
+        interest.is_always()
+            || (!interest.is_never()
+                && tracing::dispatcher::get_default(|d| d.enabled(&SERVER_SPAN)))
+    };
+    if !enabled {
+        return tracing::Span::none();
+    }
+    // In the order of the field names; the two `None`s are recorded when the response is known.
+    let values: [Option<&dyn tracing::Value>; 6] = [
+        Some(&method),
+        Some(&"server"),
+        None,
+        Some(&method),
+        Some(&path),
+        None,
+    ];
+    tracing::Span::new(&SERVER_SPAN, &SERVER_SPAN.fields().value_set_all(&values))
 }
 
 pin_project_lite::pin_project! {
