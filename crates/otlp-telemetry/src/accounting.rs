@@ -39,7 +39,8 @@ use crate::telemetry::{INSTRUMENTS, PROCESSOR_SPANS};
 /// Spans handed to the batch processor and to the exporter, and what became of them.
 #[derive(Debug)]
 pub(crate) struct SpanCounts {
-    ended: AtomicU64,
+    /// Spans handed to the exporter. Spans ended = `exported` + `queued` + `queue_full`: a span's end is one
+    /// atomic operation, not two.
     exported: AtomicU64,
     /// Spans given to the processor and not yet handed to the exporter: never above `capacity`.
     queued: AtomicU64,
@@ -78,7 +79,6 @@ impl SpanCounts {
         let error =
             |e: &'static str| Attributes::new(vec![KeyValue::new("error.type", e), kind.clone()]);
         let counts = Arc::new(SpanCounts {
-            ended: AtomicU64::new(0),
             exported: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             capacity: capacity as u64,
@@ -113,7 +113,6 @@ impl SpanCounts {
     /// Takes a place in the queue for one span; `false` (the span is dropped, counted and maybe warned about)
     /// when the queue is full.
     fn admit(&self) -> bool {
-        self.ended.fetch_add(1, Ordering::Relaxed);
         if self.queued.fetch_add(1, Ordering::AcqRel) < self.capacity {
             return true;
         }
@@ -157,13 +156,12 @@ impl SpanCounts {
 
     /// Spans handed to the processor.
     pub(crate) fn ended(&self) -> u64 {
-        self.ended.load(Ordering::Relaxed)
+        self.exported.load(Ordering::Relaxed) + self.dropped()
     }
 
     /// Exact once the processor has shut down: spans ended but never handed to the exporter.
     pub(crate) fn dropped(&self) -> u64 {
-        let ended = self.ended.load(Ordering::Relaxed);
-        ended.saturating_sub(self.exported.load(Ordering::Relaxed))
+        self.queue_full.load(Ordering::Relaxed) + self.queued.load(Ordering::Acquire)
     }
 }
 
