@@ -25,9 +25,11 @@
 //! Items run as futures polled by the caller's task (no spawning), so `f` may borrow from the caller and items need
 //! not be `Send` or `'static`; for CPU-heavy items, spawn inside `f`. A panicking item is caught and reported as
 //! [`TaskError::Panicked`]. At most `k` item futures exist at a time: items are pulled from the input lazily.
-//! The first item in flight is polled in place and the others in a `FuturesUnordered`, so an item that finishes
-//! on its first poll (a cache hit, say) costs no allocation; a call that handles 1024 items in one poll yields to
-//! its runtime before it goes on.
+//! The first item in flight is polled in place, so an item that finishes on its first poll (a cache hit, say)
+//! costs no allocation. A call of concurrency up to 8 polls every item in flight on each of its polls, like
+//! `join_all`, so it takes no more polls than `join_all` whatever order the runtime delivers the wake-ups in; a
+//! wider call keeps the others in a `FuturesUnordered`, which polls only the items that were woken. A call that
+//! handles 1024 items in one poll yields to its runtime before it goes on.
 //!
 //! Tracing: each call runs in a debug-level `fan_out.run` span (attribute `fan_out.name`), a child of the span
 //! current when the call was made; spans the items open are its children.
@@ -359,6 +361,7 @@ impl FanOut {
             f,
             exhausted: false,
             inline: None,
+            few: Few::default(),
             rest: Rest::default(),
             permits: Permits::default(),
             acquiring: None,
@@ -446,8 +449,87 @@ impl Drop for Tally<'_> {
     }
 }
 
-/// The items in flight beyond the one polled in place: a `FuturesUnordered`, created on first use (creating one
-/// allocates twice, which a call whose items finish on their first poll never needs).
+/// Calls of at most this concurrency poll each of their items in flight on every poll, as `join_all` does for
+/// small sets: a wake-up then costs at most 7 polls of pending items (each a few instructions for a typical leaf
+/// future), well below the one wasted poll of the caller's task (its whole stack: a request's router, span and
+/// runtime, about 2k instructions) that polling only the woken items can cost when the runtime delivers the
+/// call's wake-up before the item's. Wider calls keep `FuturesUnordered`, whose cost per wake-up does not grow
+/// with the number of items in flight.
+const FEW: usize = 8;
+
+/// The items in flight beyond the one polled in place, for a call of concurrency up to [`FEW`]: boxed slots,
+/// pinned, reused by the call's next items (at most `FEW - 1` allocations a call).
+struct Few<G> {
+    slots: Vec<Pin<Box<Option<G>>>>,
+    len: usize,
+}
+
+impl<G> Default for Few<G> {
+    fn default() -> Self {
+        Few {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<G: Future> Few<Running<G>> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Puts `running` in a free slot, marking it not yet polled in `polled`.
+    fn push(&mut self, running: Running<G>, polled: &mut u32) {
+        self.len += 1;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.is_none() {
+                slot.as_mut().set(Some(running));
+                *polled &= !(2 << i);
+                return;
+            }
+        }
+        *polled &= !(2 << self.slots.len());
+        self.slots.push(Box::pin(Some(running)));
+    }
+
+    /// Polls each item not yet polled in this poll of the call (`polled`), until one finishes.
+    fn poll_next(&mut self, cx: &mut Context<'_>, polled: &mut u32) -> Option<Finished<G::Output>> {
+        if self.len == 0 {
+            return None;
+        }
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let bit = 2 << i;
+            if *polled & bit != 0 {
+                continue;
+            }
+            if let Some(running) = slot.as_mut().as_pin_mut() {
+                match running.poll(cx) {
+                    Poll::Ready(done) => {
+                        slot.as_mut().set(None);
+                        self.len -= 1;
+                        return Some(done);
+                    }
+                    Poll::Pending => *polled |= bit,
+                }
+            }
+        }
+        None
+    }
+
+    /// Drops every item (fail-fast), appending their indices to `out`.
+    fn cancel_into(&mut self, out: &mut VecDeque<usize>) {
+        for slot in &mut self.slots {
+            if let Some(running) = slot.as_ref().as_pin_ref() {
+                out.push_back(running.index);
+            }
+            slot.as_mut().set(None);
+        }
+        self.len = 0;
+    }
+}
+
+/// The items in flight beyond the one polled in place, for wider calls: a `FuturesUnordered`, created on first use
+/// (creating one allocates twice, which a call whose items finish on their first poll never needs).
 struct Rest<G>(Option<FuturesUnordered<G>>);
 
 impl<G> Default for Rest<G> {
@@ -540,8 +622,9 @@ pin_project! {
     /// Permits: the call keeps the permit of a finished item for its next item (one semaphore operation per
     /// call and concurrency slot, not per item), unless another caller is waiting on the semaphore, in which case
     /// it gives the permit back. A stream gives it back whenever it yields (its consumer may pause), so only
-    /// `run` keeps permits across items. Items: the first one in flight is polled in place (`inline`), the others in a
-    /// `FuturesUnordered`, so that an item that finishes on its first poll costs no allocation.
+    /// `run` keeps permits across items. Items: the first one in flight is polled in place (`inline`), so that an
+    /// item that finishes on its first poll costs no allocation; the others in `few` (concurrency up to [`FEW`]:
+    /// each polled on every poll of the call) or in `rest` (a `FuturesUnordered`, for wider calls).
     struct FanOutStream<'a, I, F, G> {
         owner: &'a FanOut,
         // Entered while the call is polled, so spans of the items are its children (debug level: free when
@@ -552,6 +635,7 @@ pin_project! {
         exhausted: bool,
         #[pin]
         inline: Option<Running<G>>,
+        few: Few<Running<G>>,
         rest: Rest<Running<G>>,
         // One permit per item in flight, plus at most one kept for the next item.
         permits: Permits<'a>,
@@ -584,6 +668,9 @@ where
         // items finish as fast as they start).
         let mut mark: Option<Mark> = None;
         let mut handled = 0u32;
+        // The items polled (and still pending) in this poll, bit 0 `inline`, bit `i + 1` slot `i` of `few`: each
+        // is polled at most once a poll (its waker is this call's, so a later wake-up polls it again).
+        let mut polled = 0u32;
         loop {
             if *this.stopped {
                 // Fail-fast or a closed semaphore: report the dropped in-flight items, then the rest of the input,
@@ -618,11 +705,19 @@ where
 
             // 1. A finished item, polled in place or by the `FuturesUnordered`.
             let mut finished = None;
-            if let Some(running) = this.inline.as_mut().as_pin_mut()
-                && let Poll::Ready(done) = running.poll(cx)
+            if polled & 1 == 0
+                && let Some(running) = this.inline.as_mut().as_pin_mut()
             {
-                this.inline.set(None);
-                finished = Some(done);
+                match running.poll(cx) {
+                    Poll::Ready(done) => {
+                        this.inline.set(None);
+                        finished = Some(done);
+                    }
+                    Poll::Pending => polled |= 1,
+                }
+            }
+            if finished.is_none() {
+                finished = this.few.poll_next(cx, &mut polled);
             }
             if finished.is_none()
                 && let Poll::Ready(Some(done)) = this.rest.poll_next(cx)
@@ -654,6 +749,7 @@ where
                         this.cancelled.push_back(running.index);
                     }
                     this.inline.set(None);
+                    this.few.cancel_into(this.cancelled);
                     this.rest.cancel_into(this.cancelled);
                     this.permits.clear();
                     *this.acquiring = None;
@@ -662,7 +758,8 @@ where
                     this.tally.flush_if_full();
                     // The consumer of a stream may not poll again for a while: the permit of the item that just
                     // finished must not wait with it (another call may need it).
-                    let in_flight = usize::from(this.inline.is_some()) + this.rest.len();
+                    let in_flight =
+                        usize::from(this.inline.is_some()) + this.few.len() + this.rest.len();
                     this.permits.truncate(in_flight);
                     return Poll::Ready(false);
                 }
@@ -670,7 +767,7 @@ where
             }
 
             // 2. Start one more item, if the bound, the input and (with a shared limit) a permit allow.
-            let in_flight = usize::from(this.inline.is_some()) + this.rest.len();
+            let in_flight = usize::from(this.inline.is_some()) + this.few.len() + this.rest.len();
             if !*this.exhausted && in_flight < owner.concurrency {
                 if let Some(sem) = &owner.sem {
                     if this.permits.len() > in_flight && sem.waiting() > 0 {
@@ -715,6 +812,9 @@ where
                             if this.inline.is_none() {
                                 // Polled at the top of the loop, where it stays until it finishes.
                                 this.inline.set(Some(running));
+                                polled &= !1;
+                            } else if owner.concurrency <= FEW {
+                                this.few.push(running, &mut polled);
                             } else {
                                 this.rest.push(running);
                             }

@@ -329,7 +329,7 @@ proptest! {
     #[test]
     fn order_and_accounting(
         delays in proptest::collection::vec((0u64..50, 0u8..10), 0..40),
-        k in 1usize..6,
+        k in 1usize..12, // both sides of the few-items bound (8)
         fail_fast in any::<bool>(),
         shared in any::<bool>(),
     ) {
@@ -452,4 +452,73 @@ async fn plain_items_need_no_result_wrapping() {
     let s = fan.stats();
     assert_eq!((s.ok, s.failed, s.panicked), (8, 0, 1));
     assert_accounted(&s, 9);
+}
+
+pin_project_lite::pin_project! {
+    /// Counts the polls of the future it wraps.
+    struct CountPolls<F> {
+        #[pin]
+        fut: F,
+        polls: u32,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for CountPolls<F> {
+    type Output = (F::Output, u32);
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        *this.polls += 1;
+        let polls = *this.polls;
+        this.fut.poll(cx).map(|out| (out, polls))
+    }
+}
+
+fn count_polls<F: std::future::Future>(fut: F) -> CountPolls<F> {
+    CountPolls { fut, polls: 0 }
+}
+
+/// A call with few items in flight is polled no more often than `join_all` of the same items: in a task on a
+/// 2-worker runtime, tokio defers `yield_now` wake-ups and wakes them last-in-first-out, so a call that polls only
+/// the items whose own waker fired can be re-polled (by the other worker) before the ready item is queued, a
+/// wasted poll that `join_all` (which polls every item) never takes.
+#[test]
+fn few_items_take_no_more_polls_than_join_all() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let fan = Arc::new(FanOut::new("polls", 3).unwrap());
+    let in_task = fan.clone();
+    let (fan_polls, join_polls) = rt
+        .block_on(rt.spawn(async move {
+            let (mut fan_polls, mut join_polls) = (0u32, 0u32);
+            for _ in 0..50 {
+                let (out, polls) = count_polls(in_task.run_fallible(0..3u64, |i| async move {
+                    tokio::task::yield_now().await;
+                    Ok::<_, String>(i)
+                }))
+                .await;
+                assert_eq!(out.into_result().unwrap(), vec![0, 1, 2]);
+                fan_polls += polls;
+                let (out, polls) =
+                    count_polls(futures::future::join_all((0..3u64).map(|i| async move {
+                        tokio::task::yield_now().await;
+                        i
+                    })))
+                    .await;
+                assert_eq!(out, vec![0, 1, 2]);
+                join_polls += polls;
+            }
+            (fan_polls, join_polls)
+        }))
+        .unwrap();
+    eprintln!("50 calls: fan-out polled {fan_polls} times, join_all {join_polls}");
+    assert!(
+        fan_polls <= join_polls,
+        "50 calls: fan-out polled {fan_polls} times, join_all {join_polls}"
+    );
+    assert_accounted(&fan.stats(), 150);
 }
