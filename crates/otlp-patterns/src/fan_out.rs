@@ -363,6 +363,7 @@ impl FanOut {
             inline: None,
             few: Few::default(),
             rest: Rest::default(),
+            others: 0,
             permits: Permits::default(),
             acquiring: None,
             cancelled: VecDeque::new(),
@@ -461,26 +462,17 @@ const FEW: usize = 8;
 /// pinned, reused by the call's next items (at most `FEW - 1` allocations a call).
 struct Few<G> {
     slots: Vec<Pin<Box<Option<G>>>>,
-    len: usize,
 }
 
 impl<G> Default for Few<G> {
     fn default() -> Self {
-        Few {
-            slots: Vec::new(),
-            len: 0,
-        }
+        Few { slots: Vec::new() }
     }
 }
 
 impl<G: Future> Few<Running<G>> {
-    fn len(&self) -> usize {
-        self.len
-    }
-
     /// Puts `running` in a free slot, marking it not yet polled in `polled`.
     fn push(&mut self, running: Running<G>, polled: &mut u32) {
-        self.len += 1;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if slot.is_none() {
                 slot.as_mut().set(Some(running));
@@ -494,9 +486,6 @@ impl<G: Future> Few<Running<G>> {
 
     /// Polls each item not yet polled in this poll of the call (`polled`), until one finishes.
     fn poll_next(&mut self, cx: &mut Context<'_>, polled: &mut u32) -> Option<Finished<G::Output>> {
-        if self.len == 0 {
-            return None;
-        }
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let bit = 2 << i;
             if *polled & bit != 0 {
@@ -506,7 +495,6 @@ impl<G: Future> Few<Running<G>> {
                 match running.poll(cx) {
                     Poll::Ready(done) => {
                         slot.as_mut().set(None);
-                        self.len -= 1;
                         return Some(done);
                     }
                     Poll::Pending => *polled |= bit,
@@ -524,7 +512,6 @@ impl<G: Future> Few<Running<G>> {
             }
             slot.as_mut().set(None);
         }
-        self.len = 0;
     }
 }
 
@@ -539,10 +526,6 @@ impl<G> Default for Rest<G> {
 }
 
 impl<G> Rest<G> {
-    fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, FuturesUnordered::len)
-    }
-
     fn push(&mut self, running: G) {
         self.0
             .get_or_insert_with(FuturesUnordered::new)
@@ -637,6 +620,8 @@ pin_project! {
         inline: Option<Running<G>>,
         few: Few<Running<G>>,
         rest: Rest<Running<G>>,
+        // Items in flight in `few` and `rest`.
+        others: usize,
         // One permit per item in flight, plus at most one kept for the next item.
         permits: Permits<'a>,
         acquiring: Option<Acquiring<'a>>,
@@ -716,13 +701,16 @@ where
                     Poll::Pending => polled |= 1,
                 }
             }
-            if finished.is_none() {
+            if finished.is_none() && *this.others > 0 {
                 finished = this.few.poll_next(cx, &mut polled);
-            }
-            if finished.is_none()
-                && let Poll::Ready(Some(done)) = this.rest.poll_next(cx)
-            {
-                finished = Some(done);
+                if finished.is_none()
+                    && let Poll::Ready(Some(done)) = this.rest.poll_next(cx)
+                {
+                    finished = Some(done);
+                }
+                if finished.is_some() {
+                    *this.others -= 1;
+                }
             }
             if let Some(done) = finished {
                 handled += 1;
@@ -751,6 +739,7 @@ where
                     this.inline.set(None);
                     this.few.cancel_into(this.cancelled);
                     this.rest.cancel_into(this.cancelled);
+                    *this.others = 0;
                     this.permits.clear();
                     *this.acquiring = None;
                 }
@@ -758,8 +747,7 @@ where
                     this.tally.flush_if_full();
                     // The consumer of a stream may not poll again for a while: the permit of the item that just
                     // finished must not wait with it (another call may need it).
-                    let in_flight =
-                        usize::from(this.inline.is_some()) + this.few.len() + this.rest.len();
+                    let in_flight = usize::from(this.inline.is_some()) + *this.others;
                     this.permits.truncate(in_flight);
                     return Poll::Ready(false);
                 }
@@ -767,7 +755,7 @@ where
             }
 
             // 2. Start one more item, if the bound, the input and (with a shared limit) a permit allow.
-            let in_flight = usize::from(this.inline.is_some()) + this.few.len() + this.rest.len();
+            let in_flight = usize::from(this.inline.is_some()) + *this.others;
             if !*this.exhausted && in_flight < owner.concurrency {
                 if let Some(sem) = &owner.sem {
                     if this.permits.len() > in_flight && sem.waiting() > 0 {
@@ -815,8 +803,10 @@ where
                                 polled &= !1;
                             } else if owner.concurrency <= FEW {
                                 this.few.push(running, &mut polled);
+                                *this.others += 1;
                             } else {
                                 this.rest.push(running);
+                                *this.others += 1;
                             }
                         }
                     }
