@@ -264,7 +264,7 @@ impl<J> Queue<J> {
     /// Waits for a free slot, then appends `job`. Cancel-safe: dropped while waiting, it queues nothing (and drops
     /// `job` with the future).
     pub(crate) async fn push(&self, job: J) -> Result<(), PushError<J>> {
-        // Room now (the common case): no waiter to create and drop. No coop yield either: measured, yielding the
+        // Room now (the common case): no waiter to create and drop. No coop yield either: yielding the
         // producer every 128 pushes let the queue run dry and the workers park and unpark once per task or so.
         // Producers yield when the queue is full.
         let mut job = match self.try_push(job) {
