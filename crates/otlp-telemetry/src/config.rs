@@ -600,8 +600,8 @@ impl TelemetryConfig {
     /// Adds to every exported span where it was created: `thread.id`, `thread.name`, `code.file.path`,
     /// `code.module.name` and `code.line.number` (default `false`; `OTEL_SPAN_SOURCE_ATTRIBUTES=true`).
     ///
-    /// Off by default: they cost about 1,900 instructions per sampled span (13 % of one, creation to OTLP
-    /// encoding; `thread.name` allocates a `String` per span), for facts a trace rarely needs (the span's name
+    /// Off by default: they add a noticeable share to each sampled span's cost (`thread.name` allocates a
+    /// `String` per span), for facts a trace rarely needs (the span's name
     /// and target already say what it is); see "Tracing" in docs/benchmarks.md. [`ServerTraceLayer`](crate::tower::ServerTraceLayer)'s
     /// server span never carries code attributes: they would name otlp-telemetry, not your service.
     pub fn span_source_attributes(mut self, on: bool) -> Self {

@@ -593,7 +593,7 @@ mod tests {
             );
         }
         // TLS for gRPC comes with opentelemetry-otlp's features, so its exporter takes over: without them (here),
-        // it refuses the endpoint when built, as before.
+        // it refuses the endpoint when built.
         match exporter(Protocol::Grpc, "https://127.0.0.1:4317") {
             Err(TelemetryError::Exporter { source, .. }) => {
                 assert!(source.to_string().contains("tls-ring"), "{source}")
