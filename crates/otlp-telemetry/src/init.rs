@@ -444,7 +444,7 @@ mod export {
     }
 
     /// Our own OTLP span exporter ([`crate::span_export`]): the same settings as `opentelemetry-otlp`'s, at a
-    /// quarter of its cost per span; `opentelemetry-otlp`'s for gRPC over TLS.
+    /// fraction of its cost per span (docs/benchmarks.md); `opentelemetry-otlp`'s for gRPC over TLS.
     pub(super) fn span_exporter(
         config: &TelemetryConfig,
         endpoint: &str,
