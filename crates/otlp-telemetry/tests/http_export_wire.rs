@@ -1,5 +1,6 @@
 //! What `init`'s span exporter puts on the wire over OTLP/HTTP, read by a minimal HTTP server: the configured
 //! headers, the protobuf content type, gzip when asked, and a body that decodes to the spans that were recorded.
+#![cfg(feature = "http")]
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
