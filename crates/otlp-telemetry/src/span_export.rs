@@ -146,9 +146,9 @@ async fn http_export(
     use opentelemetry_http::HttpClient as _;
     let fail = |m: String| OTelSdkError::InternalFailure(m);
     let mut request = http::Request::post(uri.clone())
-        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
         .body(Bytes::from(body))
         .map_err(|e| fail(format!("could not build the request: {e}")))?;
+    // The configured headers first, so that they cannot replace the content type or encoding set after them.
     *request.headers_mut() = headers.clone();
     request.headers_mut().insert(
         http::header::CONTENT_TYPE,
