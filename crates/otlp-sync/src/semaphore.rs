@@ -473,18 +473,6 @@ impl Inner {
         }
     }
 
-    /// Ends a guard ([`Permit`] or [`OwnedPermit`]) of `permits` permits taken from this semaphore: gives them back
-    /// (the total never passes the limit; none after `retire`), then records the hold time if it was timed.
-    #[inline]
-    fn release(&self, permits: usize, since: Option<tokio::time::Instant>) {
-        if permits > 0 {
-            self.sem.add_permits(permits);
-        }
-        if let Some(since) = since {
-            self.record_hold(since);
-        }
-    }
-
     #[cold]
     fn record_hold(&self, since: tokio::time::Instant) {
         let t = &self.telemetry;
@@ -1030,7 +1018,12 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.inner.release(self.permits, self.since);
+        // Gives back permits taken from this semaphore, as tokio's permit drop does (a no-op for none, as after
+        // `retire`), then records the hold time.
+        self.inner.sem.add_permits(self.permits);
+        if let Some(since) = self.since {
+            self.inner.record_hold(since);
+        }
     }
 }
 
@@ -1060,7 +1053,13 @@ impl OwnedPermit {
 
 impl Drop for OwnedPermit {
     fn drop(&mut self) {
-        self.inner.release(self.permits, self.since);
+        if self.permits > 0 {
+            // Gives back permits taken from this semaphore: the total never passes the limit.
+            self.inner.sem.add_permits(self.permits);
+        }
+        if let Some(since) = self.since {
+            self.inner.record_hold(since);
+        }
     }
 }
 
