@@ -4,13 +4,13 @@
 //! The metrics go to a global meter provider: one provider for the binary, tests take a lock.
 
 mod common;
+mod exported;
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use opentelemetry::global;
 use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
-use opentelemetry::{KeyValue, global};
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider};
 use otlp_sync::TokioClock;
@@ -42,28 +42,8 @@ fn count(scope: &str, name: &str, attrs: &[(&str, &str)]) -> u64 {
     let (provider, exporter) = metrics();
     exporter.reset();
     provider.force_flush().unwrap();
-    let m: Vec<ResourceMetrics> = exporter.get_finished_metrics().unwrap();
-    let want: Vec<KeyValue> = attrs
-        .iter()
-        .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string()))
-        .collect();
-    m.last()
-        .into_iter()
-        .flat_map(|rm| rm.scope_metrics())
-        .filter(|s| s.scope().name() == scope)
-        .flat_map(|s| s.metrics())
-        .filter(|m| m.name() == name)
-        .find_map(|m| match m.data() {
-            AggregatedMetrics::U64(MetricData::Sum(sum)) => sum
-                .data_points()
-                .find(|p| {
-                    p.attributes().count() == want.len()
-                        && want.iter().all(|kv| p.attributes().any(|a| a == kv))
-                })
-                .map(|p| p.value()),
-            _ => None,
-        })
-        .unwrap_or(0)
+    let m = exporter.get_finished_metrics().unwrap();
+    exported::u64_sum(&m, scope, name, attrs).unwrap_or(0)
 }
 
 fn budget_decisions(outcome: &str) -> u64 {
