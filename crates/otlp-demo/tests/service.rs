@@ -276,18 +276,36 @@ fn spans_and_every_owners_metrics_reach_a_collector() {
     assert_eq!(report["telemetry_shutdown"], "ok", "{report}");
     assert_eq!(report["dropped_spans"], 0, "{report}");
 
-    // Each owner's metrics carry its name as an attribute value.
+    // Each owner's metrics arrive: a metric of its kind whose data points carry its name.
     let owners = [
-        "demo.clients",
-        "demo.downstream",
-        "demo.shards",
-        "demo.audit",
-        "demo.ingest",
-        "demo.bodies",
+        (
+            "rate_limiter.decisions",
+            "rate_limiter.name: Str(demo.clients)",
+        ),
+        ("semaphore.acquires", "semaphore.name: Str(demo.downstream)"),
+        ("fan_out.tasks", "fan_out.name: Str(demo.shards)"),
+        ("worker_pool.tasks", "worker_pool.name: Str(demo.audit)"),
+        ("pipeline.items", "pipeline.name: Str(demo.ingest)"),
+        ("pool.gets", "pool.name: Str(demo.bodies)"),
     ];
-    let mut needles = vec!["otlp-demo-test", trace_id];
-    needles.extend(owners.iter().copied());
-    let out = rotel.wait_for(&needles, Duration::from_secs(20));
+    let out = rotel.wait_for(&["otlp-demo-test", trace_id], Duration::from_secs(20));
+    let start = std::time::Instant::now();
+    let mut out = out;
+    loop {
+        let missing: Vec<_> = owners
+            .iter()
+            .filter(|(metric, owner)| !metric_has_point(&out, metric, owner))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "owners' metrics missing: {missing:?}; rotel printed:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        out = rotel.output();
+    }
     let spans = common::spans(&out);
     let server = |method: &str| {
         spans
@@ -318,4 +336,21 @@ fn spans_and_every_owners_metrics_reach_a_collector() {
         ingest.attributes.iter().any(|a| a.contains("/api/ingest")),
         "{ingest:?}"
     );
+}
+
+/// Whether some block that rotel printed for metric `name` has a data point with the attribute line `attribute`.
+fn metric_has_point(out: &str, name: &str, attribute: &str) -> bool {
+    let header = format!("-> Name: {name}");
+    let mut rest = out;
+    while let Some(at) = rest.find(&header) {
+        let block = &rest[at + header.len()..];
+        let (first, body) = block.split_once('\n').unwrap_or((block, ""));
+        let body = &body[..body.find("Metric #").unwrap_or(body.len())];
+        // The whole name, not a longer one that starts with it.
+        if first.trim().is_empty() && body.contains(attribute) {
+            return true;
+        }
+        rest = block;
+    }
+    false
 }
