@@ -59,3 +59,115 @@ pub fn members(root: &Path) -> Result<Vec<Member>, String> {
     members.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(members)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Each package of the workspace, with the names of its normal (not dev, not build) dependencies, and its
+    /// features.
+    fn packages() -> BTreeMap<String, (BTreeSet<String>, serde_json::Value)> {
+        let json = Cmd::new("cargo", &["metadata", "--format-version", "1", "--no-deps"])
+            .output(&root())
+            .expect("cargo metadata");
+        let meta: serde_json::Value = serde_json::from_str(&json).expect("metadata is JSON");
+        meta["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .map(|p| {
+                let normal = p["dependencies"]
+                    .as_array()
+                    .expect("dependencies")
+                    .iter()
+                    .filter(|d| d["kind"].is_null())
+                    .map(|d| d["name"].as_str().expect("name").to_owned())
+                    .collect();
+                let name = p["name"].as_str().expect("name").to_owned();
+                (name, (normal, p["features"].clone()))
+            })
+            .collect()
+    }
+
+    /// The crate graph of docs/architecture.md: `otlp-core` at the bottom, `otlp-pool` and `otlp-sync` on it,
+    /// `otlp-patterns` on `otlp-sync` (not on `otlp-pool`), `otlp-telemetry` beside them using `otlp-sync`'s
+    /// rate limiter, the facade over all. Change the document and this list together.
+    const GRAPH: [(&str, &[&str]); 6] = [
+        ("otlp-core", &[]),
+        ("otlp-pool", &["otlp-core"]),
+        ("otlp-sync", &["otlp-core"]),
+        ("otlp-patterns", &["otlp-core", "otlp-sync"]),
+        ("otlp-telemetry", &["otlp-core", "otlp-sync"]),
+        (
+            "otlp-kit",
+            &["otlp-patterns", "otlp-pool", "otlp-sync", "otlp-telemetry"],
+        ),
+    ];
+
+    /// Crates under crates/ that are no library of the toolkit: the demo service and the test support.
+    const NOT_LIBRARIES: [&str; 2] = ["otlp-demo", "otlp-testkit"];
+
+    #[test]
+    fn the_crate_graph_is_the_documented_one() {
+        let packages = packages();
+        let doc = std::fs::read_to_string(root().join("docs/architecture.md")).expect("the doc");
+        for (name, want) in GRAPH {
+            let (deps, _) = &packages[name];
+            let ours: BTreeSet<&str> = deps
+                .iter()
+                .map(String::as_str)
+                .filter(|d| d.starts_with("otlp-"))
+                .collect();
+            assert_eq!(
+                ours,
+                want.iter().copied().collect(),
+                "{name}'s dependencies on our crates differ from docs/architecture.md's graph"
+            );
+            assert!(
+                doc.contains(name),
+                "docs/architecture.md never names {name}"
+            );
+        }
+        // Every library crate under crates/ is in the graph.
+        let members = members(&root()).expect("members");
+        for m in members.iter().filter(|m| m.library) {
+            let in_graph = GRAPH.iter().any(|(n, _)| *n == m.name);
+            assert!(
+                in_graph || NOT_LIBRARIES.contains(&m.name.as_str()),
+                "{} is missing from the graph",
+                m.name
+            );
+        }
+        // The facade's `patterns` feature brings `sync` (a fan-out's shared limit), not `pool`.
+        let (_, features) = &packages["otlp-kit"];
+        let patterns: Vec<&str> = features["patterns"]
+            .as_array()
+            .expect("a patterns feature")
+            .iter()
+            .filter_map(|f| f.as_str())
+            .collect();
+        assert!(patterns.contains(&"sync"), "{patterns:?}");
+        assert!(!patterns.iter().any(|f| f.contains("pool")), "{patterns:?}");
+    }
+
+    #[test]
+    fn only_otlp_telemetry_has_the_sdk_as_a_normal_dependency() {
+        // A library's normal dependency on the SDK would change every user's SDK through feature unification.
+        let members = members(&root()).expect("members");
+        let packages = packages();
+        let libraries = members
+            .iter()
+            .filter(|m| m.library && !NOT_LIBRARIES.contains(&m.name.as_str()));
+        for m in libraries {
+            let (deps, _) = &packages[&m.name];
+            let sdk = deps.iter().any(|d| d == "opentelemetry_sdk");
+            assert_eq!(
+                sdk,
+                m.name == "otlp-telemetry",
+                "{}: opentelemetry_sdk among its normal dependencies: {sdk}",
+                m.name
+            );
+        }
+    }
+}
