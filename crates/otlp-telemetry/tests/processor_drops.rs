@@ -14,22 +14,6 @@ const QUEUE: usize = 16;
 const BATCH: usize = 4;
 const DROPPED: u64 = 100;
 
-/// The value of the last exported data point of `name` whose attributes include `attribute`.
-fn last_value(out: &str, name: &str, attribute: &str) -> Option<u64> {
-    let start = out.rfind(&format!("-> Name: {name}"))?;
-    let block = &out[start..];
-    let block = &block[..block.find("Metric #").unwrap_or(block.len())];
-    block
-        .split("NumberDataPoints #")
-        .filter(|point| point.contains(attribute))
-        .find_map(|point| {
-            point
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("Value: "))
-                .and_then(|v| v.trim().parse().ok())
-        })
-}
-
 #[test]
 fn spans_dropped_behind_a_silent_collector_are_counted_live() {
     let rotel = common::Rotel::start();
@@ -76,7 +60,7 @@ fn spans_dropped_behind_a_silent_collector_are_counted_live() {
     let start = Instant::now();
     let mut seen = None;
     while start.elapsed() < Duration::from_secs(20) {
-        seen = last_value(&rotel.output(), name, "Str(queue_full)");
+        seen = common::last_value(&rotel.output(), name, "Str(queue_full)");
         if seen.is_some_and(|v| v >= DROPPED) {
             break;
         }

@@ -219,6 +219,22 @@ pub fn metric_block(output: &str, name: &str) -> Option<String> {
     Some(rest[..end].to_owned())
 }
 
+/// The value of the last exported data point of `name` whose attributes include `attribute`.
+pub fn last_value(out: &str, name: &str, attribute: &str) -> Option<u64> {
+    let start = out.rfind(&format!("-> Name: {name}"))?;
+    let block = &out[start..];
+    let block = &block[..block.find("Metric #").unwrap_or(block.len())];
+    block
+        .split("NumberDataPoints #")
+        .filter(|point| point.contains(attribute))
+        .find_map(|point| {
+            point
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Value: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+}
+
 /// A field value that counts how often it is formatted (`Debug`): a probe for which layers visit a span's fields.
 #[derive(Clone, Default)]
 pub struct Counted(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
