@@ -414,16 +414,50 @@ pub fn task_link(value: u8) -> (TaskRun, TaskHandle<u8>) {
     (TaskRun(job), handle)
 }
 
-/// Polls a job until it finishes (`Some(outcome)`) or its deadline passes (`None`).
-///
-/// The deadline is a `Sleep` owned by the worker and reset for each task that does not finish on its first poll:
-/// creating and dropping a `Sleep` per task would take the runtime's timer lock twice per task, and even a reset
-/// (rounding the deadline to a timer tick, an atomic update) costs more than a task that is ready at once, which
-/// never needs the timer.
+pin_project! {
+    /// A worker's deadline timer, reused by every task it runs.
+    ///
+    /// Creating and dropping a `Sleep` per task would take the runtime's timer lock twice per task; resetting and
+    /// polling one per task still costs more than a task that is ready on its first poll. So the timer is moved
+    /// only when it would fire too late: while it is set to fire no later than the running task's deadline (set
+    /// for an earlier task) and has not fired, it is left alone, and the worker's waker from its last poll is
+    /// still the one it wakes. When it fires before the task's deadline, that wake-up is spurious: the timer is
+    /// reset to the deadline and the task keeps running. A task times out at its own deadline, never earlier.
+    pub(crate) struct DeadlineTimer {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        // Where `sleep` is set, once it was polled there (so this worker's waker is the one it wakes).
+        armed: Option<Instant>,
+    }
+}
+
+impl DeadlineTimer {
+    pub(crate) fn new(sleep: tokio::time::Sleep) -> Self {
+        DeadlineTimer { sleep, armed: None }
+    }
+
+    /// `Ready` once `at` has passed; otherwise the current task is woken by then.
+    fn poll_until(self: Pin<&mut Self>, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if let Some(armed) = *this.armed
+            && armed <= at
+            && !this.sleep.is_elapsed()
+        {
+            return Poll::Pending;
+        }
+        if *this.armed != Some(at) {
+            this.sleep.as_mut().reset(at);
+            *this.armed = Some(at);
+        }
+        this.sleep.poll(cx)
+    }
+}
+
+/// Polls a job until it finishes (`Some(outcome)`) or its deadline passes (`None`). The deadline is computed only
+/// when the first poll leaves the task pending: a task that is ready at once never needs the timer.
 pub(crate) struct RunJob<'a> {
     pub(crate) job: &'a dyn Job,
-    pub(crate) timer: Pin<&'a mut tokio::time::Sleep>,
-    /// The task's deadline: computed, and the timer set to it, only when the first poll leaves the task pending.
+    pub(crate) timer: Pin<&'a mut DeadlineTimer>,
     pub(crate) deadline: Deadline,
 }
 
@@ -435,8 +469,8 @@ pub(crate) enum Deadline {
         start: Instant,
         timeout: Option<Duration>,
     },
-    /// The timer is set to it.
-    Armed,
+    /// Then.
+    At(Instant),
     /// The task has none.
     Never,
 }
@@ -456,14 +490,13 @@ impl Future for RunJob<'_> {
         } = this.deadline
         {
             this.deadline = match own.or_else(|| timeout.and_then(|t| start.checked_add(t))) {
-                Some(at) => {
-                    this.timer.as_mut().reset(at);
-                    Deadline::Armed
-                }
+                Some(at) => Deadline::At(at),
                 None => Deadline::Never,
             };
         }
-        if matches!(this.deadline, Deadline::Armed) && this.timer.as_mut().poll(cx).is_ready() {
+        if let Deadline::At(at) = this.deadline
+            && this.timer.as_mut().poll_until(at, cx).is_ready()
+        {
             return Poll::Ready(None);
         }
         Poll::Pending

@@ -86,7 +86,7 @@ use crate::outcome::{OutcomeCounters, sum};
 use crate::queue::{PushError, Queue};
 use crate::roster::Roster;
 use crate::sync::{AtomicU64, Ordering};
-use crate::task::{Deadline, Infallibly, JobRef, RunJob, TaskJob};
+use crate::task::{Deadline, DeadlineTimer, Infallibly, JobRef, RunJob, TaskJob};
 use crate::telemetry::{self, OutcomeAttributes, SCOPE, secs};
 use crate::{BuildError, Outcome, ResizeError, SubmitError, TaskHandle};
 
@@ -391,7 +391,7 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         shard,
         alive: &shared.alive,
     };
-    let mut sleep = std::pin::pin!(sleep);
+    let mut timer = std::pin::pin!(DeadlineTimer::new(sleep));
     // When a job is waiting as the previous one ends, the previous end is the next start: one clock read saved.
     let mut last_end: Option<Instant> = None;
     loop {
@@ -431,7 +431,7 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         } else {
             RunJob {
                 job: &**job,
-                timer: sleep.as_mut(),
+                timer: timer.as_mut(),
                 deadline: Deadline::Unset {
                     own,
                     start,

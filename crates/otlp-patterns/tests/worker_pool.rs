@@ -158,6 +158,87 @@ async fn own_deadline_overrides_the_default_and_counts_queue_time() {
     assert_eq!(pool.stats().timed_out, 1);
 }
 
+/// Time from `since` until `handle` resolves, with its result (paused clock: virtual time, exact to the timer's
+/// 1 ms tick).
+async fn resolve<T>(
+    since: Instant,
+    handle: otlp_patterns::TaskHandle<T, String>,
+) -> (Result<T, TaskError<String>>, Duration) {
+    let r = handle.await;
+    (r, since.elapsed())
+}
+
+/// A worker reuses one timer for its tasks and moves it only when it would fire too late: each task still times
+/// out exactly at its own deadline, neither at an earlier task's (the timer firing early is not a timeout) nor
+/// later (a deadline earlier than the timer's moves it).
+#[tokio::test(start_paused = true)]
+async fn a_reused_timer_times_each_task_out_at_its_own_deadline() {
+    let pool = WorkerPool::builder("timer")
+        .workers(1)
+        .queue(4)
+        .task_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let ms = Duration::from_millis;
+    let within_a_tick = |d: Duration, want: Duration| d >= want && d <= want + ms(1);
+    // Pending once: the timer is set to this task's deadline (start + 100 ms).
+    let first = pool
+        .submit_fallible(async {
+            tokio::task::yield_now().await;
+            Ok::<_, String>(1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.await, Ok(1));
+    tokio::time::sleep(ms(30)).await;
+
+    // Runs 99 ms of its 100: the timer, still set for the first task, fires at 70 ms; not a timeout.
+    let t = Instant::now();
+    let slow = pool
+        .submit_fallible(async {
+            tokio::time::sleep(Duration::from_millis(99)).await;
+            Ok::<_, String>(2)
+        })
+        .await
+        .unwrap();
+    let (r, took) = resolve(t, slow).await;
+    assert_eq!(r, Ok(2));
+    assert!(within_a_tick(took, ms(99)), "{took:?}");
+
+    // Never finishes: times out at its own 100 ms, although the timer was set earlier.
+    let t = Instant::now();
+    let stuck = pool
+        .submit_fallible(pending::<Result<u8, String>>())
+        .await
+        .unwrap();
+    let (r, took) = resolve(t, stuck).await;
+    assert_eq!(r, Err(TaskError::TimedOut));
+    assert!(within_a_tick(took, ms(100)), "{took:?}");
+
+    // A deadline earlier than where the timer is set moves it.
+    let armer = pool
+        .submit_fallible(async {
+            tokio::task::yield_now().await;
+            Ok::<_, String>(3)
+        })
+        .await
+        .unwrap();
+    assert_eq!(armer.await, Ok(3));
+    let t = Instant::now();
+    let short = pool
+        .submit_fallible_with_deadline(t + ms(10), pending::<Result<u8, String>>())
+        .await
+        .unwrap();
+    let (r, took) = resolve(t, short).await;
+    assert_eq!(r, Err(TaskError::TimedOut));
+    assert!(within_a_tick(took, ms(10)), "{took:?}");
+
+    pool.shutdown_now().await;
+    let s = pool.stats();
+    assert_eq!((s.completed, s.timed_out), (3, 2), "{s:?}");
+    assert_accounted(&s);
+}
+
 #[tokio::test(start_paused = true)]
 async fn try_submit_reports_full_and_queue_never_exceeds_capacity() {
     let pool = WorkerPool::builder("full")
