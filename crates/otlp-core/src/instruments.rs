@@ -15,9 +15,17 @@
 //!   observes one point per set. The registry holds each source strongly: when it is the last holder the owner is
 //!   gone, and the source's counter values are folded into the retained sums (so cumulative counts survive their
 //!   owner until the provider shuts down; up-down counters of a dropped owner stop).
-//! * Owners record histograms through [`Registration::record`]: one atomic load of the scope's current histogram
-//!   set, so the record path takes no lock. A scope keeps every set it built (one per provider it followed) for
-//!   the life of the process, so that a record racing a rebuild never reaches a freed one.
+//! * Owners record histograms through a [`Recorder`] per histogram and attribute set (or
+//!   [`Registration::record`]): an atomic load of the scope's current histogram set, so the record path takes no
+//!   lock. A scope keeps every set it built (one per provider it followed) for the life of the process, so that a
+//!   record racing a rebuild never reaches a freed one.
+//! * A recorder resolves its attribute set once per provider where the provider allows it: the crate that
+//!   installs a provider whose `Histogram::bind` really binds (`otlp_telemetry`, for its SDK provider) installs
+//!   it with [`install`] and a [`Binder`]; the first record after the scope follows that provider binds, and
+//!   later ones are the bound handle's record (no hashing of the attribute set). On any other provider (one set
+//!   with `global::set_meter_provider`, whose `bind` may drop every record) a recorder takes the plain
+//!   `Histogram::record`. A recorder keeps the handles it made while it lives, so a record racing a rebind never
+//!   reaches a freed one.
 //!
 //! The hot paths of owners never call into this module: they bump their own counters, which sources read here.
 //!
@@ -57,6 +65,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter, MeterProvider};
 use opentelemetry::{InstrumentationScope, KeyValue};
+
+use crate::latest::Latest;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -446,6 +456,175 @@ impl RegistryRef {
     }
 }
 
+/// A histogram with one attribute set resolved once: what a [`Recorder`] records into.
+pub trait BoundRecord: Send + Sync + 'static {
+    /// Records `value` with the attribute set it was bound to.
+    fn record(&self, value: f64);
+}
+
+/// Binds a provider's histograms to an attribute set, for a provider whose instruments really resolve bound
+/// records (its `Histogram::bind` does not drop them); see [`install`].
+///
+/// The wiring crate implements it (`otlp_telemetry` with opentelemetry's `Histogram::bind`, for its SDK provider),
+/// so that the crates of owners use the OpenTelemetry API alone and turn on no feature of it.
+pub trait Binder: Send + Sync + 'static {
+    /// A handle that records into `histogram` with `attrs`, exactly as `histogram.record(value, attrs)` would.
+    fn bind(&self, histogram: &Histogram<f64>, attrs: &[KeyValue]) -> Box<dyn BoundRecord>;
+}
+
+/// The plain path: the histogram and the attributes, resolved by the provider on each record.
+struct Unbound {
+    histogram: Histogram<f64>,
+    attrs: Arc<[KeyValue]>,
+}
+
+impl BoundRecord for Unbound {
+    #[inline]
+    fn record(&self, value: f64) {
+        self.histogram.record(value, &self.attrs);
+    }
+}
+
+/// A histogram index the scope does not have: records go nowhere.
+struct Nowhere;
+
+impl BoundRecord for Nowhere {
+    fn record(&self, _value: f64) {}
+}
+
+/// The histograms a scope built on one provider, and the binder registered for that provider (if any).
+struct Set {
+    histograms: Arc<[Histogram<f64>]>,
+    binder: Option<Arc<dyn Binder>>,
+}
+
+impl Set {
+    fn bind(&self, index: usize, attrs: &Attributes) -> Box<dyn BoundRecord> {
+        match (self.histograms.get(index), &self.binder) {
+            (Some(histogram), Some(binder)) => binder.bind(histogram, attrs.as_slice()),
+            (histogram, _) => plain(histogram, attrs),
+        }
+    }
+}
+
+/// The plain path for `histogram` (none: an index the scope does not have) with `attrs`.
+fn plain(histogram: Option<&Histogram<f64>>, attrs: &Attributes) -> Box<dyn BoundRecord> {
+    match histogram {
+        Some(histogram) => Box::new(Unbound {
+            histogram: histogram.clone(),
+            attrs: attrs.kvs.clone(),
+        }),
+        None => Box::new(Nowhere),
+    }
+}
+
+/// The provider [`install`] installed last (held weakly: its allocation, so its address, stays its own) and its
+/// binder.
+type Installed = (Weak<dyn MeterProvider + Send + Sync>, Arc<dyn Binder>);
+
+/// Held across `install`'s installation and registration, and by a scope looking its provider's binder up, so
+/// that a scope that follows the new provider always finds its binder.
+static BINDER: Mutex<Option<Installed>> = Mutex::new(None);
+
+/// The binder registered for `provider`, if [`install`] installed it.
+fn binder_for(provider: &Arc<dyn MeterProvider + Send + Sync>) -> Option<Arc<dyn Binder>> {
+    lock(&BINDER)
+        .as_ref()
+        .filter(|(installed, _)| installed.as_ptr().cast::<()>().addr() == address(provider))
+        .map(|(_, binder)| binder.clone())
+}
+
+/// Installs `provider` as the global meter provider, records owners' histograms through `binder` for it, and makes
+/// every scope follow it (as [`refresh`] does).
+///
+/// `binder` is used for this provider only: owners record on any other provider (one installed with
+/// `global::set_meter_provider`) through the plain `Histogram::record`, which every provider implements. Call it
+/// from the crate that built the provider and knows its instruments bind (`otlp_telemetry::init` and
+/// `otlp_telemetry::install_meter_provider` do, for an SDK provider); do not race it with another installation.
+pub fn install<P>(provider: P, binder: Arc<dyn Binder>)
+where
+    P: MeterProvider + Send + Sync + 'static,
+{
+    {
+        let mut installed = lock(&BINDER);
+        opentelemetry::global::set_meter_provider(provider);
+        let provider = opentelemetry::global::meter_provider();
+        *installed = Some((Arc::downgrade(&provider), binder));
+    }
+    refresh();
+}
+
+/// One histogram of an owner with one attribute set: records go through a handle bound once per provider (when
+/// the provider was [`install`]ed with a binder) or through the plain `Histogram::record`.
+///
+/// Build one per histogram and attribute set with [`Registration::recorder`], when the owner is built.
+pub struct Recorder {
+    index: usize,
+    attrs: Attributes,
+    target: RecorderTarget,
+}
+
+enum RecorderTarget {
+    /// The handle for the set of the scope's provider it was made for, made on the first record after a change.
+    Global(&'static Scope, Latest<Handle>),
+    /// An owner with a meter of its own: one handle for good.
+    Own(Box<dyn BoundRecord>),
+}
+
+/// A recorder's handle on one histogram set (the set's address tells sets apart: a scope keeps every set it built).
+struct Handle {
+    set: usize,
+    bound: Box<dyn BoundRecord>,
+}
+
+impl Recorder {
+    /// Records `value`: two atomic loads (the scope's set and this recorder's handle) and the handle's record.
+    #[inline]
+    pub fn record(&self, value: f64) {
+        match &self.target {
+            RecorderTarget::Global(scope, latest) => {
+                let set = scope.histograms.load(Ordering::Acquire).addr();
+                match latest.get() {
+                    Some(handle) if handle.set == set => handle.bound.record(value),
+                    _ => self.rebind(scope, latest, value),
+                }
+            }
+            RecorderTarget::Own(bound) => bound.record(value),
+        }
+    }
+
+    /// The scope follows another provider than the handle's (or this is the first record): binds for it.
+    #[cold]
+    #[inline(never)]
+    fn rebind(&self, scope: &'static Scope, latest: &Latest<Handle>, value: f64) {
+        let Some(set) = scope.set() else {
+            return;
+        };
+        let address = std::ptr::from_ref(set).addr();
+        let handle = latest.refresh(
+            |handle| handle.set == address,
+            || Handle {
+                set: address,
+                bound: set.bind(self.index, &self.attrs),
+            },
+        );
+        handle.bound.record(value);
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Recorder");
+        d.field("histogram", &self.index)
+            .field("attributes", &self.attrs);
+        if let RecorderTarget::Global(scope, latest) = &self.target {
+            d.field("scope", &scope.registry.name)
+                .field("providers_bound", &latest.published());
+        }
+        d.finish()
+    }
+}
+
 /// The process-wide registry of one instrumentation scope; see the [module docs](self).
 pub struct Scope {
     registry: Registry,
@@ -455,13 +634,13 @@ pub struct Scope {
     current: AtomicUsize,
     /// Serialises rebuilds, which call into the SDK: callbacks never take it.
     following: Mutex<()>,
-    /// The first of the current provider's histograms (`registry.histograms.len()` of them), null before the first
-    /// build: what [`Registration::record`] reads, unlocked. It points into a set that `kept` holds.
-    histograms: AtomicPtr<Histogram<f64>>,
+    /// The current provider's histogram set, null before the first build: what [`Registration::record`] and
+    /// [`Recorder::record`] read, unlocked. It points into a set that `kept` holds.
+    histograms: AtomicPtr<Set>,
     /// Every histogram set this scope built, one per provider it followed, kept while the scope lives (a static:
     /// the process), so that a record that read `histograms` just before a rebuild never reaches a freed set. A
     /// provider change is rare (`init`, a test), and a set is a handle per histogram.
-    kept: Mutex<Vec<Arc<[Histogram<f64>]>>>,
+    kept: Mutex<Vec<Arc<Set>>>,
     /// Whether this scope is in [`SCOPES`].
     listed: AtomicBool,
 }
@@ -525,8 +704,12 @@ impl Scope {
         let histograms = self
             .registry
             .build(&meter, move || Some(RegistryRef::Static(&self.registry)));
-        let first = histograms.as_ptr().cast_mut();
-        lock(&self.kept).push(histograms);
+        let set = Arc::new(Set {
+            histograms,
+            binder: binder_for(&provider),
+        });
+        let first = Arc::as_ptr(&set).cast_mut();
+        lock(&self.kept).push(set);
         self.histograms.store(first, Ordering::Release);
         let address = address(&provider);
         // Held from before `current` names it until after `current` names another, so that an address `current`
@@ -571,18 +754,22 @@ impl Scope {
         }
     }
 
+    /// The histogram set of the provider followed (none before the first build).
+    #[inline]
+    fn set(&'static self) -> Option<&'static Set> {
+        let set = self.histograms.load(Ordering::Acquire);
+        // SAFETY: a non-null `histograms` points into an `Arc<Set>` built by `follow` and published after it was
+        // pushed to `kept`, which never drops or moves a set while the scope lives (a static: the process). The set
+        // is never written again.
+        unsafe { set.as_ref() }
+    }
+
     /// Records `value` in histogram `index` of the provider followed.
     #[inline]
     fn record(&'static self, index: usize, value: f64, attrs: &[KeyValue]) {
-        let first = self.histograms.load(Ordering::Acquire);
-        if first.is_null() || index >= self.registry.histograms.len() {
-            return;
+        if let Some(histogram) = self.set().and_then(|set| set.histograms.get(index)) {
+            histogram.record(value, attrs);
         }
-        // SAFETY: a non-null `histograms` points at the first of the `registry.histograms.len()` histograms of a set
-        // built by `follow` (`build` makes one per spec) and published after it was pushed to `kept`, which never
-        // drops or moves a set while the scope lives; `index` is within the set. The set is never written again.
-        let histogram = unsafe { &*first.add(index) };
-        histogram.record(value, attrs);
     }
 }
 
@@ -625,6 +812,20 @@ impl Registration {
     pub fn follow(&self) {
         if let Target::Global(scope) = self.target {
             scope.follow();
+        }
+    }
+
+    /// A recorder of the scope's histogram `index` with `attrs`, for an owner that records it often: it binds the
+    /// attribute set once per provider where the provider allows it (see [`install`]).
+    pub fn recorder(&self, index: usize, attrs: &Attributes) -> Recorder {
+        let target = match &self.target {
+            Target::Global(scope) => RecorderTarget::Global(scope, Latest::new()),
+            Target::Own(_, histograms) => RecorderTarget::Own(plain(histograms.get(index), attrs)),
+        };
+        Recorder {
+            index,
+            attrs: attrs.clone(),
+            target,
         }
     }
 
@@ -747,24 +948,120 @@ mod tests {
         );
     }
 
+    /// A binder whose handles count their records in `records`, and counts its binds.
+    #[derive(Default)]
+    struct CountingBinder {
+        binds: AtomicU64,
+        records: Arc<AtomicU64>,
+    }
+    struct CountingBound(Arc<AtomicU64>);
+    impl BoundRecord for CountingBound {
+        fn record(&self, _value: f64) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    impl Binder for CountingBinder {
+        fn bind(&self, _histogram: &Histogram<f64>, _attrs: &[KeyValue]) -> Box<dyn BoundRecord> {
+            self.binds.fetch_add(1, Ordering::Relaxed);
+            Box::new(CountingBound(self.records.clone()))
+        }
+    }
+
+    static BINDING: Scope = Scope::new("bind-test", "0", &[], ONE_HISTOGRAM);
+
+    #[test]
+    fn a_binder_serves_only_the_provider_installed_with_it() {
+        let _serial = crate::serial();
+        let attrs = Attributes::new(vec![KeyValue::new("k", "v")]);
+        let plain_before = install();
+        let early = BINDING.link(None).recorder(0, &attrs);
+        early.record(1.0);
+        assert_eq!(plain_before.load(Ordering::Relaxed), 1, "no binder: plain");
+
+        let binder = Arc::new(CountingBinder::default());
+        let unbound = Arc::new(AtomicU64::new(0));
+        super::install(Counting(unbound.clone()), binder.clone());
+        let late = BINDING.link(None).recorder(0, &attrs);
+        for _ in 0..3 {
+            early.record(1.0);
+            late.record(1.0);
+        }
+        assert_eq!(
+            binder.records.load(Ordering::Relaxed),
+            6,
+            "owners built before and after the installation record through the binder"
+        );
+        assert_eq!(unbound.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            binder.binds.load(Ordering::Relaxed),
+            2,
+            "one bind per recorder and provider"
+        );
+
+        // Another provider (a user's own, whose `bind` might drop records): the plain path, never the binder.
+        let plain_after = install();
+        BINDING.follow();
+        early.record(1.0);
+        late.record(1.0);
+        assert_eq!(plain_after.load(Ordering::Relaxed), 2);
+        assert_eq!(binder.records.load(Ordering::Relaxed), 6);
+        assert_eq!(binder.binds.load(Ordering::Relaxed), 2);
+        assert_eq!(plain_before.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_recorder_on_an_own_meter_records_plainly() {
+        let _serial = crate::serial();
+        let records = Arc::new(AtomicU64::new(0));
+        let meter = Counting(records.clone()).meter("own");
+        let registration = BINDING.link(Some(meter));
+        registration
+            .recorder(0, &Attributes::new(Vec::new()))
+            .record(1.0);
+        registration
+            .recorder(1, &Attributes::new(Vec::new()))
+            .record(1.0); // no such histogram
+        assert_eq!(records.load(Ordering::Relaxed), 1);
+    }
+
     static RACED: Scope = Scope::new("race-test", "0", &[], ONE_HISTOGRAM);
 
     #[test]
     fn records_racing_provider_changes_reach_a_live_set() {
         let _serial = crate::serial();
-        let rounds = if cfg!(miri) { 4 } else { 200 };
+        let rounds: u64 = if cfg!(miri) { 4 } else { 200 };
+        // Every provider, and every handle bound on one, counts into `total`: no record may be lost.
+        let total = Arc::new(AtomicU64::new(0));
+        opentelemetry::global::set_meter_provider(Counting(total.clone()));
         let registration = RACED.link(None);
+        let recorder = registration.recorder(0, &Attributes::new(vec![KeyValue::new("k", 1)]));
+        let binder = Arc::new(CountingBinder {
+            binds: AtomicU64::new(0),
+            records: total.clone(),
+        });
         std::thread::scope(|s| {
             s.spawn(|| {
-                for _ in 0..rounds {
-                    install();
-                    RACED.follow();
+                for round in 0..rounds {
+                    if round % 2 == 0 {
+                        super::install(Counting(total.clone()), binder.clone());
+                    } else {
+                        opentelemetry::global::set_meter_provider(Counting(total.clone()));
+                        RACED.follow();
+                    }
                 }
             });
             for _ in 0..rounds * 4 {
                 registration.record(0, 1.0, &[]);
+                recorder.record(1.0);
             }
         });
+        assert_eq!(total.load(Ordering::Relaxed), rounds * 8);
         assert!(lock(&RACED.kept).len() >= 2);
+        // The last provider has no binder; one more with it, and the recorder binds.
+        let binds = binder.binds.load(Ordering::Relaxed);
+        super::install(Counting(total.clone()), binder.clone());
+        recorder.record(1.0);
+        assert_eq!(binder.binds.load(Ordering::Relaxed), binds + 1);
+        assert_eq!(total.load(Ordering::Relaxed), rounds * 8 + 1);
     }
 }

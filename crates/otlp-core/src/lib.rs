@@ -13,12 +13,20 @@
 
 mod counters;
 pub mod instruments;
+mod latest;
 mod per_thread;
 mod sync;
 pub mod thread_index;
 
 pub use counters::{CounterBlock, Counters, OWN_BLOCKS};
 pub use per_thread::PerThread;
+
+/// What `tests/loom.rs` checks beside the public API.
+#[cfg(otlp_loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::latest::Latest;
+}
 
 /// The lib's tests share one process-wide thread-index registry, and freed indices are reused smallest first: a
 /// test that checks what a thread gave back must not race another test's thread taking it. Every lib test runs

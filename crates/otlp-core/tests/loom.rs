@@ -1,6 +1,7 @@
 //! Loom models of otlp-core's atomic protocols, on the shipped code (its `src/sync.rs` switches to loom, and the
 //! thread index lives in `loom::thread_local!`s): per-thread counter blocks, the shared block of threads without a
-//! slot, and the hand-over of a thread's index (and with it its blocks) when it exits. Run with
+//! slot, the hand-over of a thread's index (and with it its blocks) when it exits, and the publication of the
+//! latest value that histogram recorders read without a lock (`Latest`). Run with
 //! `RUSTFLAGS="--cfg otlp_loom" cargo test --release -p otlp-core --test loom`.
 //!
 //! Loom runs thread-local destructors outside its execution, where the registry's loom mutex cannot be taken, so
@@ -113,5 +114,67 @@ fn an_exited_threads_index_and_block_pass_to_the_next_thread() {
         // unless the reader still held its own when the second writer asked.
         assert!(reused == index || reused < 3, "{reused} vs {index}");
         assert_eq!(c.snapshot(), [2]);
+    });
+}
+
+/// A value written before it is published, for the `Latest` model: loom checks that a reader's access to it
+/// happens after its initialisation.
+struct Written(loom::cell::UnsafeCell<usize>);
+
+// SAFETY: the cell is written only while the value is built, before it is shared; readers only read it.
+unsafe impl Sync for Written {}
+
+impl Written {
+    /// Built with a tracked write (loom does not track the cell's creation).
+    fn new(v: usize) -> Self {
+        let w = Written(loom::cell::UnsafeCell::new(0));
+        // SAFETY: not shared yet.
+        w.0.with_mut(|p| unsafe { *p = v });
+        w
+    }
+
+    fn read(&self) -> usize {
+        // SAFETY: see the `Sync` impl: no writer after construction.
+        self.0.with(|v| unsafe { *v })
+    }
+}
+
+/// A reader racing two replacements (one of them racing a second publisher that finds it fresh) sees either
+/// nothing or a fully initialised value, never one going back; afterwards the last one is current and every one is
+/// kept.
+#[test]
+fn latest_publishes_initialised_values_once() {
+    use otlp_core::__loom::Latest;
+    loom::model(|| {
+        let latest: Arc<Latest<Written>> = Arc::new(Latest::new());
+        let publishers: Vec<_> = (0..2)
+            .map(|_| {
+                let latest = latest.clone();
+                thread::spawn(move || {
+                    let v = latest.refresh(|v| v.read() == 1, || Written::new(1)).read();
+                    assert_eq!(v, 1);
+                })
+            })
+            .collect();
+        let mut last = 0;
+        for _ in 0..2 {
+            // Loom explores a spawned thread's run before this load only past a yield.
+            thread::yield_now();
+            if let Some(v) = latest.get() {
+                let v = v.read();
+                assert!(v >= last);
+                last = v;
+            }
+        }
+        for p in publishers {
+            p.join().unwrap();
+        }
+        let v = latest.refresh(|v| v.read() == 2, || Written::new(2)).read();
+        assert_eq!(v, 2);
+        assert_eq!(
+            latest.published(),
+            2,
+            "the racing publishers made one value"
+        );
     });
 }
