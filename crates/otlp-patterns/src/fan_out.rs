@@ -71,7 +71,7 @@ use std::task::{Context, Poll};
 use futures_util::stream::{FuturesUnordered, Stream};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
-use otlp_core::instruments::{Attributes, Observations, Registration, Source};
+use otlp_core::instruments::{Attributes, Observations, Recorder, Registration, Source};
 use pin_project_lite::pin_project;
 
 use crate::catch::CatchPanic;
@@ -128,12 +128,14 @@ impl FanOutBuilder {
             });
         }
         let attrs = [KeyValue::new("fan_out.name", self.name.clone())];
+        let link = SCOPE.link(self.meter);
+        let run = link.recorder(telemetry::FAN_OUT_RUN, &Attributes::new(attrs.to_vec()));
         let shared = Arc::new(Shared {
             counts: OutcomeCounters::new(),
             clock: Stopwatch::new(),
-            link: SCOPE.link(self.meter),
+            link,
+            run,
             outcome_attrs: OutcomeAttributes::new(&attrs, &Outcome::ITEM),
-            attrs: Attributes::new(attrs.to_vec()),
         });
         shared.link.add(shared.clone());
         Ok(FanOut {
@@ -162,8 +164,8 @@ struct Shared {
     counts: OutcomeCounters,
     clock: Stopwatch,
     link: Registration,
-    /// `fan_out.name`, built once.
-    attrs: Attributes,
+    /// `fan_out.task.duration` with `fan_out.name`, built once.
+    run: Recorder,
     outcome_attrs: OutcomeAttributes,
 }
 
@@ -716,11 +718,9 @@ where
                 handled += 1;
                 let end = shared.clock.now();
                 mark = Some(end);
-                shared.link.record(
-                    telemetry::FAN_OUT_RUN,
-                    end.saturating_duration_since(done.start).as_secs_f64(),
-                    shared.attrs.as_slice(),
-                );
+                shared
+                    .run
+                    .record(end.saturating_duration_since(done.start).as_secs_f64());
                 let result = match done.out {
                     Ok(Ok(v)) => Ok(v),
                     Ok(Err(e)) => Err(TaskError::Failed(e)),

@@ -61,7 +61,7 @@ use std::time::Duration;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, Stream};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
-use otlp_core::instruments::{Attributes, Observations, Registration};
+use otlp_core::instruments::{Attributes, Observations, Recorder, Registration};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -151,6 +151,8 @@ struct StageMeta {
     concurrency: usize,
     /// `pipeline.name` and `pipeline.stage.name`, built once.
     attrs: Attributes,
+    /// `pipeline.stage.duration` with `attrs`.
+    duration: Recorder,
     queued: AtomicU64,
 }
 
@@ -534,23 +536,28 @@ impl<In, Out, E, C> PipelineBuilder<In, Out, E, C> {
                 what: format!("pipeline {:?} stage {name:?}", self.name),
             });
         }
+        let link = SCOPE.link(self.meter);
         let stages = self
             .metas
             .iter()
-            .map(|(stage, k)| StageMeta {
-                name: Arc::clone(stage),
-                concurrency: *k,
-                attrs: Attributes::new(vec![
+            .map(|(stage, k)| {
+                let attrs = Attributes::new(vec![
                     KeyValue::new("pipeline.name", self.name.clone()),
                     KeyValue::new("pipeline.stage.name", stage.to_string()),
-                ]),
-                queued: AtomicU64::new(0),
+                ]);
+                StageMeta {
+                    name: Arc::clone(stage),
+                    concurrency: *k,
+                    duration: link.recorder(telemetry::PIPELINE_STAGE, &attrs),
+                    attrs,
+                    queued: AtomicU64::new(0),
+                }
             })
             .collect();
         let shared = Arc::new(Shared {
             counts: OutcomeCounters::new(),
             stages,
-            link: SCOPE.link(self.meter),
+            link,
             outcome_attrs: OutcomeAttributes::new(
                 &[KeyValue::new("pipeline.name", self.name.clone())],
                 &Outcome::ITEM,
@@ -912,11 +919,7 @@ where
                 let out = match done {
                     StageDone::Ran(out, took) => {
                         if let Some(m) = meta {
-                            this.shared.link.record(
-                                telemetry::PIPELINE_STAGE,
-                                secs(took),
-                                m.attrs.as_slice(),
-                            );
+                            m.duration.record(secs(took));
                         }
                         match out {
                             Ok(Ok(v)) => Ok(v),

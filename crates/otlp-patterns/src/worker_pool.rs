@@ -75,7 +75,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
-use otlp_core::instruments::{Attributes, Observations, Registration, Source};
+use otlp_core::instruments::{Attributes, Observations, Recorder, Registration, Source};
 use tokio::runtime::Handle;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, Sleep};
@@ -181,6 +181,8 @@ impl WorkerPoolBuilder {
             None => CancellationToken::new(),
         };
         let attrs = [KeyValue::new("worker_pool.name", self.name.clone())];
+        let link = SCOPE.link(self.meter);
+        let set = Attributes::new(attrs.to_vec());
         let shared = Arc::new(Shared {
             queue: Queue::new(capacity),
             shards: (0..max_workers).map(|_| WorkerShard::default()).collect(),
@@ -197,9 +199,11 @@ impl WorkerPoolBuilder {
                 Some(self.task_timeout)
             },
             token,
-            link: SCOPE.link(self.meter),
+            run: link.recorder(telemetry::WORKER_POOL_RUN, &set),
+            wait: link.recorder(telemetry::WORKER_POOL_WAIT, &set),
+            link,
             outcome_attrs: OutcomeAttributes::new(&attrs, &Outcome::ALL),
-            attrs: Attributes::new(attrs.to_vec()),
+            attrs: set,
             aborts: std::sync::Mutex::new(Vec::with_capacity(self.workers)),
             name: self.name,
         });
@@ -301,6 +305,9 @@ struct Shared {
     /// The scope's instruments: the registry holds this `Shared` as the source of the pool's counters (keeping
     /// its cumulative counts once the pool is gone), and the workers record durations through it.
     link: Registration,
+    /// `worker_pool.task.duration` and `worker_pool.task.wait.duration` with `attrs`.
+    run: Recorder,
+    wait: Recorder,
     /// `worker_pool.name`, built once.
     attrs: Attributes,
     outcome_attrs: OutcomeAttributes,
@@ -417,11 +424,9 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
                 None => break,
             },
         };
-        shared.link.record(
-            telemetry::WORKER_POOL_WAIT,
-            secs(start.saturating_duration_since(job.enqueued_at())),
-            shared.attrs.as_slice(),
-        );
+        shared
+            .wait
+            .record(secs(start.saturating_duration_since(job.enqueued_at())));
         shard.active.store(1, Ordering::Relaxed);
         let job = slot.job.insert(job);
         let own = job.deadline();
@@ -446,11 +451,9 @@ async fn worker(shared: Arc<Shared>, index: usize, sleep: Sleep) {
         });
         let end = Instant::now();
         last_end = Some(end);
-        shared.link.record(
-            telemetry::WORKER_POOL_RUN,
-            secs(end.saturating_duration_since(start)),
-            shared.attrs.as_slice(),
-        );
+        shared
+            .run
+            .record(secs(end.saturating_duration_since(start)));
         shard.counts.add(outcome, 1);
         shard.active.store(0, Ordering::Relaxed);
         if let Some(job) = slot.job.take() {

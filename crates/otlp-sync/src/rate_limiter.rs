@@ -64,7 +64,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Jitter, NotUntil, Quota};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
-use otlp_core::instruments::{Attributes, Observations, Registration, Source};
+use otlp_core::instruments::{Attributes, Observations, Recorder, Registration, Source};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -156,6 +156,8 @@ pub(crate) struct Core {
     name_attrs: Attributes,
     /// `[rate_limiter.name, outcome]` per outcome, built once.
     attrs: [Attributes; 4],
+    /// `rate_limiter.wait.duration` with `attrs`, per outcome.
+    waits: [Recorder; 4],
 }
 
 impl Core {
@@ -169,12 +171,14 @@ impl Core {
                 KeyValue::new(names::OUTCOME, o.as_str()),
             ])
         });
+        let link = INSTRUMENTS.link(meter);
         Core {
             name,
             jitter,
             counters: Counters::new(),
             waiting: Gauge::new(),
-            link: INSTRUMENTS.link(meter),
+            waits: std::array::from_fn(|o| link.recorder(RATE_LIMITER_WAIT, &attrs[o])),
+            link,
             name_attrs: Attributes::new(vec![name_kv]),
             attrs,
         }
@@ -411,11 +415,7 @@ impl Drop for WaitGuard<'_> {
         core.count(self.outcome);
         // This call slept: cheap enough to catch up with a provider installed since.
         core.link.follow();
-        core.link.record(
-            RATE_LIMITER_WAIT,
-            self.start.elapsed().as_secs_f64(),
-            core.attrs[self.outcome as usize].as_slice(),
-        );
+        core.waits[self.outcome as usize].record(self.start.elapsed().as_secs_f64());
     }
 }
 

@@ -106,7 +106,7 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
-use otlp_core::instruments::{Attributes, Observations, Registration, Source};
+use otlp_core::instruments::{Attributes, Observations, Recorder, Registration, Source};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -415,6 +415,10 @@ struct Telemetry {
     name: Attributes,
     /// `[semaphore.name, outcome]` per outcome, built once.
     attrs: [Attributes; 5],
+    /// `semaphore.hold.duration` with `name`.
+    hold: Recorder,
+    /// `semaphore.wait.duration` with `attrs`, per outcome.
+    waits: [Recorder; 5],
 }
 
 impl Telemetry {
@@ -426,9 +430,13 @@ impl Telemetry {
                 KeyValue::new(names::OUTCOME, o.as_str()),
             ])
         });
+        let link = INSTRUMENTS.link(meter);
+        let name = Attributes::new(vec![name_kv]);
         Telemetry {
-            link: INSTRUMENTS.link(meter),
-            name: Attributes::new(vec![name_kv]),
+            hold: link.recorder(SEMAPHORE_HOLD, &name),
+            waits: std::array::from_fn(|o| link.recorder(SEMAPHORE_WAIT, &attrs[o])),
+            link,
+            name,
             attrs,
         }
     }
@@ -476,11 +484,7 @@ impl Inner {
     #[cold]
     fn record_hold(&self, since: tokio::time::Instant) {
         let t = &self.telemetry;
-        t.link.record(
-            SEMAPHORE_HOLD,
-            since.elapsed().as_secs_f64(),
-            t.name.as_slice(),
-        );
+        t.hold.record(since.elapsed().as_secs_f64());
     }
 
     /// Counts the outcome of a `try_acquire`: one bump whatever the outcome, made before the result is inspected
@@ -567,11 +571,7 @@ impl Drop for WaitGuard<'_> {
         let t = &inner.telemetry;
         // This acquire waited: cheap enough to catch up with a provider installed since.
         t.link.follow();
-        t.link.record(
-            SEMAPHORE_WAIT,
-            waited,
-            t.attrs[self.outcome as usize].as_slice(),
-        );
+        t.waits[self.outcome as usize].record(waited);
     }
 }
 
