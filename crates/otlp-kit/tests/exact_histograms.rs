@@ -1,6 +1,7 @@
 //! Duration histograms are exact: what a worker pool exports for its tasks (count, bucket counts for the
 //! boundaries otlp-telemetry's view installs, min, max; sum within 0.1 %) equals recording each duration directly
-//! on a histogram of the same provider.
+//! on a histogram of the same provider: on the plain path (a meter of the pool's own) and on the bound one (the
+//! global provider installed with `otlp_telemetry::install_meter_provider`, pools built before and after it).
 //!
 //! The tasks' durations are set with tokio's paused clock (`tokio::time::advance` moves it by exactly that much),
 //! so the test knows each value the pool measured: one nanosecond below, on and above every boundary.
@@ -12,11 +13,13 @@
 use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
-use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, HistogramDataPoint, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use otlp_kit::patterns::WorkerPool;
-use otlp_kit::telemetry::{DurationHistogram, LATENCY_BUCKETS_SECONDS, views};
+use otlp_kit::telemetry::{
+    DurationHistogram, LATENCY_BUCKETS_SECONDS, install_meter_provider, views,
+};
 
 fn provider() -> (SdkMeterProvider, InMemoryMetricExporter) {
     let exporter = InMemoryMetricExporter::default();
@@ -43,8 +46,16 @@ fn durations() -> Vec<Duration> {
     out
 }
 
-/// The one data point of histogram `name`.
+/// The one data point of histogram `name` in the last export.
 fn point(exporter: &InMemoryMetricExporter, name: &str) -> HistogramDataPoint<f64> {
+    let mut points = points(exporter, name);
+    let p = points.pop().unwrap_or_else(|| panic!("{name}: no point"));
+    assert!(points.is_empty(), "{name}: one attribute set");
+    p
+}
+
+/// The data points of histogram `name` in the last export.
+fn points(exporter: &InMemoryMetricExporter, name: &str) -> Vec<HistogramDataPoint<f64>> {
     let metrics = exporter.get_finished_metrics().unwrap();
     let m = metrics
         .iter()
@@ -56,10 +67,61 @@ fn point(exporter: &InMemoryMetricExporter, name: &str) -> HistogramDataPoint<f6
     let AggregatedMetrics::F64(MetricData::Histogram(h)) = m.data() else {
         panic!("{name} is not an f64 histogram");
     };
-    let mut points = h.data_points();
-    let p = points.next().unwrap_or_else(|| panic!("{name}: no point"));
-    assert!(points.next().is_none(), "{name}: one attribute set");
-    p.clone()
+    h.data_points().cloned().collect()
+}
+
+/// The data point of histogram `name` whose `worker_pool.name` is `pool`, in the last export.
+fn pool_point(
+    exporter: &InMemoryMetricExporter,
+    name: &str,
+    pool: &str,
+) -> HistogramDataPoint<f64> {
+    let mut found = points(exporter, name).into_iter().filter(|p| {
+        p.attributes()
+            .any(|kv| kv.key.as_str() == "worker_pool.name" && kv.value.as_str() == pool)
+    });
+    let p = found
+        .next()
+        .unwrap_or_else(|| panic!("{name}: no point of pool {pool}"));
+    assert!(found.next().is_none(), "{name}: one point of pool {pool}");
+    p
+}
+
+/// Reference histograms `<prefix>.run.duration` and `<prefix>.wait.duration`, recorded on directly.
+fn references(provider: &SdkMeterProvider, prefix: &str) -> (Histogram<f64>, Histogram<f64>) {
+    let reference = provider.meter("otlp-reference");
+    let build = |what: &str| {
+        reference
+            .f64_histogram(format!("{prefix}.{what}.duration"))
+            .with_unit("s")
+            .build()
+    };
+    (build("run"), build("wait"))
+}
+
+/// Submits a task per duration to a one-worker `pool` (every task queued at once: no `.await` between the
+/// submissions, so the clock does not move, and task i waits for the ones before it and runs for exactly its
+/// duration); records each run and wait duration on `run_ref` and `wait_ref`.
+async fn run_tasks(
+    pool: &WorkerPool,
+    values: &[Duration],
+    run_ref: &Histogram<f64>,
+    wait_ref: &Histogram<f64>,
+) {
+    let handles: Vec<_> = values
+        .iter()
+        .map(|&d| {
+            pool.try_submit(async move { tokio::time::advance(d).await })
+                .unwrap()
+        })
+        .collect();
+    let mut waited = Duration::ZERO;
+    for (d, h) in values.iter().zip(handles) {
+        h.await.unwrap();
+        run_ref.record(d.as_secs_f64(), &[]);
+        wait_ref.record(waited.as_secs_f64(), &[]);
+        waited += *d;
+    }
 }
 
 fn assert_same(name: &str, got: &HistogramDataPoint<f64>, want: &HistogramDataPoint<f64>) {
@@ -87,19 +149,9 @@ fn assert_same(name: &str, got: &HistogramDataPoint<f64>, want: &HistogramDataPo
 async fn worker_pool_durations_equal_direct_recording() {
     let (provider, exporter) = provider();
     let meter = provider.meter_with_scope(InstrumentationScope::builder("otlp-patterns").build());
-    let reference = provider.meter("otlp-reference");
-    let run_ref = reference
-        .f64_histogram("reference.run.duration")
-        .with_unit("s")
-        .build();
-    let wait_ref = reference
-        .f64_histogram("reference.wait.duration")
-        .with_unit("s")
-        .build();
+    let (run_ref, wait_ref) = references(&provider, "reference");
 
     let values = durations();
-    // One worker, every task queued at once (no `.await` between the submissions, so the clock does not move):
-    // task i waits for the ones before it and runs for exactly its duration.
     let pool = WorkerPool::builder("exact")
         .workers(1)
         .queue(values.len())
@@ -107,20 +159,7 @@ async fn worker_pool_durations_equal_direct_recording() {
         .meter(meter)
         .build()
         .unwrap();
-    let handles: Vec<_> = values
-        .iter()
-        .map(|&d| {
-            pool.try_submit(async move { tokio::time::advance(d).await })
-                .unwrap()
-        })
-        .collect();
-    let mut waited = Duration::ZERO;
-    for (d, h) in values.iter().zip(handles) {
-        h.await.unwrap();
-        run_ref.record(d.as_secs_f64(), &[]);
-        wait_ref.record(waited.as_secs_f64(), &[]);
-        waited += *d;
-    }
+    run_tasks(&pool, &values, &run_ref, &wait_ref).await;
     pool.shutdown_now().await;
 
     provider.force_flush().unwrap();
@@ -138,5 +177,62 @@ async fn worker_pool_durations_equal_direct_recording() {
         &point(&exporter, "worker_pool.task.wait.duration"),
         &point(&exporter, "reference.wait.duration"),
     );
+    provider.shutdown().unwrap();
+}
+
+/// The bound path: pools of the process-wide registry, one built before the provider is installed with
+/// `install_meter_provider` and one after, each export exactly what direct recording gives; and their cumulative
+/// histograms keep being exported after the pools are dropped.
+#[tokio::test(start_paused = true)]
+async fn bound_worker_pool_durations_equal_direct_recording_before_and_after_install() {
+    let (provider, exporter) = provider();
+    let (run_ref, wait_ref) = references(&provider, "reference");
+    let values = durations();
+    let build = |name: &str| {
+        WorkerPool::builder(name)
+            .workers(1)
+            .queue(values.len())
+            .task_timeout(Duration::MAX)
+            .build()
+            .unwrap()
+    };
+    let early = build("early");
+    install_meter_provider(provider.clone());
+    let late = build("late");
+    // The early pool first, alone: the reference histograms then hold exactly its values.
+    run_tasks(&early, &values, &run_ref, &wait_ref).await;
+    provider.force_flush().unwrap();
+    let want_run = point(&exporter, "reference.run.duration");
+    let want_wait = point(&exporter, "reference.wait.duration");
+    // The late pool sees the same values (its clock starts when its tasks are queued).
+    let (late_run_ref, late_wait_ref) = references(&provider, "reference.late");
+    run_tasks(&late, &values, &late_run_ref, &late_wait_ref).await;
+    early.shutdown_now().await;
+    late.shutdown_now().await;
+    provider.force_flush().unwrap();
+    for pool in ["early", "late"] {
+        assert_same(
+            "worker_pool.task.duration",
+            &pool_point(&exporter, "worker_pool.task.duration", pool),
+            &want_run,
+        );
+        assert_same(
+            "worker_pool.task.wait.duration",
+            &pool_point(&exporter, "worker_pool.task.wait.duration", pool),
+            &want_wait,
+        );
+    }
+
+    drop((early, late));
+    provider.force_flush().unwrap();
+    for pool in ["early", "late"] {
+        let run = pool_point(&exporter, "worker_pool.task.duration", pool);
+        assert_eq!(
+            run.count(),
+            values.len() as u64,
+            "{pool}: kept once dropped"
+        );
+        assert_same("worker_pool.task.duration", &run, &want_run);
+    }
     provider.shutdown().unwrap();
 }

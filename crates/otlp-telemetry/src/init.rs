@@ -164,9 +164,8 @@ fn install(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         global::set_tracer_provider(tp.clone());
     }
     if let Some(mp) = &parts.meter_provider {
-        global::set_meter_provider(mp.clone());
         // Owners built before now (a library's lazy pool) report through this provider from its first export.
-        otlp_core::instruments::refresh();
+        crate::install_meter_provider(mp.clone());
     }
     let propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = config
         .propagators

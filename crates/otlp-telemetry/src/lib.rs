@@ -23,6 +23,8 @@
 //! # What is where
 //! - [`config`]: [`TelemetryConfig`], the builder, and its spec defaults; [`env`](mod@env): the `OTEL_*` variables.
 //! - [`init()`]: installs everything; [`TelemetryGuard`]: shutdown, flush and run-time sampling control.
+//! - [`meter_install`]: [`install_meter_provider`], for a meter provider of your own that otlp-kit's owners
+//!   record on as cheaply as on `init`'s.
 //! - [`sampler`]: [`RatioSampler`], the parent-based trace-id ratio sampler behind
 //!   [`TelemetryGuard::set_trace_ratio`].
 //! - [`budget`]: [`BudgetSampler`], the span budget (at most N new traces a second) behind
@@ -61,6 +63,7 @@ pub mod guard;
 mod head_sampling;
 mod http_client;
 pub mod init;
+pub mod meter_install;
 pub mod otlp_encode;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
@@ -84,6 +87,7 @@ pub use config::{
 pub use error::{ConfigError, ShutdownError, ShutdownFailure, SignalReport, TelemetryError};
 pub use guard::TelemetryGuard;
 pub use init::init;
+pub use meter_install::install_meter_provider;
 pub use propagation::{
     HeaderExtractor, HeaderInjector, current_context, extract_context, inject_context,
     inject_context_from,
