@@ -25,7 +25,8 @@
 //!
 //! Inside a sampled-out trace, [`UnsampledGate`] (in the global log filter, asked first) disables every new span for every
 //! layer: `tracing::span!` returns a disabled span, so the registry and the other layers never see it, and a child
-//! costs one lookup of the current span. What follows from that:
+//! costs a check of the current span (known without asking the registry when the sampled-out root is the one span
+//! entered on the thread). What follows from that:
 //! - the root is the only span of a sampled-out trace: [`Span::current()`](tracing::Span::current) inside it is
 //!   the root, and the console log (with `OTEL_CONSOLE_LOG=spans`) shows the root as the span of its events;
 //! - events inside still reach the fmt layer, and [`inject_context`](crate::inject_context) still propagates the
@@ -72,8 +73,14 @@ thread_local! {
     /// Enters and exits of spans on this thread so far (through a [`HeadSampling`] layer): the registry's current
     /// span changes only with one of them.
     static MOVES: Cell<u64> = const { Cell::new(0) };
-    /// What the gate saw when it last let a span be created on this thread: `(layer key, MOVES then, the current
-    /// span's id or 0)`, so that the decision of the span it let through does not read the current span again.
+    /// Spans entered and not yet exited on this thread, through every [`HeadSampling`] layer: the entries of
+    /// their registries' span stacks on this thread, together (`tracing`'s enter guards cannot leave the thread,
+    /// so every exit matches an enter here). At 0 no stack has a current span on this thread.
+    static ENTERED: Cell<u64> = const { Cell::new(0) };
+    /// The current span of a stack on this thread as last known: `(layer key, MOVES then, the current span's id or
+    /// 0)`, valid while MOVES has not moved. Set when the gate reads the current span (so that the decision of the
+    /// span it let through does not read it again), and by an enter or exit that leaves a known span stack: one
+    /// span entered in all (it is current) or none.
     static GATE_SAW: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
     /// What this thread found out about span callsites: see [`Verdicts`].
     static VERDICTS: Verdicts = const {
@@ -83,7 +90,6 @@ thread_local! {
     static RECENT: Recent = const {
         Recent {
             entries: [const { Cell::new((0, 0)) }; RECENT_SPANS],
-            next: Cell::new(0),
         }
     };
 }
@@ -149,55 +155,60 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 /// The ids of the spans this thread sampled out lately, each with the key of the layer that did, so that entering,
 /// leaving, recording and closing them skips the OpenTelemetry layer without looking the span up.
 ///
-/// An entry stays true while it is listed. A registry hands out the ids of the spans created on a thread from
-/// that thread's own slab shard, so a span created later with the same id (the slot reused, its generation
-/// wrapped) is created on this thread, through [`HeadSampling::on_new_span`] here, which replaces the entry; a
-/// span closed on another thread leaves an entry that matches no live span until then. A miss (another thread,
-/// an entry overwritten) costs the lookup it saves.
+/// A direct-mapped table: a span's entry is the slot its id picks. An entry stays true while it is listed. A
+/// registry hands out the ids of the spans created on a thread from that thread's own slab shard, so a span created
+/// later with the same id (the slot reused, its generation wrapped) is created on this thread, through
+/// [`HeadSampling::on_new_span`] here, which replaces the entry (the same id picks the same slot); a span closed on
+/// another thread leaves an entry that matches no live span until then. A miss (another thread, an entry taken by
+/// another span) costs the lookup it saves.
 #[derive(Debug)]
 struct Recent {
     /// `(layer key, span id)`; `(0, 0)` is empty.
     entries: [Cell<(u64, u64)>; RECENT_SPANS],
-    next: Cell<usize>,
 }
 
 /// Sampled-out spans remembered per thread: enough for the requests a worker thread interleaves.
-const RECENT_SPANS: usize = 8;
+const RECENT_SPANS: usize = 16;
 
 impl Recent {
-    /// The entry of `(key, id)` on this thread, if listed.
-    fn find<R>(key: u64, id: &Id, f: impl FnOnce(&Cell<(u64, u64)>) -> R) -> Option<R> {
-        let entry = (key, id.into_u64());
-        RECENT
-            .try_with(|r| r.entries.iter().find(|e| e.get() == entry).map(f))
-            .ok()
-            .flatten()
+    /// The entry `id` picks. The registry's ids are slab indices (plus one), their low bits the slot's place in
+    /// the thread's shard: spans alive together on a thread differ there.
+    fn entry<R>(id: &Id, f: impl FnOnce(&Cell<(u64, u64)>) -> R) -> Option<R> {
+        let slot = (id.into_u64() as usize) % RECENT_SPANS;
+        RECENT.try_with(|r| f(&r.entries[slot])).ok()
     }
 
     /// Whether `(key, id)` is a sampled-out span created on this thread (a miss says nothing).
+    #[inline]
     fn contains(key: u64, id: &Id) -> bool {
-        Recent::find(key, id, |_| ()).is_some()
+        Recent::entry(id, |e| e.get() == (key, id.into_u64())).unwrap_or(false)
     }
 
     /// Records the span `id` just created on this thread, sampled out or not.
+    #[inline]
     fn created(key: u64, id: &Id, sampled_out: bool) {
-        let listed = Recent::find(key, id, |entry| {
-            if !sampled_out {
-                entry.set((0, 0));
+        let entry = (key, id.into_u64());
+        Recent::entry(id, |e| {
+            if sampled_out {
+                e.set(entry);
+            } else if e.get() == entry {
+                e.set((0, 0));
             }
         });
-        if sampled_out && listed.is_none() {
-            let _ = RECENT.try_with(|r| {
-                let next = r.next.get();
-                r.entries[next].set((key, id.into_u64()));
-                r.next.set((next + 1) % RECENT_SPANS);
-            });
-        }
     }
 
     /// Forgets `(key, id)`, closed; whether it was listed.
+    #[inline]
     fn closed(key: u64, id: &Id) -> bool {
-        Recent::find(key, id, |entry| entry.set((0, 0))).is_some()
+        let entry = (key, id.into_u64());
+        Recent::entry(id, |e| {
+            let listed = e.get() == entry;
+            if listed {
+                e.set((0, 0));
+            }
+            listed
+        })
+        .unwrap_or(false)
     }
 }
 
@@ -563,6 +574,7 @@ where
         self.inner.enabled(metadata, ctx)
     }
 
+    #[inline]
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let decision = self.decide(attrs, &ctx);
         Recent::created(
@@ -584,6 +596,7 @@ where
         }
     }
 
+    #[inline]
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         if !Recent::contains(self.key, id) && Self::is_recorded(id, &ctx) {
             self.inner.on_record(id, values, ctx);
@@ -616,20 +629,36 @@ where
 
     // A sampled-out span known to this thread skips the OpenTelemetry layer, which would look it up to find
     // nothing; any other span goes there.
+    #[inline]
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        MOVES.set(MOVES.get().wrapping_add(1));
+        let moves = MOVES.get().wrapping_add(1);
+        MOVES.set(moves);
+        let entered = ENTERED.get() + 1;
+        ENTERED.set(entered);
+        if entered == 1 {
+            // The only span entered on this thread: the current one.
+            GATE_SAW.set((self.key, moves, id.into_u64()));
+        }
         if !Recent::contains(self.key, id) {
             self.inner.on_enter(id, ctx);
         }
     }
 
+    #[inline]
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        MOVES.set(MOVES.get().wrapping_add(1));
+        let moves = MOVES.get().wrapping_add(1);
+        MOVES.set(moves);
+        let entered = ENTERED.get().saturating_sub(1);
+        ENTERED.set(entered);
+        if entered == 0 {
+            GATE_SAW.set((self.key, moves, 0));
+        }
         if !Recent::contains(self.key, id) {
             self.inner.on_exit(id, ctx);
         }
     }
 
+    #[inline]
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         if !Recent::closed(self.key, &id) {
             self.inner.on_close(id, ctx);
@@ -681,6 +710,7 @@ impl UnsampledGate {
 
     /// Whether a span (or event) may be created now: no span while the current span belongs to a sampled-out
     /// trace.
+    #[inline]
     pub(crate) fn allows<S>(self, metadata: &Metadata<'_>, ctx: &Context<'_, S>) -> bool
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
@@ -688,15 +718,25 @@ impl UnsampledGate {
         if !metadata.is_span() {
             return true;
         }
-        let current = ctx.current_span();
-        let Some(id) = current.id() else {
-            GATE_SAW.set((self.key, MOVES.get(), 0));
-            return true;
+        let moves = MOVES.get();
+        let (key, saw_moves, saw) = GATE_SAW.get();
+        let current = if key == self.key && saw_moves == moves {
+            // No span entered or exited since this stack's current span was last known.
+            saw
+        } else if ENTERED.get() == 0 {
+            0
+        } else {
+            ctx.current_span().id().map_or(0, Id::into_u64)
         };
+        if current == 0 {
+            GATE_SAW.set((self.key, moves, 0));
+            return true;
+        }
+        let id = Id::from_u64(current);
         let allowed =
-            !Recent::contains(self.key, id) && !ctx.span(id).is_some_and(|span| unsampled(&span));
+            !Recent::contains(self.key, &id) && !ctx.span(&id).is_some_and(|span| unsampled(&span));
         if allowed {
-            GATE_SAW.set((self.key, MOVES.get(), id.into_u64()));
+            GATE_SAW.set((self.key, moves, current));
         }
         allowed
     }

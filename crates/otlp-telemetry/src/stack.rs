@@ -245,6 +245,7 @@ impl tracing_subscriber::Layer<Registry> for Layers {
         self.filter.register_callsite(metadata)
     }
 
+    #[inline]
     fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, Registry>) -> bool {
         self.filter.enabled(metadata, ctx)
     }
@@ -253,6 +254,7 @@ impl tracing_subscriber::Layer<Registry> for Layers {
         tracing_subscriber::Layer::<Registry>::max_level_hint(&self.filter.filter)
     }
 
+    #[inline]
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, Registry>) {
         if let Some(spans) = &self.spans {
             spans.on_new_span(attrs, id, ctx.clone());
@@ -263,6 +265,7 @@ impl tracing_subscriber::Layer<Registry> for Layers {
         self.filter.on_new_span(attrs, id, ctx);
     }
 
+    #[inline]
     fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, Registry>) {
         if let Some(spans) = &self.spans {
             spans.on_record(id, values, ctx.clone());
@@ -294,6 +297,7 @@ impl tracing_subscriber::Layer<Registry> for Layers {
         }
     }
 
+    #[inline]
     fn on_enter(&self, id: &span::Id, ctx: Context<'_, Registry>) {
         if let Some(spans) = &self.spans {
             spans.on_enter(id, ctx.clone());
@@ -304,6 +308,7 @@ impl tracing_subscriber::Layer<Registry> for Layers {
         self.filter.on_enter(id, ctx);
     }
 
+    #[inline]
     fn on_exit(&self, id: &span::Id, ctx: Context<'_, Registry>) {
         if let Some(spans) = &self.spans {
             spans.on_exit(id, ctx.clone());
@@ -314,6 +319,7 @@ impl tracing_subscriber::Layer<Registry> for Layers {
         self.filter.on_exit(id, ctx);
     }
 
+    #[inline]
     fn on_close(&self, id: span::Id, ctx: Context<'_, Registry>) {
         if let Some(spans) = &self.spans {
             spans.on_close(id.clone(), ctx.clone());
@@ -407,6 +413,7 @@ impl LogFilter {
         }
     }
 
+    #[inline]
     fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, Registry>) -> bool {
         if !self.gate.is_none_or(|gate| gate.allows(metadata, &ctx)) {
             return false;
@@ -420,30 +427,35 @@ impl LogFilter {
         }
     }
 
+    #[inline]
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, Registry>) {
         if self.spans {
             self.filter.on_new_span(attrs, id, ctx);
         }
     }
 
+    #[inline]
     fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, Registry>) {
         if self.spans {
             self.filter.on_record(id, values, ctx);
         }
     }
 
+    #[inline]
     fn on_enter(&self, id: &span::Id, ctx: Context<'_, Registry>) {
         if self.spans {
             self.filter.on_enter(id, ctx);
         }
     }
 
+    #[inline]
     fn on_exit(&self, id: &span::Id, ctx: Context<'_, Registry>) {
         if self.spans {
             self.filter.on_exit(id, ctx);
         }
     }
 
+    #[inline]
     fn on_close(&self, id: span::Id, ctx: Context<'_, Registry>) {
         if self.spans {
             tracing_subscriber::Layer::<Registry>::on_close(&self.filter, id, ctx);

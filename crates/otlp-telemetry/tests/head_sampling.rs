@@ -8,7 +8,9 @@ use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use otlp_telemetry::stack::TracingStack;
-use otlp_telemetry::{TelemetryConfig, TraceSampler, extract_context, inject_context};
+use otlp_telemetry::{
+    TelemetryConfig, TraceRatioHandle, TraceSampler, extract_context, inject_context,
+};
 
 fn build(sampler: TraceSampler) -> (TracingStack, InMemorySpanExporter) {
     let exporter = InMemorySpanExporter::default();
@@ -18,6 +20,13 @@ fn build(sampler: TraceSampler) -> (TracingStack, InMemorySpanExporter) {
         .trace_sampler(sampler);
     let stack = TracingStack::with_exporter(&config, exporter.clone()).unwrap();
     (stack, exporter)
+}
+
+/// A stack at trace ratio `ratio`, and the handle that changes it.
+fn with_ratio(ratio: f64) -> (TracingStack, InMemorySpanExporter, TraceRatioHandle) {
+    let (stack, exporter) = build(TraceSampler::ParentBasedTraceIdRatio(ratio));
+    let handle = stack.trace_ratio_handle();
+    (stack, exporter, handle)
 }
 
 fn finished(stack: &TracingStack, exporter: &InMemorySpanExporter) -> Vec<SpanData> {
@@ -367,8 +376,7 @@ fn a_span_with_the_id_of_another_stacks_sampled_out_span_is_recorded() {
 /// there too, and the spans created after it in its slot (a reused slot, a new id) are recorded whole.
 #[test]
 fn a_sampled_out_span_moved_to_another_thread_keeps_its_trace_out_and_its_slot_is_reused() {
-    let (stack, exporter) = build(TraceSampler::ParentBasedTraceIdRatio(0.0));
-    let ratio = stack.trace_ratio_handle();
+    let (stack, exporter, ratio) = with_ratio(0.0);
     let dispatch = stack.dispatch().clone();
     let kept = tracing::dispatcher::with_default(stack.dispatch(), || {
         let out = tracing::info_span!("out");
@@ -440,8 +448,7 @@ fn the_exporters_own_spans_are_left_out_and_spans_inside_follow_the_span_around(
 /// is (after the gate looked): here one enters a sampled-out root inside a sampled trace.
 #[test]
 fn a_span_follows_the_current_span_its_fields_made_current() {
-    let (stack, exporter) = build(TraceSampler::ParentBasedTraceIdRatio(0.0));
-    let ratio = stack.trace_ratio_handle();
+    let (stack, exporter, ratio) = with_ratio(0.0);
     tracing::dispatcher::with_default(stack.dispatch(), || {
         let out = tracing::info_span!("out");
         ratio.set_ratio(1.0).unwrap();
@@ -464,5 +471,66 @@ fn a_span_follows_the_current_span_its_fields_made_current() {
         names,
         ["kept"],
         "a child of the sampled-out root was recorded"
+    );
+}
+
+/// Two stacks' spans entered on one thread, nested: each stack follows its own current span, whatever the other
+/// entered (a fresh registry hands out the same first ids, so a span id alone says nothing about the stack).
+#[test]
+fn spans_of_two_stacks_nested_on_one_thread_each_follow_their_own_current_span() {
+    let (out, out_exporter) = build(TraceSampler::ParentBasedAlwaysOff);
+    let (kept, kept_exporter) = build(TraceSampler::ParentBasedAlwaysOn);
+    tracing::dispatcher::with_default(out.dispatch(), || {
+        let root = tracing::info_span!("out root");
+        let _root = root.enter();
+        tracing::dispatcher::with_default(kept.dispatch(), || {
+            let inner_root = tracing::info_span!("kept root");
+            assert!(created(&inner_root));
+            inner_root.in_scope(|| assert!(created(&tracing::info_span!("kept child"))));
+            assert!(
+                created(&tracing::info_span!("kept second root")),
+                "the other stack's entered span is not this one's"
+            );
+        });
+        assert!(
+            !created(&tracing::info_span!("out child")),
+            "back in the sampled-out trace"
+        );
+    });
+    assert!(finished(&out, &out_exporter).is_empty());
+    let spans = finished(&kept, &kept_exporter);
+    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["kept child", "kept root", "kept second root"]);
+    let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+    assert_eq!(
+        by_name("kept child").parent_span_id,
+        by_name("kept root").span_context.span_id()
+    );
+    assert_eq!(by_name("kept second root").parent_span_id, SpanId::INVALID);
+}
+
+/// A span entered again while it is entered does not become current again (the registry keeps the span entered
+/// in between as current): a sampled span entered inside a sampled-out root, then the root re-entered, still
+/// has its children recorded.
+#[test]
+fn re_entering_an_entered_span_leaves_the_current_span_as_it_was() {
+    let (stack, exporter, ratio) = with_ratio(1.0);
+    tracing::dispatcher::with_default(stack.dispatch(), || {
+        let sampled = tracing::info_span!("sampled");
+        ratio.set_ratio(0.0).unwrap();
+        let unsampled = tracing::info_span!("unsampled");
+        let _unsampled = unsampled.enter();
+        let _sampled = sampled.enter();
+        let _again = unsampled.enter();
+        assert_eq!(tracing::Span::current().id(), sampled.id());
+        assert!(created(&tracing::info_span!("child")));
+    });
+    let spans = finished(&stack, &exporter);
+    let by_name = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    assert_eq!(
+        by_name("child").parent_span_id,
+        by_name("sampled").span_context.span_id()
     );
 }
