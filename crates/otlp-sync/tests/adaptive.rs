@@ -466,3 +466,17 @@ async fn the_tower_layer_reports_responses_as_samples() {
     assert_eq!(stats.in_use, 0);
     assert_eq!(limit.limit(), 9);
 }
+
+#[test]
+fn adaptive_types_are_send_sync_and_debug() {
+    fn send_sync<T: Send + Sync + std::fmt::Debug>() {}
+    send_sync::<AdaptiveLimit>();
+    send_sync::<otlp_sync::adaptive::AdaptiveLimitBuilder>();
+    send_sync::<otlp_sync::adaptive::AdaptiveLimitStats>();
+    send_sync::<otlp_sync::AdaptivePermit<'static>>();
+    send_sync::<otlp_sync::OwnedAdaptivePermit>();
+    send_sync::<Algorithm>();
+    send_sync::<Aimd>();
+    send_sync::<otlp_sync::adaptive::Gradient2>();
+    send_sync::<otlp_sync::adaptive::Vegas>();
+}

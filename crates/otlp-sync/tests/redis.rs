@@ -376,3 +376,13 @@ async fn a_meter_of_its_own_receives_the_metrics() {
         .collect();
     assert_eq!(slept, [1]);
 }
+
+#[test]
+fn redis_types_are_send_sync_and_debug() {
+    fn send_sync<T: Send + Sync + std::fmt::Debug>() {}
+    send_sync::<RedisRateLimiter>();
+    send_sync::<otlp_sync::redis_limiter::RedisKeyedRateLimiter<str>>();
+    send_sync::<otlp_sync::redis_limiter::RedisRateLimiterBuilder>();
+    send_sync::<otlp_sync::redis_limiter::RedisRateLimiterStats>();
+    send_sync::<Unavailable>();
+}
