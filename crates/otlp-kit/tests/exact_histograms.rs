@@ -1,6 +1,6 @@
-//! Duration histograms are exact: what a worker pool exports for its tasks (count, bucket counts for the
-//! boundaries otlp-telemetry's view installs, min, max; sum within 0.1 %) equals recording each duration directly
-//! on a histogram of the same provider: on the plain path (a meter of the pool's own) and on the bound one (the
+//! Duration histograms are exact: what a worker pool exports for its tasks, and a pipeline for its stages (count,
+//! bucket counts for the boundaries otlp-telemetry's view installs, min, max; sum within 0.1 %) equals recording
+//! each duration directly on a histogram of the same provider: on the plain path (a meter of the pool's own) and on the bound one (the
 //! global provider installed with `otlp_telemetry::install_meter_provider`, pools built before and after it).
 //!
 //! The tasks' durations are set with tokio's paused clock (`tokio::time::advance` moves it by exactly that much),
@@ -234,5 +234,44 @@ async fn bound_worker_pool_durations_equal_direct_recording_before_and_after_ins
         );
         assert_same("worker_pool.task.duration", &run, &want_run);
     }
+    provider.shutdown().unwrap();
+}
+
+/// The pipeline's stage durations are exact too: one item at a time, each running in the stage for exactly its
+/// duration, against the same values recorded directly. (The fan-out times its items with a calibrated TSC clock
+/// that tokio's paused clock does not move; its exactness is checked in otlp-patterns' unit tests, where it reads
+/// tokio's clock.)
+#[tokio::test(start_paused = true)]
+async fn pipeline_stage_durations_equal_direct_recording() {
+    use futures_util::StreamExt as _;
+    use otlp_kit::patterns::Pipeline;
+
+    let (provider, exporter) = provider();
+    let meter = provider.meter_with_scope(InstrumentationScope::builder("otlp-patterns").build());
+    let (stage_ref, _) = references(&provider, "reference");
+    let values = durations();
+    let pipeline = Pipeline::builder("exact")
+        .stage("advance", 1, |d: Duration| async move {
+            tokio::time::advance(d).await;
+            d
+        })
+        .meter(meter)
+        .build()
+        .unwrap();
+    let out: Vec<_> = pipeline
+        .run(futures_util::stream::iter(values.clone()))
+        .collect()
+        .await;
+    assert_eq!(out.len(), values.len());
+    for d in &values {
+        stage_ref.record(d.as_secs_f64(), &[]);
+    }
+
+    provider.force_flush().unwrap();
+    assert_same(
+        "pipeline.stage.duration",
+        &point(&exporter, "pipeline.stage.duration"),
+        &point(&exporter, "reference.run.duration"),
+    );
     provider.shutdown().unwrap();
 }

@@ -998,3 +998,88 @@ impl<E: std::error::Error + 'static> std::error::Error for FanOutError<E> {
             .map(|(_, e)| e as &(dyn std::error::Error + 'static))
     }
 }
+
+#[cfg(all(test, not(otlp_loom)))]
+mod tests {
+    use super::*;
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, HistogramDataPoint, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+    use std::time::Duration;
+
+    fn histogram(exporter: &InMemoryMetricExporter, name: &str) -> HistogramDataPoint<f64> {
+        let metrics = exporter.get_finished_metrics().unwrap();
+        let m = metrics
+            .iter()
+            .rev()
+            .flat_map(|rm| rm.scope_metrics())
+            .flat_map(|sm| sm.metrics())
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("no histogram {name}"));
+        let AggregatedMetrics::F64(MetricData::Histogram(h)) = m.data() else {
+            panic!("{name} is not an f64 histogram");
+        };
+        h.data_points().next().expect("a point").clone()
+    }
+
+    /// Each item's exported duration is the time it ran: one item at a time, each running for exactly its
+    /// duration on tokio's paused clock (which unit tests time items with), one nanosecond below, on and above
+    /// every advised boundary, export what recording the same values directly gives.
+    #[tokio::test(start_paused = true)]
+    #[cfg_attr(miri, ignore)] // the SDK's aggregation is slow under miri and not what this checks
+    async fn item_durations_are_the_time_each_item_ran() {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let meter = provider.meter("otlp-patterns");
+        let fan = FanOut::builder("exact")
+            .concurrency(1)
+            .meter(meter.clone())
+            .build()
+            .unwrap();
+        // The boundaries the fan-out's histogram advises, read from an export.
+        let _ = fan.run([Duration::ZERO], |_| async {}).await;
+        provider.force_flush().unwrap();
+        let bounds: Vec<f64> = histogram(&exporter, "fan_out.task.duration")
+            .bounds()
+            .collect();
+        let values: Vec<Duration> = bounds
+            .iter()
+            .flat_map(|b| {
+                let n = (b * 1e9).round() as u64;
+                [n - 1, n, n + 1]
+            })
+            .map(Duration::from_nanos)
+            .collect();
+        let reference = meter
+            .f64_histogram("reference")
+            .with_boundaries(bounds.clone())
+            .build();
+        reference.record(0.0, &[]);
+        let out = fan
+            .run(values.clone(), |d| async move {
+                tokio::time::advance(d).await;
+                d
+            })
+            .await;
+        assert_eq!(out.into_result().unwrap(), values);
+        for d in &values {
+            reference.record(d.as_secs_f64(), &[]);
+        }
+        exporter.reset();
+        provider.force_flush().unwrap();
+        let (got, want) = (
+            histogram(&exporter, "fan_out.task.duration"),
+            histogram(&exporter, "reference"),
+        );
+        assert_eq!(got.count(), values.len() as u64 + 1);
+        assert_eq!(
+            got.bucket_counts().collect::<Vec<_>>(),
+            want.bucket_counts().collect::<Vec<_>>()
+        );
+        assert_eq!((got.min(), got.max()), (want.min(), want.max()));
+        assert!((got.sum() - want.sum()).abs() <= want.sum() * 1e-9);
+        provider.shutdown().unwrap();
+    }
+}
