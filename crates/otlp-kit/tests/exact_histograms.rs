@@ -1,7 +1,8 @@
 //! Duration histograms are exact: what a worker pool exports for its tasks, and a pipeline for its stages (count,
 //! bucket counts for the boundaries otlp-telemetry's view installs, min, max; sum within 0.1 %) equals recording
-//! each duration directly on a histogram of the same provider: on the plain path (a meter of the pool's own) and on the bound one (the
-//! global provider installed with `otlp_telemetry::install_meter_provider`, pools built before and after it).
+//! each duration directly on a histogram of the same provider: on the plain path (a meter of the pool's own) and on
+//! the bound one (the global provider installed with `otlp_telemetry::install_meter_provider`, pools built before
+//! and after it).
 //!
 //! The tasks' durations are set with tokio's paused clock (`tokio::time::advance` moves it by exactly that much),
 //! so the test knows each value the pool measured: one nanosecond below, on and above every boundary.
