@@ -8,7 +8,9 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid>-01 | grep span_probe::root
 //! ```
 //!
-//! Variants: `root_unsampled` (a server span with 5 attributes, entered and closed, sampled out),
+//! Variants: `root_unsampled` (a server span with 5 attributes, entered and closed, sampled out by the ratio),
+//! `root_over_budget` (the same, sampled out by a span budget of one trace a second, as `init`'s default sampler
+//! does at full load),
 //! `root_sampled` (the same, recorded and exported to nothing), `child_unsampled` (a child span inside an entered
 //! sampled-out root), `request_unsampled` (the root and 3 children). With `SPAN_SOURCE_ATTRIBUTES` set in the
 //! environment, spans carry the thread and code-location attributes (`span_source_attributes(true)`); with
@@ -59,13 +61,16 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let variant = args.next().unwrap_or_else(|| "root_unsampled".into());
     let n: u64 = args.next().map_or(1000, |n| n.parse().expect("N"));
-    let ratio = if variant.ends_with("_sampled") {
-        1.0
+    let sampler = if variant.ends_with("_sampled") {
+        TraceSampler::ParentBasedTraceIdRatio(1.0)
+    } else if variant == "root_over_budget" {
+        // One root a second: the first is recorded, every other one refused by the budget.
+        TraceSampler::ParentBasedRateLimited(1)
     } else {
-        0.0
+        TraceSampler::ParentBasedTraceIdRatio(0.0)
     };
     let config = TelemetryConfig::new()
-        .trace_sampler(TraceSampler::ParentBasedTraceIdRatio(ratio))
+        .trace_sampler(sampler)
         .span_queue_size(1 << 16)
         .span_source_attributes(std::env::var_os("SPAN_SOURCE_ATTRIBUTES").is_some());
     let stack = if std::env::var_os("SPAN_PROBE_ENCODE").is_some() {
@@ -75,7 +80,7 @@ fn main() {
     }
     .expect("stack");
     tracing::dispatcher::with_default(stack.dispatch(), || match variant.as_str() {
-        "root_unsampled" | "root_sampled" => (0..n).for_each(|_| root()),
+        "root_unsampled" | "root_sampled" | "root_over_budget" => (0..n).for_each(|_| root()),
         "request_unsampled" => (0..n).for_each(|_| traced_request()),
         "child_unsampled" => {
             let root = root_span("/orders/7");
