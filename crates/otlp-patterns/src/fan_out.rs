@@ -26,9 +26,10 @@
 //! not be `Send` or `'static`; for CPU-heavy items, spawn inside `f`. A panicking item is caught and reported as
 //! [`TaskError::Panicked`]. At most `k` item futures exist at a time: items are pulled from the input lazily.
 //! The first item in flight is polled in place, so an item that finishes on its first poll (a cache hit, say)
-//! costs no allocation. A call of concurrency up to 8 polls every item in flight on each of its polls, like
-//! `join_all`, so it takes no more polls than `join_all` whatever order the runtime delivers the wake-ups in; a
-//! wider call keeps the others in a `FuturesUnordered`, which polls only the items that were woken. A call that
+//! costs no allocation. A call with at most 8 items in flight (its concurrency, or fewer when its input's
+//! `size_hint` says it has fewer items) polls each of them on each of its polls, like `join_all`, so it takes no
+//! more polls than `join_all` whatever order the runtime delivers the wake-ups in; a wider call keeps the others
+//! in a `FuturesUnordered`, which polls only the items that were woken. A call that
 //! handles 1024 items in one poll yields to its runtime before it goes on.
 //!
 //! Tracing: each call runs in a debug-level `fan_out.run` span (attribute `fan_out.name`), a child of the span
@@ -281,7 +282,12 @@ impl FanOut {
         // Every item taken from the input is reported exactly once (done, failed or cancelled), straight into its
         // slot.
         let mut store = |index: usize, result| {
-            if index >= results.len() {
+            if index == results.len() {
+                // In input order (the usual case): no placeholder to write first.
+                results.push(result);
+                return true;
+            }
+            if index > results.len() {
                 results.resize_with(index + 1, || Err(TaskError::Cancelled));
             }
             if let Some(slot) = results.get_mut(index) {
@@ -366,6 +372,7 @@ impl FanOut {
             few: Few::default(),
             rest: Rest::default(),
             others: 0,
+            width: 0,
             permits: Permits::default(),
             acquiring: None,
             cancelled: VecDeque::new(),
@@ -452,51 +459,75 @@ impl Drop for Tally<'_> {
     }
 }
 
-/// Calls of at most this concurrency poll each of their items in flight on every poll, as `join_all` does for
-/// small sets: a wake-up then costs at most 7 polls of pending items (each a few instructions for a typical leaf
-/// future), well below the one wasted poll of the caller's task (its whole stack: a request's router, span and
-/// runtime, about 2k instructions) that polling only the woken items can cost when the runtime delivers the
-/// call's wake-up before the item's. Wider calls keep `FuturesUnordered`, whose cost per wake-up does not grow
-/// with the number of items in flight.
+/// Calls with at most this many items in flight (their concurrency, or fewer items) poll each of them on every
+/// poll, as `join_all` does for small sets: a wake-up then costs at most 7 polls of pending items (each a few
+/// instructions for a typical leaf future), well below the one wasted poll of the caller's task (its whole stack: a
+/// request's router, span and runtime, about 2k instructions) that polling only the woken items can cost when the
+/// runtime delivers the call's wake-up before the item's. Wider calls keep `FuturesUnordered`, whose cost per
+/// wake-up does not grow with the number of items in flight.
 const FEW: usize = 8;
 
-/// The items in flight beyond the one polled in place, for a call of concurrency up to [`FEW`]: boxed slots,
-/// pinned, reused by the call's next items (at most `FEW - 1` allocations a call).
+/// The items in flight beyond the one polled in place, for a call with at most [`FEW`] of them: one boxed slice of
+/// slots, allocated when the call first needs one and reused by its next items.
 struct Few<G> {
-    slots: Vec<Pin<Box<Option<G>>>>,
+    slots: Option<Pin<Box<[Option<G>]>>>,
+    // Their number, kept apart: asking the slice would take a shared reference to every item (see `inline`).
+    n: usize,
 }
 
 impl<G> Default for Few<G> {
     fn default() -> Self {
-        Few { slots: Vec::new() }
+        Few { slots: None, n: 0 }
+    }
+}
+
+impl<G> Few<G> {
+    /// Slot `i` (`i < n`) of `slots`, pinned (panics past the end, which `n` prevents).
+    fn slot(slots: &mut Pin<Box<[Option<G>]>>, i: usize) -> Pin<&mut Option<G>> {
+        // SAFETY: the slots are pinned with their boxed slice, which is never moved out of, resized or
+        // reallocated; a slot's item is only replaced through `Pin::set`, which drops it in place. So an item
+        // stays where it is from its first poll until it is dropped (the same argument as for a pinned array).
+        unsafe { slots.as_mut().map_unchecked_mut(|s| &mut s[i]) }
     }
 }
 
 impl<G: Future> Few<Running<G>> {
-    /// Puts `running` in a free slot, marking it not yet polled in `polled`.
-    fn push(&mut self, running: Running<G>, polled: &mut u32) {
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.is_none() {
-                slot.as_mut().set(Some(running));
+    /// Puts `running` in a free slot (allocating `width` slots on first use), marking it not yet polled in
+    /// `polled`; gives it back when every slot is taken.
+    fn push(
+        &mut self,
+        running: Running<G>,
+        width: usize,
+        polled: &mut u32,
+    ) -> Result<(), Running<G>> {
+        let slots = self.slots.get_or_insert_with(|| {
+            self.n = width;
+            Box::into_pin((0..width).map(|_| None).collect())
+        });
+        for i in 0..self.n {
+            let mut slot = Self::slot(slots, i);
+            if slot.as_mut().as_pin_mut().is_none() {
+                slot.set(Some(running));
                 *polled &= !(2 << i);
-                return;
+                return Ok(());
             }
         }
-        *polled &= !(2 << self.slots.len());
-        self.slots.push(Box::pin(Some(running)));
+        Err(running)
     }
 
     /// Polls each item not yet polled in this poll of the call (`polled`), until one finishes.
     fn poll_next(&mut self, cx: &mut Context<'_>, polled: &mut u32) -> Option<Finished<G::Output>> {
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        let slots = self.slots.as_mut()?;
+        for i in 0..self.n {
             let bit = 2 << i;
             if *polled & bit != 0 {
                 continue;
             }
+            let mut slot = Self::slot(slots, i);
             if let Some(running) = slot.as_mut().as_pin_mut() {
                 match running.poll(cx) {
                     Poll::Ready(done) => {
-                        slot.as_mut().set(None);
+                        slot.set(None);
                         return Some(done);
                     }
                     Poll::Pending => *polled |= bit,
@@ -508,11 +539,15 @@ impl<G: Future> Few<Running<G>> {
 
     /// Drops every item (fail-fast), appending their indices to `out`.
     fn cancel_into(&mut self, out: &mut VecDeque<usize>) {
-        for slot in &mut self.slots {
-            if let Some(running) = slot.as_ref().as_pin_ref() {
-                out.push_back(running.index);
+        let Some(slots) = self.slots.as_mut() else {
+            return;
+        };
+        for i in 0..self.n {
+            let mut slot = Self::slot(slots, i);
+            if let Some(running) = slot.as_mut().as_pin_mut() {
+                out.push_back(*running.project().index);
             }
-            slot.as_mut().set(None);
+            slot.set(None);
         }
     }
 }
@@ -618,12 +653,18 @@ pin_project! {
         items: I,
         f: F,
         exhausted: bool,
+        // Read through `Pin<&mut _>` only, here and in `few`'s slots: an item may point into itself (an `async`
+        // block borrowing its own locals), and a shared reference to the whole item would invalidate those
+        // pointers under Stacked Borrows.
         #[pin]
         inline: Option<Running<G>>,
         few: Few<Running<G>>,
         rest: Rest<Running<G>>,
         // Items in flight in `few` and `rest`.
         others: usize,
+        // The most items in flight beside `inline` (0 until the first of them starts): below `FEW`, they go to
+        // `few`.
+        width: usize,
         // One permit per item in flight, plus at most one kept for the next item.
         permits: Permits<'a>,
         acquiring: Option<Acquiring<'a>>,
@@ -733,8 +774,8 @@ where
                 this.tally.finish(outcome);
                 if owner.fail_fast && matches!(outcome, Outcome::Error | Outcome::Panic) {
                     *this.stopped = true;
-                    if let Some(running) = this.inline.as_ref().as_pin_ref() {
-                        this.cancelled.push_back(running.index);
+                    if let Some(running) = this.inline.as_mut().as_pin_mut() {
+                        this.cancelled.push_back(*running.project().index);
                     }
                     this.inline.set(None);
                     this.few.cancel_into(this.cancelled);
@@ -747,7 +788,8 @@ where
                     this.tally.flush_if_full();
                     // The consumer of a stream may not poll again for a while: the permit of the item that just
                     // finished must not wait with it (another call may need it).
-                    let in_flight = usize::from(this.inline.is_some()) + *this.others;
+                    let in_flight =
+                        usize::from(this.inline.as_mut().as_pin_mut().is_some()) + *this.others;
                     this.permits.truncate(in_flight);
                     return Poll::Ready(false);
                 }
@@ -755,7 +797,7 @@ where
             }
 
             // 2. Start one more item, if the bound, the input and (with a shared limit) a permit allow.
-            let in_flight = usize::from(this.inline.is_some()) + *this.others;
+            let in_flight = usize::from(this.inline.as_mut().as_pin_mut().is_some()) + *this.others;
             if !*this.exhausted && in_flight < owner.concurrency {
                 if let Some(sem) = &owner.sem {
                     if this.permits.len() > in_flight && sem.waiting() > 0 {
@@ -797,15 +839,28 @@ where
                                 start,
                                 fut: CatchPanic::new((this.f)(item)),
                             };
-                            if this.inline.is_none() {
+                            if this.inline.as_mut().as_pin_mut().is_none() {
                                 // Polled at the top of the loop, where it stays until it finishes.
                                 this.inline.set(Some(running));
                                 polled &= !1;
-                            } else if owner.concurrency <= FEW {
-                                this.few.push(running, &mut polled);
-                                *this.others += 1;
                             } else {
-                                this.rest.push(running);
+                                // The most items this call can have in flight beside `inline`, known when the first
+                                // one needs a place: its concurrency, or fewer when its input says it has fewer
+                                // items left. Few of them go to `few`; an input that had more than it said goes on
+                                // in `rest`.
+                                if *this.width == 0 {
+                                    let left = this.items.size_hint().1.unwrap_or(usize::MAX);
+                                    *this.width =
+                                        (owner.concurrency - 1).min(left.saturating_add(1));
+                                }
+                                let rest = if *this.width < FEW {
+                                    this.few.push(running, *this.width, &mut polled).err()
+                                } else {
+                                    Some(running)
+                                };
+                                if let Some(running) = rest {
+                                    this.rest.push(running);
+                                }
                                 *this.others += 1;
                             }
                         }
@@ -1081,5 +1136,75 @@ mod tests {
         assert_eq!((got.min(), got.max()), (want.min(), want.max()));
         assert!((got.sum() - want.sum()).abs() <= want.sum() * 1e-9);
         provider.shutdown().unwrap();
+    }
+
+    async fn yields(n: usize) {
+        for _ in 0..n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Items that wait in the boxed slots (and, past a size hint that was too low, in the `FuturesUnordered`),
+    /// finish out of order, or are dropped where they lie by fail-fast: small enough for miri, which checks the
+    /// slots' pinning.
+    #[test]
+    fn slots_hold_waiting_items_until_they_finish_or_are_dropped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let fan = FanOut::new("unit", 4).unwrap();
+            let out = fan
+                .run(0..6usize, |i| async move {
+                    yields(6 - i).await;
+                    i * 10
+                })
+                .await;
+            assert_eq!(out.into_result().unwrap(), vec![0, 10, 20, 30, 40, 50]);
+
+            // An input that says it has one item left when it has five: the others go on in `rest`.
+            let out = fan
+                .run(LowHint(0..6usize), |i| async move {
+                    yields(i % 3).await;
+                    i
+                })
+                .await;
+            assert_eq!(out.into_result().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+
+            let strict = FanOut::builder("unit-ff")
+                .concurrency(4)
+                .fail_fast(true)
+                .build()
+                .unwrap();
+            let out = strict
+                .run_fallible(0..6usize, |i| async move {
+                    yields(if i == 1 { 1 } else { 5 }).await;
+                    if i == 1 { Err(i) } else { Ok(i) }
+                })
+                .await
+                .into_vec();
+            assert_eq!(out[1], Err(TaskError::Failed(1)));
+            assert!(
+                out.iter()
+                    .enumerate()
+                    .all(|(i, r)| i == 1 || r == &Err(TaskError::Cancelled))
+            );
+            let s = fan.stats();
+            assert_eq!((s.submitted, s.ok), (12, 12));
+            let s = strict.stats();
+            assert_eq!((s.submitted, s.failed, s.cancelled), (6, 1, 5));
+        });
+    }
+
+    struct LowHint<I>(I);
+
+    impl<I: Iterator> Iterator for LowHint<I> {
+        type Item = I::Item;
+        fn next(&mut self) -> Option<I::Item> {
+            self.0.next()
+        }
+        fn size_hint(&self) -> (usize, Option<usize>) {
+            (0, Some(1))
+        }
     }
 }

@@ -36,7 +36,8 @@ static GLOBAL: Counting = Counting;
 
 /// With its per-call limit (no semaphore), a call whose items finish on their first poll allocates a few blocks per
 /// call (its result vector) and nothing per item; items that wait cost at most one allocation each (at this
-/// concurrency, 8, a boxed slot reused by later items, so at most 7 a call; in wider calls, a `FuturesUnordered` node).
+/// concurrency, 8, one block of up to 7 slots a call, reused by later items; in wider calls, a `FuturesUnordered`
+/// node).
 #[test]
 fn per_call_fan_out_allocates_at_most_one_per_item() {
     let rt = tokio::runtime::Builder::new_current_thread()
