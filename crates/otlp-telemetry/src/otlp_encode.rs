@@ -35,15 +35,23 @@ const CONTEXT_IS_REMOTE: u32 = 0x200;
 /// Appends the `ExportTraceServiceRequest` of `spans` under `resource` to `buf`: one `ResourceSpans`, with one
 /// `ScopeSpans` per instrumentation scope in the order the scopes first appear.
 pub fn encode_trace_request(resource: &Resource, spans: &[SpanData], buf: &mut Vec<u8>) {
-    // A batch holds few scopes (tracing's, a library's or two): a linear search beats hashing each span's.
+    // A batch holds few scopes (tracing's, a library's or two): a linear search beats hashing each span's. The
+    // first scope's list has room for the whole batch, so that the common batch of one scope never grows it.
     let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
-    for span in spans {
-        match scopes
-            .iter_mut()
-            .find(|(s, _)| *s == &span.instrumentation_scope)
-        {
+    for (i, span) in spans.iter().enumerate() {
+        let scope = &span.instrumentation_scope;
+        match scopes.iter_mut().find(|(s, _)| same_scope(s, scope)) {
             Some((_, members)) => members.push(span),
-            None => scopes.push((&span.instrumentation_scope, vec![span])),
+            None => {
+                let room = if scopes.is_empty() {
+                    spans.len() - i
+                } else {
+                    1
+                };
+                let mut members = Vec::with_capacity(room);
+                members.push(span);
+                scopes.push((scope, members));
+            }
         }
     }
     message(buf, 1, |buf| {
@@ -117,6 +125,24 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanData) {
         16,
         flags(cx.trace_flags().to_u8(), span.parent_span_is_remote),
     );
+}
+
+/// `a == b`, without the comparison's sorted copies of the attributes when both are the same static strings and
+/// have no attributes (the spans of one tracer carry copies of its scope: the same strings).
+fn same_scope(a: &InstrumentationScope, b: &InstrumentationScope) -> bool {
+    fn same(a: Option<&str>, b: Option<&str>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+    let identical = same(Some(a.name()), Some(b.name()))
+        && same(a.version(), b.version())
+        && same(a.schema_url(), b.schema_url())
+        && a.attributes().next().is_none()
+        && b.attributes().next().is_none();
+    identical || a == b
 }
 
 fn flags(trace_flags: u8, remote: bool) -> u32 {
@@ -207,10 +233,20 @@ fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     if len < 0x80 {
         buf[start - 1] = len as u8;
     } else {
-        let mut prefix = Vec::with_capacity(10);
-        varint(&mut prefix, len as u64);
-        buf[start - 1] = prefix[0];
-        buf.splice(start..start, prefix[1..].iter().copied());
+        // The varint's first byte goes in the reserved one; the body moves right by the rest.
+        let mut prefix = [0u8; 10];
+        let mut n = 0;
+        let mut v = len as u64;
+        while v >= 0x80 {
+            prefix[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        prefix[n] = v as u8;
+        let end = buf.len();
+        buf.resize(end + n, 0);
+        buf.copy_within(start..end, start + n);
+        buf[start - 1..start + n].copy_from_slice(&prefix[..=n]);
     }
 }
 
@@ -422,6 +458,45 @@ mod tests {
         assert_same_as_opentelemetry_proto(&resource, vec![span(1, &scope)]);
         assert_same_as_opentelemetry_proto(&resource, Vec::new());
         assert_same_as_opentelemetry_proto(&Resource::builder().build(), vec![span(6, &scope)]);
+    }
+
+    /// Scopes are told apart by value, not by where their strings live: equal ones made of other strings, or with
+    /// their attributes in another order, share one `ScopeSpans`; a different version or attribute does not.
+    #[test]
+    fn spans_group_by_scope_value() {
+        let scope = |name: &str, version: &str, attrs: &[(&'static str, i64)]| {
+            InstrumentationScope::builder(name.to_owned())
+                .with_version(version.to_owned())
+                .with_attributes(attrs.iter().map(|(k, v)| KeyValue::new(*k, *v)))
+                .build()
+        };
+        let statics = InstrumentationScope::builder("lib")
+            .with_version("1")
+            .build();
+        let scopes = [
+            statics.clone(),
+            scope("lib", "1", &[]),
+            statics,
+            scope("lib", "2", &[]),
+            scope("lib", "1", &[("a", 1), ("b", 2)]),
+            scope("lib", "1", &[("b", 2), ("a", 1)]),
+            scope("lib", "1", &[("a", 1), ("b", 3)]),
+        ];
+        let spans: Vec<SpanData> = scopes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| span(i as u64, s))
+            .collect();
+        let mut buf = Vec::new();
+        encode_trace_request(&Resource::builder_empty().build(), &spans, &mut buf);
+        let request = ExportTraceServiceRequest::decode(buf.as_slice()).expect("decodes");
+        let sizes: Vec<usize> = request.resource_spans[0]
+            .scope_spans
+            .iter()
+            .map(|s| s.spans.len())
+            .collect();
+        assert_eq!(sizes, [3, 1, 2, 1]);
+        assert_same_as_opentelemetry_proto(&Resource::builder_empty().build(), spans);
     }
 
     #[test]
