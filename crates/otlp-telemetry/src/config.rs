@@ -598,12 +598,14 @@ impl TelemetryConfig {
     }
 
     /// Adds to every exported span where it was created: `thread.id`, `thread.name`, `code.file.path`,
-    /// `code.module.name` and `code.line.number` (default `false`; `OTEL_SPAN_SOURCE_ATTRIBUTES=true`).
+    /// `code.module.name`, `code.line.number` and `target` (the `tracing` target, the module path unless the span
+    /// names another) (default `false`; `OTEL_SPAN_SOURCE_ATTRIBUTES=true`).
     ///
     /// Off by default: they add a noticeable share to each sampled span's cost (`thread.name` allocates a
-    /// `String` per span), for facts a trace rarely needs (the span's name
-    /// and target already say what it is); see "Tracing" in docs/benchmarks.md. [`ServerTraceLayer`](crate::tower::ServerTraceLayer)'s
-    /// server span never carries code attributes: they would name otlp-telemetry, not your service.
+    /// `String` per span), for facts a trace rarely needs (the span's name and its parent already say what it
+    /// is); see "Tracing" in docs/benchmarks.md. [`ServerTraceLayer`](crate::tower::ServerTraceLayer)'s
+    /// server span never carries code attributes: they would name otlp-telemetry, not your service (its
+    /// `target`, with this on, is `otlp_telemetry::tower`, the target its log filter directives name).
     pub fn span_source_attributes(mut self, on: bool) -> Self {
         self.span_source_attributes = on;
         self

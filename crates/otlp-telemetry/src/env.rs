@@ -35,7 +35,7 @@
 //! | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `explicit_bucket_histogram` / `base2_exponential_bucket_histogram` (applied to the `*.duration` views) | `duration_histogram` |
 //! | `RUST_LOG` | `tracing` filter directives | (overrides `log_filter`) |
 //! | `OTEL_CONSOLE_LOG` (otlp-kit's own) | `events` (default: events on stderr, spans never formatted for it), `spans` (events with the fields of their spans, which are then formatted as each span is created), `off` (no console log) | `fmt_output`, `fmt_span_context` |
-//! | `OTEL_SPAN_SOURCE_ATTRIBUTES` (otlp-kit's own) | `true` / `false` (default `false`: spans without thread and code-location attributes) | `span_source_attributes` |
+//! | `OTEL_SPAN_SOURCE_ATTRIBUTES` (otlp-kit's own) | `true` / `false` (default `false`: spans without thread, code-location and `target` attributes) | `span_source_attributes` |
 //!
 //! Precedence follows the specification: a per-signal variable wins over the generic one, whichever
 //! is set first. A per-signal endpoint is used as is; the generic endpoint gets `/v1/traces` or

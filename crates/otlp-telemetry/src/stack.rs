@@ -180,7 +180,8 @@ pub(crate) fn subscriber(
             .with_tracer(HeadTracer(switch.clone()))
             .with_tracked_inactivity(false)
             .with_location(config.span_source_attributes)
-            .with_threads(config.span_source_attributes);
+            .with_threads(config.span_source_attributes)
+            .with_target(config.span_source_attributes);
         HeadSampling::new(layer, switch, key)
     });
     // Validated already; an unparsable filter falls back to `info` rather than failing late.

@@ -1,16 +1,17 @@
-//! `span_source_attributes`: thread and code-location attributes on exported spans only when asked for, and
-//! never code attributes naming otlp-telemetry on `ServerTraceLayer`'s server span.
+//! `span_source_attributes`: thread, code-location and `target` attributes on exported spans only when asked for,
+//! and never code attributes naming otlp-telemetry on `ServerTraceLayer`'s server span.
 
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use otlp_telemetry::stack::TracingStack;
 use otlp_telemetry::{TelemetryConfig, TraceSampler};
 
-const SOURCE_KEYS: [&str; 5] = [
+const SOURCE_KEYS: [&str; 6] = [
     "thread.id",
     "thread.name",
     "code.file.path",
     "code.module.name",
     "code.line.number",
+    "target",
 ];
 
 fn exported(config: TelemetryConfig, work: impl FnOnce()) -> Vec<SpanData> {
@@ -60,6 +61,15 @@ fn when_on_spans_carry_the_thread_and_where_they_were_created() {
         file.value.as_str().ends_with("span_source_attributes.rs"),
         "{file:?}"
     );
+    let value = |key: &str| {
+        spans[0]
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.as_str().into_owned())
+    };
+    assert_eq!(value("target").as_deref(), Some(module_path!()));
+    assert_eq!(value("item").as_deref(), Some("7"));
 }
 
 #[test]
@@ -104,6 +114,7 @@ mod server_span {
                 "on={on}: {keys:?}"
             );
             assert_eq!(keys.contains(&"thread.id"), on, "{keys:?}");
+            assert_eq!(keys.contains(&"target"), on, "{keys:?}");
             for key in [
                 "http.request.method",
                 "url.path",
