@@ -347,19 +347,20 @@ const ATTRIBUTES_CAPACITY: usize = 16;
 
 fn take_trace_id(builder: &mut SpanBuilder) -> Option<TraceId> {
     let attributes = builder.attributes.as_mut()?;
-    let (high, low) = match attributes.get(..2)? {
+    // Read in place: no copies of the values to drop.
+    let id = match attributes.get(..2)? {
         [high, low] if high.key.as_str() == TRACE_ID_HIGH && low.key.as_str() == TRACE_ID_LOW => {
-            (high.value.clone(), low.value.clone())
+            match (&high.value, &low.value) {
+                (Value::I64(high), Value::I64(low)) => Some(TraceId::from(
+                    ((*high as u64 as u128) << 64) | *low as u64 as u128,
+                )),
+                _ => None,
+            }
         }
         _ => return None,
     };
     attributes.drain(..2);
-    match (high, low) {
-        (Value::I64(high), Value::I64(low)) => Some(TraceId::from(
-            ((high as u64 as u128) << 64) | low as u64 as u128,
-        )),
-        _ => None,
-    }
+    id
 }
 
 impl Tracer for HeadTracer {
