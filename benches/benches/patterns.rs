@@ -345,7 +345,7 @@ fn pipeline(c: &mut Criterion) {
 
 fn benches(c: &mut Criterion) {
     let (provider, _exporter) = otlp_benches::meter_provider();
-    opentelemetry::global::set_meter_provider(provider.clone());
+    otlp_telemetry::install_meter_provider(provider.clone());
     worker_pool_allocs(c);
     worker_pool(c);
     fan_out(c);

@@ -174,7 +174,7 @@ where
 
 fn benches(c: &mut Criterion) {
     let (provider, _exporter) = otlp_benches::meter_provider();
-    opentelemetry::global::set_meter_provider(provider.clone());
+    otlp_telemetry::install_meter_provider(provider.clone());
 
     let rt = runtime();
     // 'static, so that the requests can run in a spawned task (a runtime worker thread, as in a server) rather

@@ -173,7 +173,7 @@ fn keyed(c: &mut Criterion) {
 
 fn benches(c: &mut Criterion) {
     let (provider, _exporter) = otlp_benches::meter_provider();
-    opentelemetry::global::set_meter_provider(provider.clone());
+    otlp_telemetry::install_meter_provider(provider.clone());
     semaphore(c);
     adaptive(c);
     limiter(c);

@@ -38,7 +38,7 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000_000);
     let (provider, _exporter) = otlp_benches::meter_provider();
-    opentelemetry::global::set_meter_provider(provider.clone());
+    otlp_telemetry::install_meter_provider(provider.clone());
     let quota = Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
         .allow_burst(NonZeroU32::new(1_000_000).unwrap());
     let ours = Semaphore::new("probe", 2).expect("valid semaphore");

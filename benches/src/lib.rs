@@ -141,8 +141,9 @@ pub fn record_rounds(group: &str, name: &str, means_ns: &[f64]) {
 }
 
 /// An SDK meter provider whose metrics go to an in-memory exporter through a manual reader: real SDK instruments,
-/// no background thread, no network. Install it with `opentelemetry::global::set_meter_provider` before building
-/// the instrumented objects of a "metrics on" row.
+/// no background thread, no network. Install it as a user of otlp-telemetry would, with
+/// `otlp_telemetry::install_meter_provider` (owners' durations then take bound histograms), before building the
+/// instrumented objects of a "metrics on" row; `opentelemetry::global::set_meter_provider` measures the plain path.
 pub fn meter_provider() -> (
     opentelemetry_sdk::metrics::SdkMeterProvider,
     opentelemetry_sdk::metrics::InMemoryMetricExporter,
