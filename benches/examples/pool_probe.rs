@@ -10,7 +10,9 @@
 //!
 //! Per iteration and mode: wall time, the CPU time of the process's threads, the time they waited for a CPU while
 //! runnable (high when the machine is loaded), voluntary context switches, and per runtime worker thread its parks
-//! and busy time (busy but not on a CPU: preempted or blocked). `OTLP_PROBE_NO_METER=1` runs it without an SDK meter provider.
+//! and busy time (busy but not on a CPU: preempted or blocked). The SDK meter provider is installed with
+//! `otlp_telemetry::install_meter_provider` (durations take bound histograms); `OTLP_PROBE_PLAIN_METER=1` installs
+//! it with `global::set_meter_provider` (the plain `Histogram::record`), `OTLP_PROBE_NO_METER=1` installs none.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +80,11 @@ fn main() {
     let metered = std::env::var_os("OTLP_PROBE_NO_METER").is_none();
     let (provider, _exporter) = otlp_benches::meter_provider();
     if metered {
-        opentelemetry::global::set_meter_provider(provider.clone());
+        if std::env::var_os("OTLP_PROBE_PLAIN_METER").is_some() {
+            opentelemetry::global::set_meter_provider(provider.clone());
+        } else {
+            otlp_telemetry::install_meter_provider(provider.clone());
+        }
     }
     let rt = otlp_benches::runtime();
     let _enter = rt.enter();
