@@ -35,7 +35,7 @@
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{Context, global};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -118,13 +118,30 @@ pub(crate) fn extract_remote(headers: &HeaderMap) -> Option<Context> {
         return None;
     }
     global::get_text_map_propagator(|p| {
-        // Header names are stored lowercase; compared without hashing or parsing.
-        let carried = headers.keys().any(|name| {
-            p.fields()
-                .any(|field| field.eq_ignore_ascii_case(name.as_str()))
-        });
-        carried.then(|| p.extract(&HeaderExtractor(headers)))
+        carries_fields(p, headers).then(|| p.extract(&HeaderExtractor(headers)))
     })
+}
+
+/// Whether `headers` hold one of `propagator`'s fields (names compared ignoring ASCII case).
+fn carries_fields(propagator: &dyn TextMapPropagator, headers: &HeaderMap) -> bool {
+    // The lengths of the propagator's fields, one bit each (any of 64 or more: the top bit): most header names
+    // differ in length from every field, and are passed over without a comparison.
+    let lengths = propagator
+        .fields()
+        .fold(0u64, |bits, field| bits | length_bit(field.len()));
+    // Header names are stored lowercase; compared without hashing or parsing.
+    headers.keys().any(|name| {
+        let name = name.as_str();
+        lengths & length_bit(name.len()) != 0
+            && propagator
+                .fields()
+                .any(|field| field.eq_ignore_ascii_case(name))
+    })
+}
+
+/// A length's bit in a set of lengths: lengths of 63 and more share the top bit.
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
 }
 
 #[cfg(test)]
@@ -140,6 +157,55 @@ mod tests {
             Box::new(TraceContextPropagator::new()),
             Box::new(BaggagePropagator::new()),
         ]));
+    }
+
+    /// A propagator of the given fields, extracting nothing.
+    #[derive(Debug)]
+    struct Fields(Vec<String>);
+
+    impl TextMapPropagator for Fields {
+        fn inject_context(&self, _: &Context, _: &mut dyn Injector) {}
+
+        fn extract_with_context(&self, cx: &Context, _: &dyn Extractor) -> Context {
+            cx.clone()
+        }
+
+        fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+            opentelemetry::propagation::text_map_propagator::FieldIter::new(&self.0)
+        }
+    }
+
+    fn carried(fields: &[&str], names: &[&str]) -> bool {
+        let propagator = Fields(fields.iter().map(|f| f.to_string()).collect());
+        let mut headers = HeaderMap::new();
+        for name in names {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("x"),
+            );
+        }
+        carries_fields(&propagator, &headers)
+    }
+
+    /// A header is found by its name whatever its length and the case of the field; a name of a field's length is
+    /// not one of its fields for that.
+    #[test]
+    fn headers_carrying_a_propagators_fields_are_found_by_name() {
+        let w3c = ["traceparent", "tracestate", "baggage"];
+        assert!(carried(&w3c, &["host", "user-agent", "baggage"]));
+        assert!(carried(&w3c, &["traceparent"]));
+        assert!(
+            !carried(&w3c, &["host", "user-agent", "x-client-id"]),
+            "names of the fields' lengths"
+        );
+        assert!(!carried(&w3c, &[]));
+        assert!(carried(&["X-B3-TraceId"], &["accept", "x-b3-traceid"]));
+        let long = "x-".repeat(40) + "trace";
+        assert!(carried(&[long.as_str()], &["host", long.as_str()]));
+        assert!(!carried(
+            &[long.as_str()],
+            &[&("y-".repeat(40) + "trace"), &"z".repeat(70)]
+        ));
     }
 
     #[test]
