@@ -55,7 +55,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter as Governor};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
-use otlp_core::instruments::{Attributes, Observations, Registration, Source};
+use otlp_core::instruments::{Attributes, Observations, Recorder, Registration, Source};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -435,6 +435,8 @@ struct Telemetry {
     attrs: [Attributes; 8],
     /// `[rate_limiter.name, rate_limiter.backend, error.type]`: timeout, error.
     errors: [Attributes; 2],
+    /// `rate_limiter.wait.duration` with `attrs`, per outcome.
+    waits: [Recorder; 8],
 }
 
 impl Telemetry {
@@ -444,9 +446,12 @@ impl Telemetry {
         let with = |k: &'static str, v: &'static str| {
             Attributes::new(vec![name_kv.clone(), backend.clone(), KeyValue::new(k, v)])
         };
+        let link = INSTRUMENTS.link(meter);
+        let attrs = OUTCOMES.map(|o| with(names::OUTCOME, o.as_str()));
         Telemetry {
-            link: INSTRUMENTS.link(meter),
-            attrs: OUTCOMES.map(|o| with(names::OUTCOME, o.as_str())),
+            waits: std::array::from_fn(|o| link.recorder(RATE_LIMITER_WAIT, &attrs[o])),
+            link,
+            attrs,
             errors: ["timeout", "error"].map(|t| with(names::ERROR_TYPE, t)),
         }
     }
@@ -706,11 +711,7 @@ impl Drop for WaitGuard<'_> {
         let t = &core.telemetry;
         // This call slept: cheap enough to catch up with a provider installed since.
         t.link.follow();
-        t.link.record(
-            RATE_LIMITER_WAIT,
-            self.start.elapsed().as_secs_f64(),
-            t.attrs[self.outcome as usize].as_slice(),
-        );
+        t.waits[self.outcome as usize].record(self.start.elapsed().as_secs_f64());
     }
 }
 
