@@ -32,13 +32,15 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use otlp_core::instruments::{Attributes, Kind, Observable, Observations, Scope, Source};
+//! use otlp_core::instruments::{
+//!     Attributes, HistogramSpec, Kind, Observable, Observations, Scope, Source,
+//! };
 //!
 //! static SCOPE: Scope = Scope::new(
 //!     "my-crate",
 //!     "0.1.0",
 //!     &[Observable { name: "thing.uses", unit: "{use}", description: "Uses.", kind: Kind::Counter }],
-//!     &[],
+//!     &[HistogramSpec { name: "thing.use.duration", unit: "s", description: "Uses' durations.", boundaries: &[] }],
 //! );
 //!
 //! struct Thing { uses: AtomicU64, attrs: Attributes }
@@ -53,7 +55,10 @@
 //!     attrs: Attributes::new(vec![opentelemetry::KeyValue::new("thing.name", "a")]),
 //! });
 //! let registration = SCOPE.register(None, thing.clone());
+//! // One recorder per histogram and attribute set, built with the owner.
+//! let durations = registration.recorder(0, &thing.attrs);
 //! thing.uses.fetch_add(1, Ordering::Relaxed);
+//! durations.record(0.004);
 //! # drop(registration);
 //! ```
 
