@@ -229,6 +229,7 @@ where
     T: Send + 'static,
     E: Send + std::fmt::Debug + 'static,
 {
+    #[inline]
     fn new(fut: F, reply: Reply, span: Span, deadline: Option<Instant>) -> Arc<Self> {
         Arc::new(TaskJob {
             link: Link::new(),
