@@ -4,9 +4,8 @@
 //! `cargo run --release -p otlp-benches --example record_probe -- <install> <what> [calls]`, where `<install>` is
 //! `plain` (`opentelemetry::global::set_meter_provider`: records take `Histogram::record`) or `bound`
 //! (`otlp_telemetry::install_meter_provider`: records take a bound handle), and `<what>` is `record` (one
-//! `Recorder::record` with a fan-out's attribute set), `registration` (the same through `Registration::record`,
-//! always plain) or `fanout` (a fan-out call of 3 ready items, one duration record each, on a current-thread
-//! runtime). Per call: run it with `calls` and `2 × calls` under callgrind and
+//! `Recorder::record` with a fan-out's attribute set) or `fanout` (a fan-out call of 3 ready items, one duration
+//! record each, on a current-thread runtime). Per call: run it with `calls` and `2 × calls` under callgrind and
 //! divide the difference of the totals by `calls`.
 
 use std::hint::black_box;
@@ -61,14 +60,7 @@ fn main() {
                 }
             });
         }
-        "registration" => {
-            let registration = SCOPE.link(None);
-            let attrs = Attributes::new(vec![KeyValue::new("fan_out.name", "probe")]);
-            for i in 0..calls {
-                registration.record(0, black_box(i as f64 * 1e-6), attrs.as_slice());
-            }
-        }
-        other => panic!("unknown what {other}: record, registration or fanout"),
+        other => panic!("unknown what {other}: record or fanout"),
     }
     let _ = provider.shutdown();
 }

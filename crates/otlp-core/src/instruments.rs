@@ -15,9 +15,8 @@
 //!   observes one point per set. The registry holds each source strongly: when it is the last holder the owner is
 //!   gone, and the source's counter values are folded into the retained sums (so cumulative counts survive their
 //!   owner until the provider shuts down; up-down counters of a dropped owner stop).
-//! * Owners record histograms through a [`Recorder`] per histogram and attribute set (or
-//!   [`Registration::record`]): an atomic load of the scope's current histogram set, so the record path takes no
-//!   lock. A scope keeps every set it built (one per provider it followed) for the life of the process, so that a
+//! * Owners record histograms through a [`Recorder`] per histogram and attribute set: an atomic load of the
+//!   scope's current histogram set, so the record path takes no lock. A scope keeps every set it built (one per provider it followed) for the life of the process, so that a
 //!   record racing a rebuild never reaches a freed one.
 //! * A recorder resolves its attribute set once per provider where the provider allows it: the crate that
 //!   installs a provider whose `Histogram::bind` really binds (`otlp_telemetry`, for its SDK provider) installs
@@ -639,8 +638,8 @@ pub struct Scope {
     current: AtomicUsize,
     /// Serialises rebuilds, which call into the SDK: callbacks never take it.
     following: Mutex<()>,
-    /// The current provider's histogram set, null before the first build: what [`Registration::record`] and
-    /// [`Recorder::record`] read, unlocked. It points into a set that `kept` holds.
+    /// The current provider's histogram set, null before the first build: what [`Recorder::record`] reads,
+    /// unlocked. It points into a set that `kept` holds.
     histograms: AtomicPtr<Set>,
     /// Every histogram set this scope built, one per provider it followed, kept while the scope lives (a static:
     /// the process), so that a record that read `histograms` just before a rebuild never reaches a freed set. A
@@ -768,14 +767,6 @@ impl Scope {
         // is never written again.
         unsafe { set.as_ref() }
     }
-
-    /// Records `value` in histogram `index` of the provider followed.
-    #[inline]
-    fn record(&'static self, index: usize, value: f64, attrs: &[KeyValue]) {
-        if let Some(histogram) = self.set().and_then(|set| set.histograms.get(index)) {
-            histogram.record(value, attrs);
-        }
-    }
 }
 
 impl fmt::Debug for Scope {
@@ -831,19 +822,6 @@ impl Registration {
             index,
             attrs: attrs.clone(),
             target,
-        }
-    }
-
-    /// Records `value` in the scope's histogram `index` with `attrs`.
-    #[inline]
-    pub fn record(&self, index: usize, value: f64, attrs: &[KeyValue]) {
-        match &self.target {
-            Target::Global(scope) => scope.record(index, value, attrs),
-            Target::Own(_, histograms) => {
-                if let Some(h) = histograms.get(index) {
-                    h.record(value, attrs);
-                }
-            }
         }
     }
 }
@@ -912,17 +890,22 @@ mod tests {
         let _serial = crate::serial();
         let first_records = install();
         let registration = FOLLOWING.link(None);
+        let none = Attributes::new(Vec::new());
+        let (histogram, missing) = (
+            registration.recorder(0, &none),
+            registration.recorder(1, &none),
+        );
         let first = generation();
         assert!(first > 0, "linking follows the global provider");
         FOLLOWING.follow();
         FOLLOWING.follow();
         assert_eq!(generation(), first, "the same provider: nothing rebuilt");
-        registration.record(0, 1.0, &[]);
-        registration.record(1, 1.0, &[]); // no such histogram: ignored
+        histogram.record(1.0);
+        missing.record(1.0); // no such histogram: ignored
         assert_eq!(first_records.load(Ordering::Relaxed), 1);
 
         let second_records = install();
-        registration.record(0, 1.0, &[]);
+        histogram.record(1.0);
         assert_eq!(
             first_records.load(Ordering::Relaxed),
             2,
@@ -932,7 +915,7 @@ mod tests {
         assert_eq!(generation(), first + 1, "a new provider: rebuilt once");
         FOLLOWING.follow();
         assert_eq!(generation(), first + 1);
-        registration.record(0, 1.0, &[]);
+        histogram.record(1.0);
         assert_eq!(
             second_records.load(Ordering::Relaxed),
             1,
@@ -1040,6 +1023,7 @@ mod tests {
         opentelemetry::global::set_meter_provider(Counting(total.clone()));
         let registration = RACED.link(None);
         let recorder = registration.recorder(0, &Attributes::new(vec![KeyValue::new("k", 1)]));
+        let unattributed = registration.recorder(0, &Attributes::new(Vec::new()));
         let binder = Arc::new(CountingBinder {
             binds: AtomicU64::new(0),
             records: total.clone(),
@@ -1056,7 +1040,7 @@ mod tests {
                 }
             });
             for _ in 0..rounds * 4 {
-                registration.record(0, 1.0, &[]);
+                unattributed.record(1.0);
                 recorder.record(1.0);
             }
         });
